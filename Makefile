@@ -1,0 +1,23 @@
+# One command sets everything up and runs the suite: `make test`.
+# Needs only Python >= 3.10 and make; uv (from PyPI) builds .venv from the lock file.
+PYTHON ?= python3
+UV := $(PYTHON) -m uv
+PYTEST_ARGS ?=
+
+.PHONY: setup test test-all demo bench clean
+
+setup:
+	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv \
+		|| $(PYTHON) -m pip install --quiet --user uv \
+		|| $(PYTHON) -m pip install --quiet --break-system-packages uv
+	$(UV) sync --locked
+
+test: setup
+	$(UV) run --locked pytest -q $(PYTEST_ARGS)
+
+# The slow tests too (long training runs, marked `slow`).
+test-all: setup
+	$(UV) run --locked pytest -q -m "slow or not slow" $(PYTEST_ARGS)
+
+clean:
+	rm -rf .venv .pytest_cache

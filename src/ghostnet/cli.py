@@ -1,0 +1,169 @@
+"""The `ghostnet` command line: argparse subcommands, each a thin wrapper over a library function."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+
+__all__ = ["main", "build_parser"]
+
+
+class UsageError(Exception):
+    """Bad input from the user: printed as one line, exit code 2."""
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return v
+
+
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return v
+
+
+def _model_kwargs(args: argparse.Namespace) -> dict:
+    kwargs: dict = {}
+    if getattr(args, "width", None) is not None:
+        if args.model != "ghostnet":
+            raise UsageError(f"--width applies to the 'ghostnet' model; {args.model!r} has a fixed width")
+        kwargs["width"] = args.width
+    for name in ("num_classes", "in_chans"):
+        if getattr(args, name, None) is not None:
+            kwargs[name] = getattr(args, name)
+    return kwargs
+
+
+# ---------------------------------------------------------------- list
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from .models import list_models, model_entry
+
+    for name in list_models(args.pattern):
+        entry = model_entry(name)
+        weights = "  [ImageNet weights]" if entry.url else ""
+        print(f"{name:<24} {entry.description}{weights}")
+    return 0
+
+
+# ---------------------------------------------------------------- profile
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    from .profile import format_ghost_module, format_profile, profile_ghost_module, profile_model
+
+    size = tuple(args.input_size) if args.input_size else None
+    if args.model == "ghost_module":
+        if args.in_chans is None or args.out_chans is None:
+            raise UsageError("profile ghost_module needs --in-chans and --out-chans")
+        try:
+            r = profile_ghost_module(
+                args.in_chans,
+                args.out_chans,
+                args.kernel_size,
+                args.ratio,
+                args.dw_size,
+                args.stride,
+                size or (56, 56),
+            )
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+        print(json.dumps(r, indent=2) if args.json else format_ghost_module(r))
+        return 0
+
+    from .models import create_model
+
+    kwargs = _model_kwargs(args)
+    if args.features_only:
+        kwargs["features_only"] = True
+    try:
+        model = create_model(args.model, **kwargs)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    p = profile_model(model, size or (224, 224), name=args.model + (f" (width {args.width})" if args.width else ""))
+    if args.json:
+        d = p.to_dict()
+        if not args.per_layer:
+            d.pop("layers")
+        print(json.dumps(d, indent=2))
+    else:
+        print(format_profile(p, per_layer=args.per_layer))
+    return 0
+
+
+# ---------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ghostnet",
+        description="GhostNet: build, train, analyse, compress and deploy GhostNet models.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("list", help="list the registered models")
+    p.add_argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. 'ghostnet_*'")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser(
+        "profile",
+        help="params, MACs and activation memory of a model (or of one Ghost module)",
+        description="Count parameters, MACs (the paper's FLOPs) and activation memory by running the model. "
+        "MODEL 'ghost_module' profiles a single Ghost module against the plain conv it replaces.",
+    )
+    p.add_argument("model", help="a registered model name (see `ghostnet list`), or 'ghost_module'")
+    p.add_argument("--width", type=_positive_float, help="width multiplier (with MODEL 'ghostnet')")
+    p.add_argument("--input-size", type=_positive_int, nargs=2, metavar=("H", "W"), help="default 224 224 (56 56 for ghost_module)")
+    p.add_argument("--num-classes", type=_positive_int)
+    p.add_argument("--in-chans", type=_positive_int, help="input channels (ghost_module: c)")
+    p.add_argument("--out-chans", type=_positive_int, help="ghost_module: output channels n")
+    p.add_argument("--kernel-size", type=_positive_int, default=1, help="ghost_module: primary kernel k")
+    p.add_argument("--ratio", type=_positive_int, default=2, help="ghost_module: ratio s")
+    p.add_argument("--dw-size", type=_positive_int, default=3, help="ghost_module: cheap kernel d")
+    p.add_argument("--stride", type=_positive_int, default=1, help="ghost_module: stride")
+    p.add_argument("--features-only", action="store_true", help="profile the multi-scale backbone (no head)")
+    p.add_argument("--per-layer", action="store_true", help="one row per layer")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_profile)
+    return parser
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    from .checkpoint import CheckpointError
+
+    try:
+        return func(args)
+    except (UsageError, CheckpointError) as e:
+        parser.exit(2, f"ghostnet {args.command}: error: {e}\n")
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

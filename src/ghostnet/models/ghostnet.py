@@ -1,0 +1,233 @@
+"""GhostNet for ImageNet-sized inputs (Han et al., CVPR 2020, Table 1), at any width."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from ..layers import ConvBnAct, GhostBottleneck, make_divisible
+from .registry import register_model
+
+__all__ = ["GhostNet", "GHOSTNET_STAGES", "ghostnet", "ghostnet_050", "ghostnet_100", "ghostnet_130"]
+
+# Paper Table 1, one list per stage, one tuple per Ghost bottleneck:
+#   (k: depthwise kernel, exp: hidden channels, out: output channels, se: SE ratio (0 = none), s: stride)
+# Channels are scaled by the width multiplier with make_divisible(c * width, 4).
+GHOSTNET_STAGES: tuple[tuple[tuple[int, int, int, float, int], ...], ...] = (
+    ((3, 16, 16, 0, 1),),  # 112 x 112
+    ((3, 48, 24, 0, 2),),  # 56
+    ((3, 72, 24, 0, 1),),
+    ((5, 72, 40, 0.25, 2),),  # 28
+    ((5, 120, 40, 0.25, 1),),
+    ((3, 240, 80, 0, 2),),  # 14
+    (
+        (3, 200, 80, 0, 1),
+        (3, 184, 80, 0, 1),
+        (3, 184, 80, 0, 1),
+        (3, 480, 112, 0.25, 1),
+        (3, 672, 112, 0.25, 1),
+    ),
+    ((5, 672, 160, 0.25, 2),),  # 7
+    (
+        (5, 960, 160, 0, 1),
+        (5, 960, 160, 0.25, 1),
+        (5, 960, 160, 0, 1),
+        (5, 960, 160, 0.25, 1),
+    ),
+)
+STEM_CHANNELS = 16
+LAST_STAGE_CHANNELS = 960  # stage 9: 1x1 conv, BN, ReLU
+HEAD_CHANNELS = 1280  # the head's 1x1 conv is not scaled by width
+
+# Feature levels for features_only / detection: (module name, index of the last block in `blocks`).
+# Strides 2/4/8/16/32 after the stem and after stages 1, 3, 5, 7.
+_FEATURE_BLOCKS = (-1, 1, 3, 5, 7)
+
+
+class GhostNet(nn.Module):
+    """3x3 conv s2, BN, ReLU; 16 Ghost bottlenecks in 9 stages; 1x1 conv, BN, ReLU; avg pool, 1x1 conv, ReLU, FC.
+
+    Args:
+        num_classes: classifier outputs; 0 leaves the classifier out (``forward`` returns pooled features).
+        width: channel multiplier (0.5, 1.0, 1.3, ... any positive value).
+        in_chans: input image channels.
+        drop_rate: dropout before the classifier.
+        ratio: Ghost module ratio ``s`` used in every bottleneck.
+        dw_size: Ghost module cheap-operation kernel ``d``.
+        features_only: build only the backbone up to the last level in ``out_indices``;
+            ``forward`` then returns that list of feature maps.
+        out_indices: feature levels returned when ``features_only`` (0..4 = strides 2, 4, 8, 16, 32).
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 1000,
+        width: float = 1.0,
+        in_chans: int = 3,
+        drop_rate: float = 0.2,
+        *,
+        ratio: int = 2,
+        dw_size: int = 3,
+        features_only: bool = False,
+        out_indices: Sequence[int] = (0, 1, 2, 3, 4),
+    ) -> None:
+        super().__init__()
+        if not isinstance(num_classes, int) or num_classes < 0:
+            raise ValueError(f"num_classes must be an integer >= 0, got {num_classes!r}")
+        if not width > 0:
+            raise ValueError(f"width must be > 0, got {width!r}")
+        if not isinstance(in_chans, int) or in_chans < 1:
+            raise ValueError(f"in_chans must be a positive integer, got {in_chans!r}")
+        if not 0.0 <= drop_rate < 1.0:
+            raise ValueError(f"drop_rate must be in [0, 1), got {drop_rate!r}")
+        out_indices = tuple(out_indices)
+        if features_only and (not out_indices or any(i not in range(len(_FEATURE_BLOCKS)) for i in out_indices)):
+            raise ValueError(f"out_indices must be a non-empty subset of 0..{len(_FEATURE_BLOCKS) - 1}, got {out_indices}")
+
+        self.num_classes = num_classes
+        self.width = width
+        self.drop_rate = drop_rate
+        self.features_only = features_only
+        self.out_indices = out_indices
+
+        stem_chs = make_divisible(STEM_CHANNELS * width, 4)
+        self.conv_stem = nn.Conv2d(in_chans, stem_chs, 3, 2, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(stem_chs)
+        self.act1 = nn.ReLU(inplace=True)
+
+        feature_info = [{"num_chs": stem_chs, "reduction": 2, "module": "conv_stem"}]
+        stages: list[nn.Module] = []
+        prev_chs, reduction = stem_chs, 2
+        for stage_idx, stage in enumerate(GHOSTNET_STAGES):
+            blocks = []
+            for k, exp, out, se, s in stage:
+                out_chs = make_divisible(out * width, 4)
+                mid_chs = make_divisible(exp * width, 4)
+                blocks.append(GhostBottleneck(prev_chs, mid_chs, out_chs, k, s, se, ratio=ratio, dw_size=dw_size))
+                prev_chs, reduction = out_chs, reduction * s
+            stages.append(nn.Sequential(*blocks))
+            if stage_idx in _FEATURE_BLOCKS:
+                feature_info.append({"num_chs": prev_chs, "reduction": reduction, "module": f"blocks.{stage_idx}"})
+        last_chs = make_divisible(LAST_STAGE_CHANNELS * width, 4)
+        stages.append(nn.Sequential(ConvBnAct(prev_chs, last_chs, 1)))
+        self.num_features = last_chs
+        self.head_hidden_size = HEAD_CHANNELS
+
+        if features_only:
+            self.feature_info = [feature_info[i] for i in out_indices]
+            keep = _FEATURE_BLOCKS[max(out_indices)] + 1  # blocks after the deepest level are not built
+            self.blocks = nn.Sequential(*stages[:keep])
+            # Checkpoint keys of the layers left out; load_weights drops these instead of failing.
+            self.dropped_prefixes = tuple(f"blocks.{i}." for i in range(keep, len(stages))) + (
+                "conv_head.",
+                "classifier.",
+            )
+            self._out_blocks = {_FEATURE_BLOCKS[i]: i for i in out_indices}
+        else:
+            self.feature_info = feature_info
+            self.blocks = nn.Sequential(*stages)
+            self.dropped_prefixes = ()
+            self.global_pool = nn.AdaptiveAvgPool2d(1)
+            self.conv_head = nn.Conv2d(last_chs, HEAD_CHANNELS, 1, bias=True)
+            self.act2 = nn.ReLU(inplace=True)
+            self.flatten = nn.Flatten(1)
+            self.dropout = nn.Dropout(drop_rate)
+            self.classifier = nn.Linear(HEAD_CHANNELS, num_classes) if num_classes > 0 else nn.Identity()
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        # As the official release: He-normal (fan_out) convs, unit BN, small-normal classifier.
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, 0, 0.01)
+                nn.init.zeros_(m.bias)
+
+    def get_classifier(self) -> nn.Module:
+        return self.classifier
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Replace the classifier with a freshly initialised one for `num_classes` (0 removes it)."""
+        if self.features_only:
+            raise ValueError("a features_only model has no classifier")
+        if not isinstance(num_classes, int) or num_classes < 0:
+            raise ValueError(f"num_classes must be an integer >= 0, got {num_classes!r}")
+        self.num_classes = num_classes
+        if num_classes > 0:
+            self.classifier = nn.Linear(HEAD_CHANNELS, num_classes)
+            nn.init.normal_(self.classifier.weight, 0, 0.01)
+            nn.init.zeros_(self.classifier.bias)
+        else:
+            self.classifier = nn.Identity()
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Stem and all blocks: (B, in_chans, H, W) -> (B, num_features, H/32, W/32)."""
+        x = self.act1(self.bn1(self.conv_stem(x)))  # (B, 16w, H/2, W/2)
+        return self.blocks(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Pool, 1x1 conv to 1280, ReLU, [dropout, classifier]: (B, C, h, w) -> (B, num_classes) or (B, 1280)."""
+        x = self.global_pool(x)  # (B, C, 1, 1)
+        x = self.flatten(self.act2(self.conv_head(x)))  # (B, 1280)
+        if pre_logits:
+            return x
+        return self.classifier(self.dropout(x))
+
+    def forward_intermediates(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The feature maps at ``out_indices`` (features_only models): a list of (B, C_i, H/r_i, W/r_i)."""
+        features: list[torch.Tensor] = []
+        x = self.act1(self.bn1(self.conv_stem(x)))
+        if -1 in self._out_blocks:
+            features.append(x)
+        for i, block in enumerate(self.blocks):
+            x = block(x)
+            if i in self._out_blocks:
+                features.append(x)
+        return features
+
+    def forward(self, x: torch.Tensor):
+        if self.features_only:
+            return self.forward_intermediates(x)
+        return self.forward_head(self.forward_features(x))
+
+
+def _ghostnet(fixed_width: float, **kwargs) -> GhostNet:
+    if "width" in kwargs:
+        raise ValueError("the named models fix their width; use create_model('ghostnet', width=...) for another one")
+    return GhostNet(width=fixed_width, **kwargs)
+
+
+# The official release's ImageNet weights (top-1 73.98 / top-5 91.46), a plain state dict.
+_OFFICIAL_1X_URL = "https://github.com/huawei-noah/CV-backbones/releases/download/ghostnet_pth/ghostnet_1x.pth"
+
+
+@register_model(default_width=1.0)
+def ghostnet(width: float = 1.0, **kwargs) -> GhostNet:
+    """GhostNet at any width multiplier (``width=1.1`` is the paper's detection backbone)."""
+    return GhostNet(width=width, **kwargs)
+
+
+@register_model(default_width=0.5)
+def ghostnet_050(**kwargs) -> GhostNet:
+    """GhostNet 0.5x: 2.59M params, 42M MACs at 224 (paper: 66.2 top-1)."""
+    return _ghostnet(0.5, **kwargs)
+
+
+@register_model(default_width=1.0, url=_OFFICIAL_1X_URL)
+def ghostnet_100(**kwargs) -> GhostNet:
+    """GhostNet 1.0x: 5.18M params, 141M MACs at 224 (paper: 73.9 top-1)."""
+    return _ghostnet(1.0, **kwargs)
+
+
+@register_model(default_width=1.3)
+def ghostnet_130(**kwargs) -> GhostNet:
+    """GhostNet 1.3x: 7.36M params, 227M MACs at 224 (paper: 75.7 top-1)."""
+    return _ghostnet(1.3, **kwargs)

@@ -1,0 +1,100 @@
+"""The model registry: every named model, built by `create_model(name, **kwargs)`."""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+__all__ = ["register_model", "create_model", "list_models", "model_entry", "ModelEntry"]
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A registered model: its builder, the defaults it is known by, and where its weights live."""
+
+    name: str
+    builder: Callable[..., nn.Module]
+    default_cfg: dict[str, Any] = field(default_factory=dict)
+    url: str | None = None  # ImageNet weights published for this exact configuration, if any
+
+    @property
+    def description(self) -> str:
+        doc = (self.builder.__doc__ or "").strip()
+        return doc.splitlines()[0] if doc else ""
+
+
+_REGISTRY: dict[str, ModelEntry] = {}
+
+
+def register_model(url: str | None = None, **default_cfg: Any) -> Callable:
+    """Decorator adding a builder to the registry under its function name.
+
+    Args:
+        url: where the published weights of this model can be downloaded, if any.
+        **default_cfg: metadata shown by `ghostnet list` (e.g. ``default_width``, ``input_size``).
+    """
+
+    def wrap(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        if fn.__name__ in _REGISTRY:
+            raise ValueError(f"model {fn.__name__!r} is registered twice")
+        _REGISTRY[fn.__name__] = ModelEntry(fn.__name__, fn, dict(default_cfg), url)
+        return fn
+
+    return wrap
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Names of the registered models matching a shell-style `pattern` (e.g. ``"ghostnet_*"``), sorted."""
+    _ensure_loaded()
+    return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
+
+
+def model_entry(name: str) -> ModelEntry:
+    """The registry entry of `name`; `ValueError` listing the known names when there is none."""
+    _ensure_loaded()
+    if name not in _REGISTRY:
+        close = [n for n in _REGISTRY if name.split("_")[0] in n] or sorted(_REGISTRY)
+        raise ValueError(f"unknown model {name!r}; known models: {', '.join(sorted(close))}")
+    return _REGISTRY[name]
+
+
+def create_model(
+    name: str,
+    pretrained: bool = False,
+    checkpoint_path: str | None = None,
+    **kwargs: Any,
+) -> nn.Module:
+    """Build a registered model, optionally loading weights.
+
+    Args:
+        name: a registered name (see `list_models`).
+        pretrained: download and load the published ImageNet weights (only models that have them).
+        checkpoint_path: load weights from this file (official/timm ``.pth``, ``.safetensors``, or our
+            checkpoints). When the checkpoint's classifier has another ``num_classes``, the classifier
+            is left as initialised and everything else is loaded.
+        **kwargs: the model's constructor arguments (``num_classes``, ``in_chans``, ``drop_rate``, ...).
+    """
+    entry = model_entry(name)
+    model = entry.builder(**kwargs)
+    if pretrained and checkpoint_path:
+        raise ValueError("give either pretrained=True or checkpoint_path, not both")
+    if pretrained or checkpoint_path:
+        from ..checkpoint import load_pretrained, load_weights
+
+        if checkpoint_path:
+            load_weights(model, checkpoint_path, ignore_classifier="mismatched")
+        else:
+            load_pretrained(model, entry, ignore_classifier="mismatched")
+    # What it takes to build this model again (saved in checkpoints and exports).
+    model.model_name = name  # type: ignore[assignment]
+    model.model_kwargs = dict(kwargs)  # type: ignore[assignment]
+    return model
+
+
+def _ensure_loaded() -> None:
+    # Registration happens when the model modules are imported; importing the package does that.
+    from . import ghostnet  # noqa: F401

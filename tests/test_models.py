@@ -1,0 +1,156 @@
+import pytest
+import torch
+
+from ghostnet import GhostNet, create_model, list_models
+from ghostnet.models import GHOSTNET_STAGES
+
+MODELS = list_models()
+NAMED = list_models("ghostnet_*")
+
+
+def test_registry_lists_the_named_models():
+    assert {"ghostnet", "ghostnet_050", "ghostnet_100", "ghostnet_130"} <= set(MODELS)
+    assert list_models("ghostnet_1*") == ["ghostnet_100", "ghostnet_130"]
+    with pytest.raises(ValueError, match="unknown model 'resnet9000'"):
+        create_model("resnet9000")
+
+
+def test_table_has_sixteen_bottlenecks():
+    assert sum(len(stage) for stage in GHOSTNET_STAGES) == 16
+    model = create_model("ghostnet_100")
+    assert len(model.blocks) == 10  # 9 bottleneck stages + the 1x1 conv stage
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_forward_backward_small_input(name):
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=10)
+    x = torch.randn(2, 3, 32, 32)
+    y = model(x)
+    assert y.shape == (2, 10)
+    assert torch.isfinite(y).all()
+    y.logsumexp(1).sum().backward()
+    no_grad = [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
+    assert not no_grad, f"parameters without a gradient: {no_grad[:5]}"
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_eval_is_deterministic(name):
+    model = create_model(name, num_classes=10).eval()
+    x = torch.randn(2, 3, 48, 48)
+    with torch.no_grad():
+        assert torch.equal(model(x), model(x))
+
+
+@pytest.mark.parametrize("size", [(32, 32), (33, 47), (64, 96)])
+def test_any_input_size(size):
+    model = create_model("ghostnet_050", num_classes=3).eval()
+    assert model(torch.randn(1, 3, *size)).shape == (1, 3)
+
+
+def test_grayscale_and_widths():
+    assert create_model("ghostnet_050", in_chans=1, num_classes=5)(torch.randn(2, 1, 32, 32)).shape == (2, 5)
+    m = create_model("ghostnet", width=1.1)
+    assert m.conv_stem.out_channels == 16  # make_divisible(17.6, 4): 16 keeps more than 90%
+    assert m.feature_info[-1]["num_chs"] == 176
+
+
+def test_model_contract():
+    model = create_model("ghostnet_100", num_classes=7).eval()
+    x = torch.randn(2, 3, 64, 64)
+    feats = model.forward_features(x)
+    assert feats.shape == (2, model.num_features, 2, 2) and model.num_features == 960
+    assert model.forward_head(feats, pre_logits=True).shape == (2, 1280)
+    assert torch.equal(model.forward_head(feats), model(x))
+    model.reset_classifier(3)
+    assert model(x).shape == (2, 3) and model.get_classifier().out_features == 3
+    model.reset_classifier(0)
+    assert model(x).shape == (2, 1280)
+    assert [f["reduction"] for f in model.feature_info] == [2, 4, 8, 16, 32]
+    assert [f["num_chs"] for f in model.feature_info] == [16, 24, 40, 80, 160]
+
+
+@pytest.mark.parametrize("name", NAMED)
+@pytest.mark.parametrize("out_indices", [(0, 1, 2, 3, 4), (2, 3, 4), (1,)])
+def test_features_only_matches_feature_info(name, out_indices):
+    model = create_model(name, features_only=True, out_indices=out_indices).eval()
+    x = torch.randn(1, 3, 64, 96)
+    feats = model(x)
+    assert len(feats) == len(model.feature_info) == len(out_indices)
+    for f, info in zip(feats, model.feature_info):
+        assert f.shape[1] == info["num_chs"]
+        assert (f.shape[2], f.shape[3]) == (64 // info["reduction"], 96 // info["reduction"])
+    assert not hasattr(model, "classifier")
+
+
+def test_features_only_equals_full_model_intermediates():
+    torch.manual_seed(0)
+    full = create_model("ghostnet_050").eval()
+    feat = create_model("ghostnet_050", features_only=True, out_indices=(2,)).eval()
+    from ghostnet import load_weights
+
+    load_weights(feat, full.state_dict())
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        ref = full.blocks[:4](full.act1(full.bn1(full.conv_stem(x))))
+        assert torch.equal(feat(x)[0], ref)
+
+
+@pytest.mark.parametrize(
+    "kwargs,arg",
+    [
+        ({"width": 0}, "width"),
+        ({"num_classes": -1}, "num_classes"),
+        ({"in_chans": 0}, "in_chans"),
+        ({"drop_rate": 1.5}, "drop_rate"),
+        ({"features_only": True, "out_indices": (5,)}, "out_indices"),
+        ({"ratio": 0}, "ratio"),
+        ({"dw_size": 4}, "dw_size"),
+    ],
+)
+def test_bad_model_arguments(kwargs, arg):
+    with pytest.raises(ValueError, match=arg):
+        GhostNet(**kwargs)
+
+
+def test_named_models_fix_their_width():
+    with pytest.raises(ValueError, match="fix their width"):
+        create_model("ghostnet_100", width=2.0)
+
+
+@pytest.mark.parametrize("name,features_only", [("ghostnet_050", False), ("ghostnet_100", True)])
+def test_torch_export_round_trip(tmp_path, name, features_only):
+    model = create_model(name, num_classes=10, features_only=features_only).eval() if not features_only else (
+        create_model(name, features_only=True, out_indices=(2, 3, 4)).eval()
+    )
+    x = torch.randn(2, 3, 64, 64)
+    ep = torch.export.export(model, (x,))
+    path = tmp_path / "model.pt2"
+    torch.export.save(ep, path)
+    loaded = torch.export.load(path).module()
+    with torch.no_grad():
+        ref, out = model(x), loaded(x)
+    if features_only:
+        for a, b in zip(ref, out):
+            torch.testing.assert_close(a, b)
+    else:
+        torch.testing.assert_close(ref, out)
+
+
+@pytest.mark.parametrize("name", NAMED)
+def test_timm_state_dict_loads_strictly_with_identical_logits(name):
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    theirs = timm.create_model(name).eval()
+    # Give BN non-trivial statistics so the comparison covers every buffer.
+    for m in theirs.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+    ours = create_model(name).eval()
+    sd = theirs.state_dict()
+    assert set(sd) == set(ours.state_dict())
+    ours.load_state_dict(sd, strict=True)
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), theirs(x), rtol=0, atol=1e-5)
