@@ -104,6 +104,61 @@ def cmd_profile(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- train / eval / predict
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .config import config_from_args
+    from .train import TrainingDiverged, train
+
+    try:
+        cfg = config_from_args(args, args.config)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    try:
+        train(cfg)
+    except TrainingDiverged as e:
+        print(f"ghostnet train: {e}", file=sys.stderr)
+        return 1
+    except ValueError as e:  # bad settings found once the data and model are known
+        raise UsageError(str(e)) from None
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .inference import evaluate_checkpoint
+    from .reporting import format_confusion
+
+    r = evaluate_checkpoint(
+        args.checkpoint, args.model, args.dataset, args.data_dir, args.image_size, args.batch_size, args.ema, args.device, not args.no_progress
+    )
+    if not r.pop("is_main"):
+        return 0
+    if args.json:
+        print(json.dumps(r, indent=2))
+        return 0
+    print(f"{r['checkpoint']} on {r['dataset']} ({r['count']:,} images): top-1 {r['top1']:.2f}%  top-5 {r['top5']:.2f}%  loss {r['loss']:.4f}")
+    if "confusion" in r:
+        print("\nconfusion matrix (rows: true class, columns: predicted)")
+        print(format_confusion(r["confusion"], r["classes"]))
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .inference import load_model, predict_images
+
+    model, prep, _ = load_model(args.checkpoint, args.model, use_ema=args.ema)
+    results = predict_images(model, prep, args.images, args.topk)
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return 0
+    for r in results:
+        print(r["path"])
+        for name, p in r["top"]:
+            print(f"  {p * 100:6.2f}%  {name}")
+    return 0
+
+
 # ---------------------------------------------------------------- parser
 
 
@@ -140,6 +195,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--per-layer", action="store_true", help="one row per layer")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_profile)
+
+    from .config import add_config_arguments, list_recipes
+
+    p = sub.add_parser(
+        "train",
+        help="train and evaluate a model on a dataset (also under torchrun for DDP)",
+        description="Train a registered model. Settings come from the defaults, then --config (a YAML file or a "
+        f"bundled recipe: {', '.join(list_recipes())}), then the options below. The resolved config, log.jsonl, "
+        "checkpoints (last.pth, best.pth), summary.json and curves.png go to OUTPUT_DIR/NAME.",
+    )
+    p.add_argument("--config", help="a YAML file or a bundled recipe name")
+    add_config_arguments(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="top-1/top-5 (and confusion matrix) of a checkpoint on a dataset")
+    p.add_argument("checkpoint", help="our checkpoint, or an official/timm state dict (with --model)")
+    p.add_argument("--model", help="model name, for bare state dicts (e.g. ghostnet_100)")
+    p.add_argument("--dataset", help="default: the dataset the checkpoint was trained on")
+    p.add_argument("--data-dir")
+    p.add_argument("--image-size", type=_positive_int)
+    p.add_argument("--batch-size", type=_positive_int, default=256)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--ema", action="store_true", help="evaluate the EMA weights")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("predict", help="top-k classes for image files or folders")
+    p.add_argument("images", nargs="+", help="image files and/or folders")
+    p.add_argument("--checkpoint", required=True, help="our checkpoint, or an official/timm state dict (with --model)")
+    p.add_argument("--model", help="model name, for bare state dicts")
+    p.add_argument("--topk", type=_positive_int, default=5)
+    p.add_argument("--ema", action="store_true", help="use the EMA weights")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_predict)
     return parser
 
 
@@ -154,10 +244,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
     from .checkpoint import CheckpointError
+    from .data import DatasetError
+    from .train import RunDirError
 
     try:
         return func(args)
-    except (UsageError, CheckpointError) as e:
+    except (UsageError, CheckpointError, DatasetError, RunDirError) as e:
         parser.exit(2, f"ghostnet {args.command}: error: {e}\n")
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -10,7 +10,8 @@ from torch import nn
 from ..layers import ConvBnAct, GhostBottleneck, make_divisible
 from .registry import register_model
 
-__all__ = ["GhostNet", "GHOSTNET_STAGES", "ghostnet", "ghostnet_050", "ghostnet_100", "ghostnet_130"]
+__all__ = ["GhostNet", "GHOSTNET_STAGES", "ghostnet", "ghostnet_050", "ghostnet_100", "ghostnet_130",
+           "ghostnet_small_050", "ghostnet_small_100"]
 
 # Paper Table 1, one list per stage, one tuple per Ghost bottleneck:
 #   (k: depthwise kernel, exp: hidden channels, out: output channels, se: SE ratio (0 = none), s: stride)
@@ -56,6 +57,8 @@ class GhostNet(nn.Module):
         drop_rate: dropout before the classifier.
         ratio: Ghost module ratio ``s`` used in every bottleneck.
         dw_size: Ghost module cheap-operation kernel ``d``.
+        small_input: for 32x32-class images: stem and stage 1 keep stride 1, so the output stride is 8
+            instead of 32 (feature levels then have strides 1, 1, 2, 4, 8).
         features_only: build only the backbone up to the last level in ``out_indices``;
             ``forward`` then returns that list of feature maps.
         out_indices: feature levels returned when ``features_only`` (0..4 = strides 2, 4, 8, 16, 32).
@@ -70,6 +73,7 @@ class GhostNet(nn.Module):
         *,
         ratio: int = 2,
         dw_size: int = 3,
+        small_input: bool = False,
         features_only: bool = False,
         out_indices: Sequence[int] = (0, 1, 2, 3, 4),
     ) -> None:
@@ -91,18 +95,22 @@ class GhostNet(nn.Module):
         self.drop_rate = drop_rate
         self.features_only = features_only
         self.out_indices = out_indices
+        self.small_input = small_input
+        stem_stride = 1 if small_input else 2
 
         stem_chs = make_divisible(STEM_CHANNELS * width, 4)
-        self.conv_stem = nn.Conv2d(in_chans, stem_chs, 3, 2, 1, bias=False)
+        self.conv_stem = nn.Conv2d(in_chans, stem_chs, 3, stem_stride, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(stem_chs)
         self.act1 = nn.ReLU(inplace=True)
 
-        feature_info = [{"num_chs": stem_chs, "reduction": 2, "module": "conv_stem"}]
+        feature_info = [{"num_chs": stem_chs, "reduction": stem_stride, "module": "conv_stem"}]
         stages: list[nn.Module] = []
-        prev_chs, reduction = stem_chs, 2
+        prev_chs, reduction = stem_chs, stem_stride
         for stage_idx, stage in enumerate(GHOSTNET_STAGES):
             blocks = []
             for k, exp, out, se, s in stage:
+                if small_input and stage_idx == 1:
+                    s = 1
                 out_chs = make_divisible(out * width, 4)
                 mid_chs = make_divisible(exp * width, 4)
                 blocks.append(GhostBottleneck(prev_chs, mid_chs, out_chs, k, s, se, ratio=ratio, dw_size=dw_size))
@@ -213,6 +221,18 @@ _OFFICIAL_1X_URL = "https://github.com/huawei-noah/CV-backbones/releases/downloa
 def ghostnet(width: float = 1.0, **kwargs) -> GhostNet:
     """GhostNet at any width multiplier (``width=1.1`` is the paper's detection backbone)."""
     return GhostNet(width=width, **kwargs)
+
+
+@register_model(default_width=0.5, input_size=32)
+def ghostnet_small_050(**kwargs) -> GhostNet:
+    """GhostNet 0.5x for 32x32 images (output stride 8): 2.59M params, 14M MACs at 32."""
+    return _ghostnet(0.5, small_input=True, **kwargs)
+
+
+@register_model(default_width=1.0, input_size=32)
+def ghostnet_small_100(**kwargs) -> GhostNet:
+    """GhostNet 1.0x for 32x32 images (output stride 8): 5.18M params, 46M MACs at 32."""
+    return _ghostnet(1.0, small_input=True, **kwargs)
 
 
 @register_model(default_width=0.5)

@@ -1,0 +1,557 @@
+"""The training engine: one loop, read top to bottom. Single process, or DDP under torchrun.
+
+    ghostnet train --config digits                     # one process
+    torchrun --nproc_per_node=2 -m ghostnet train ...  # DistributedDataParallel (gloo on CPU, NCCL on CUDA)
+
+A run lives in ``output_dir/name``: config.yaml, log.jsonl (one row per epoch), last.pth / best.pth
+(written atomically, holding everything needed to resume bit-exactly), summary.json and curves.png.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from .checkpoint import FORMAT, CheckpointError, read_checkpoint, save_checkpoint
+from .config import TrainConfig
+from .data import DataBundle, DatasetError, FolderLoader, TensorLoader, load_dataset
+from .models import create_model
+
+__all__ = ["train", "evaluate", "TrainingDiverged", "RunDirError", "build_loaders", "build_model_for_data"]
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class RunDirError(ValueError):
+    """The run folder exists (and neither resume nor overwrite was asked), or has nothing to resume."""
+
+
+# ---------------------------------------------------------------- distributed set-up
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def init_distributed(device_name: str) -> tuple[Dist, torch.device]:
+    """Join the process group torchrun set up (if any) and pick this rank's device."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    want_cuda = device_name.startswith("cuda") or (device_name == "auto" and torch.cuda.is_available())
+    if want_cuda and not torch.cuda.is_available():
+        raise ValueError(f"device {device_name!r} asked for, but CUDA is not available")
+    if world == 1:
+        return Dist(), torch.device(device_name if device_name != "auto" else ("cuda" if want_cuda else "cpu"))
+    d = Dist(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+    if want_cuda:
+        torch.cuda.set_device(d.local_rank)
+        device = torch.device("cuda", d.local_rank)
+    else:
+        device = torch.device("cpu")
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if want_cuda else "gloo")
+    return d, device
+
+
+def _all_reduce_sum(values: list[float], d: Dist, device: torch.device) -> list[float]:
+    if not d.enabled:
+        return values
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+def _broadcast(obj: Any, d: Dist) -> Any:
+    if not d.enabled:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+# ---------------------------------------------------------------- data and model
+
+
+def build_loaders(cfg: TrainConfig, data: DataBundle, d: Dist, device: torch.device, in_chans: int):
+    """The train and eval loaders of `data` for this rank."""
+    if cfg.batch_size % d.world_size:
+        raise ValueError(f"batch_size {cfg.batch_size} must be divisible by the number of processes {d.world_size}")
+    common = dict(seed=cfg.seed, rank=d.rank, world_size=d.world_size, device=device, channels_last=cfg.channels_last)
+    if data.in_memory:
+        augment = cfg.augment or data.augment
+        if augment == "imagenet":
+            raise ValueError("augment 'imagenet' is for image folders; use crop_flip, crop or none")
+        norm = dict(mean=data.mean, std=data.std, in_chans=in_chans)
+        train = TensorLoader(data.train, cfg.batch_size, train=True, augment=augment, **norm, **common)
+        test = TensorLoader(data.test, cfg.eval_batch_size, train=False, **norm, **common)
+    else:
+        if cfg.augment not in (None, "imagenet"):
+            raise ValueError("image folders use augment 'imagenet' (RandomResizedCrop + flip)")
+        folder = dict(image_size=data.image_size, mean=data.mean, std=data.std, in_chans=in_chans, num_workers=cfg.num_workers)
+        train = FolderLoader(data.train, cfg.batch_size, train=True, color_jitter=cfg.color_jitter, **folder, **common)
+        test = FolderLoader(data.test, cfg.eval_batch_size, train=False, **folder, **common)
+    if len(train) == 0:
+        raise ValueError(f"the training split has {len(data.train)} images, fewer than one batch of {cfg.batch_size}")
+    return train, test
+
+
+def build_model_for_data(cfg: TrainConfig, data: DataBundle) -> nn.Module:
+    """The configured model with a classifier for the dataset's classes."""
+    kwargs: dict[str, Any] = {"num_classes": data.num_classes, "in_chans": cfg.in_chans or data.in_chans}
+    if cfg.drop_rate != 0.2:
+        kwargs["drop_rate"] = cfg.drop_rate
+    if cfg.width is not None:
+        kwargs["width"] = cfg.width
+    return create_model(cfg.model, checkpoint_path=cfg.init_checkpoint, **kwargs)
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Weight decay on conv/linear weights only; BN weights and all biases (ndim <= 1) get none."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def lr_factor(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
+    """The schedule's multiplier of cfg.lr after `step` optimizer steps (linear warm-up, then the schedule)."""
+    total = cfg.epochs * steps_per_epoch
+    warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
+    if step < warmup:
+        return (step + 1) / warmup
+    if cfg.schedule == "cosine":
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    if cfg.schedule == "multistep":
+        return cfg.gamma ** sum(step >= m * total for m in cfg.milestones)
+    return 1.0
+
+
+# ---------------------------------------------------------------- evaluation
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    loader: Any,
+    num_classes: int,
+    d: Dist | None = None,
+    device: torch.device | None = None,
+    amp: str = "none",
+    confusion: bool = False,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Top-1, top-5 and mean loss over the whole split (exact across ranks: no padded samples).
+
+    Returns:
+        ``{"loss", "top1", "top5", "count"}`` (accuracies in %), plus ``"confusion"`` (rows: true class) if asked.
+    """
+    from tqdm import tqdm
+
+    d = d or Dist()
+    device = device or next(model.parameters()).device
+    model.eval()
+    k = min(5, num_classes)
+    sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss, top1, top5, count
+    cm = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device) if confusion else None
+    for x, y in tqdm(loader.batches(), total=len(loader), desc="eval", leave=False, disable=not (progress and d.is_main)):
+        if len(y) == 0:
+            continue
+        with _autocast(device, amp):
+            logits = model(x)
+        logits = logits.float()
+        sums[0] += F.cross_entropy(logits, y, reduction="sum").double()
+        topk = logits.topk(k, dim=1).indices
+        sums[1] += (topk[:, 0] == y).sum()
+        sums[2] += (topk == y[:, None]).any(dim=1).sum()
+        sums[3] += len(y)
+        if cm is not None:
+            cm += torch.bincount(y * num_classes + topk[:, 0], minlength=num_classes**2).view(num_classes, num_classes)
+    if d.enabled:
+        dist.all_reduce(sums)
+        if cm is not None:
+            dist.all_reduce(cm)
+    n = max(1.0, sums[3].item())
+    out: dict[str, Any] = {
+        "loss": sums[0].item() / n,
+        "top1": 100 * sums[1].item() / n,
+        "top5": 100 * sums[2].item() / n,
+        "count": int(sums[3].item()),
+    }
+    if cm is not None:
+        out["confusion"] = cm.cpu().tolist()
+    return out
+
+
+def _autocast(device: torch.device, amp: str):
+    if amp == "none" or device.type != "cuda":
+        return nullcontext()
+    return torch.autocast("cuda", dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+
+
+# ---------------------------------------------------------------- run folder and checkpoints
+
+
+def _prepare_run_dir(cfg: TrainConfig, d: Dist) -> Path:
+    name = _broadcast(cfg.name or f"{cfg.dataset}-{cfg.model}-{datetime.now():%Y%m%d-%H%M%S}", d)
+    run_dir = Path(cfg.output_dir) / name
+    problem = None
+    if d.is_main:  # rank 0 decides, so that every rank raises the same error instead of hanging
+        if cfg.resume and not run_dir.is_dir():
+            problem = f"cannot resume: {run_dir} does not exist"
+        elif not cfg.resume and run_dir.exists() and not cfg.overwrite:
+            problem = f"run folder {run_dir} exists; pass --resume to continue it, --overwrite to replace it, or another --name"
+        elif not cfg.resume and run_dir.exists():
+            shutil.rmtree(run_dir)
+    problem = _broadcast(problem, d)
+    if problem:
+        raise RunDirError(problem)
+    return run_dir
+
+
+def newest_checkpoint(run_dir: Path) -> tuple[Path, dict[str, Any]]:
+    """The complete checkpoint with the most steps among last.pth and best.pth (a damaged one is passed over)."""
+    found, problems = [], []
+    for p in (run_dir / "last.pth", run_dir / "best.pth"):
+        if p.exists():
+            try:
+                ckpt = read_checkpoint(p)
+            except CheckpointError as e:
+                problems.append(str(e))
+                continue
+            if ckpt.get("format") == FORMAT and "optimizer" in ckpt:
+                found.append((ckpt["step"], p, ckpt))
+    if not found:
+        raise RunDirError(f"no complete checkpoint to resume from in {run_dir}" + (f" ({problems[0]})" if problems else ""))
+    _, path, ckpt = max(found, key=lambda t: t[0])
+    return path, ckpt
+
+
+def _rng_state() -> dict[str, Any]:
+    """Every RNG's state as plain Python values (they travel through all_gather_object and weights_only loads)."""
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state().tolist(),
+        "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
+        "python": [py_state[0], list(py_state[1]), py_state[2]],
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = [s.tolist() for s in torch.cuda.get_rng_state_all()]
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
+    n = state["numpy"]
+    np.random.set_state((n[0], np.array(n[1], dtype=np.uint32), n[2], n[3], n[4]))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in state["cuda"]])
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    elif torch.cuda.is_available():
+        torch.backends.cudnn.benchmark = True
+
+
+# ---------------------------------------------------------------- the loop
+
+
+def train(cfg: TrainConfig) -> dict[str, Any]:
+    """Train and evaluate `cfg.model` on `cfg.dataset`; returns the run summary (also in summary.json).
+
+    Raises:
+        DatasetError, RunDirError, CheckpointError, ValueError: bad input, reported before any work is lost.
+        TrainingDiverged: the loss became NaN/inf; the last good checkpoint is kept.
+    """
+    from tqdm import tqdm
+
+    cfg.validate()
+    d, device = init_distributed(cfg.device)
+    if cfg.sync_bn and device.type != "cuda":
+        raise ValueError("sync_bn needs CUDA (NCCL); PyTorch's SyncBatchNorm does not run on CPU")
+    if cfg.amp != "none" and device.type != "cuda":
+        raise ValueError(f"amp {cfg.amp} needs CUDA; use amp none on {device.type}")
+    seed_everything(cfg.seed, cfg.deterministic)
+
+    data = load_dataset(cfg.dataset, cfg.data_dir, cfg.download and d.is_main, cfg.image_size)
+    if d.enabled and cfg.download:
+        dist.barrier()
+    in_chans = cfg.in_chans or data.in_chans
+    model = build_model_for_data(cfg, data).to(device)
+    model_name, model_kwargs = model.model_name, model.model_kwargs
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if cfg.sync_bn and d.enabled:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    train_loader, test_loader = build_loaders(cfg, data, d, device, in_chans)
+    steps_per_epoch = len(train_loader)
+    total_steps = cfg.epochs * steps_per_epoch
+    if cfg.max_steps:
+        total_steps = min(total_steps, cfg.max_steps)
+
+    ema = None
+    if cfg.ema_decay:
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+    net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if d.enabled else model
+
+    groups = param_groups(model, cfg.weight_decay)
+    if cfg.optimizer == "sgd":
+        optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0)
+    else:
+        optimizer = torch.optim.AdamW(groups, lr=cfg.lr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(cfg, s, steps_per_epoch))
+    scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp == "fp16" and device.type == "cuda")
+    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+
+    run_dir = _prepare_run_dir(cfg, d)
+    step, history, best_top1 = 0, [], -1.0
+    progress = [0.0, 0.0, 0.0, 0.0]  # this epoch so far, on this rank: loss sum, correct, images, seconds
+    if cfg.resume:
+        path, ckpt = newest_checkpoint(run_dir)
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        scaler.load_state_dict(ckpt["scaler"])
+        if ema is not None and ckpt.get("ema"):
+            ema.load_state_dict(ckpt["ema"])
+        if ckpt["world_size"] != d.world_size:
+            raise RunDirError(f"{path} was written by {ckpt['world_size']} process(es); resume it with as many, not {d.world_size}")
+        rank_state = ckpt["ranks"][d.rank]
+        _set_rng_state(rank_state["rng"])
+        progress = rank_state["progress"]
+        step, history, best_top1 = ckpt["step"], ckpt["history"], ckpt["best_top1"]
+        if d.is_main:
+            print(f"resuming {run_dir} from {path.name} at step {step} (epoch {step // steps_per_epoch + 1})")
+
+    def checkpoint(tag: str) -> None:
+        ranks = _gather({"rng": _rng_state(), "progress": progress}, d)
+        if not d.is_main:
+            return
+        state = {
+            "format": FORMAT,
+            "model": model.state_dict(),
+            "model_name": model_name,
+            "model_kwargs": model_kwargs,
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict(),
+            "ema": ema.state_dict() if ema is not None else None,
+            "model_ema": {k[len("module.") :]: v for k, v in ema.state_dict().items() if k.startswith("module.")} if ema else None,
+            "ranks": ranks,  # per rank: RNG states and the partial epoch's loss/accuracy sums
+            "sampler": {"seed": cfg.seed, "epoch": step // steps_per_epoch, "batch": step % steps_per_epoch},
+            "step": step,
+            "epoch": step // steps_per_epoch,
+            "history": history,
+            "best_top1": best_top1,
+            "config": cfg.to_dict(),
+            "world_size": d.world_size,
+            "data": {"classes": data.classes, "image_size": data.image_size, "mean": list(data.mean), "std": list(data.std), "in_chans": in_chans},
+        }
+        save_checkpoint(state, run_dir / "last.pth")
+        if tag == "best":
+            shutil.copyfile(run_dir / "last.pth", run_dir / ".best.pth.tmp")
+            os.replace(run_dir / ".best.pth.tmp", run_dir / "best.pth")
+
+    if d.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        _write_text(run_dir / "config.yaml", _yaml(cfg.to_dict()))
+        _write_log(run_dir, history)  # on resume, drops rows past the checkpoint
+        from .profile import count_params
+
+        print(
+            f"{model_name} on {data.name} ({data.source}): {len(data.train):,} train / {len(data.test):,} test images, "
+            f"{data.num_classes} classes, {count_params(model):,} params, input {in_chans}x{data.image_size}x{data.image_size}; "
+            f"{d.world_size} process(es) on {device}; run folder {run_dir}"
+        )
+
+    start_epoch = step // steps_per_epoch
+    for epoch in range(start_epoch, cfg.epochs):
+        if step >= total_steps:
+            break
+        net.train()
+        first = step - epoch * steps_per_epoch
+        if first == 0:
+            progress = [0.0, 0.0, 0.0, 0.0]
+        t0, done_before = time.perf_counter(), progress[3]
+        bar = tqdm(total=steps_per_epoch, initial=first, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not (cfg.progress and d.is_main), dynamic_ncols=True)
+        for x, y in train_loader.batches(epoch, first):
+            with _autocast(device, cfg.amp):
+                logits = net(x)
+                loss = criterion(logits.float(), y)
+            bad = _all_reduce_sum([0.0 if torch.isfinite(loss).item() else 1.0], d, device)[0]
+            if bad:
+                bar.close()
+                raise TrainingDiverged(
+                    f"loss is {loss.item()} at step {step + 1} (epoch {epoch + 1}); stopped without saving. "
+                    f"The last good checkpoint is {run_dir / 'last.pth'}"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if cfg.clip_grad:
+                scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            if ema is not None:
+                ema.update_parameters(model)
+            step += 1
+            elapsed = time.perf_counter() - t0
+            progress = [progress[0] + loss.item() * len(y), progress[1] + (logits.argmax(1) == y).sum().item(), progress[2] + len(y), done_before + elapsed]
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{optimizer.param_groups[0]['lr']:.4f}", img_s=f"{progress[2] * d.world_size / max(progress[3], 1e-9):.0f}")
+            if step >= total_steps:
+                break
+            if cfg.save_every_steps and step % cfg.save_every_steps == 0 and step % steps_per_epoch:
+                checkpoint("last")
+        bar.close()
+        _sync_buffers(model, d)  # BN statistics: every rank evaluates (and rank 0 saves) the same model
+        train_time = progress[3]
+        loss_sum, correct, count = _all_reduce_sum(progress[:3], d, device)
+        metrics = evaluate(model, test_loader, data.num_classes, d, device, cfg.amp, progress=cfg.progress)
+        row = {
+            "epoch": epoch + 1,
+            "step": step,
+            "lr": optimizer.param_groups[0]["lr"],
+            "train_loss": loss_sum / max(1, count),
+            "train_top1": 100 * correct / max(1, count),
+            "eval_loss": metrics["loss"],
+            "eval_top1": metrics["top1"],
+            "eval_top5": metrics["top5"],
+            "epoch_time_s": train_time,
+            "images_per_s": count / train_time if train_time else 0.0,
+        }
+        if ema is not None:
+            em = evaluate(ema.module, test_loader, data.num_classes, d, device, cfg.amp)
+            row.update(ema_eval_top1=em["top1"], ema_eval_top5=em["top5"])
+        history.append(row)
+        is_best = metrics["top1"] > best_top1
+        best_top1 = max(best_top1, metrics["top1"])
+        checkpoint("best" if is_best else "last")
+        if d.is_main:
+            _write_log(run_dir, history)
+            print(
+                f"epoch {epoch + 1}/{cfg.epochs}  train loss {row['train_loss']:.4f}  eval loss {row['eval_loss']:.4f}  "
+                f"top-1 {row['eval_top1']:.2f}%  top-5 {row['eval_top5']:.2f}%  ({train_time:.1f}s, {row['images_per_s']:.0f} img/s)"
+            )
+
+    agree = _ranks_agree(model, d)
+    summary: dict[str, Any] = {}
+    if d.is_main:
+        from .profile import profile_model
+        from .reporting import format_history, plot_curves
+
+        prof = profile_model(model, (data.image_size, data.image_size), in_chans)
+        final = history[-1] if history else {}
+        summary = {
+            "run_dir": str(run_dir),
+            "model": model_name,
+            "model_kwargs": model_kwargs,
+            "dataset": data.name,
+            "epochs": len(history),
+            "steps": step,
+            "world_size": d.world_size,
+            "device": str(device),
+            "params": prof.params,
+            "macs": prof.macs,
+            "final_top1": final.get("eval_top1"),
+            "final_top5": final.get("eval_top5"),
+            "best_top1": best_top1,
+            "train_time_s": sum(r["epoch_time_s"] for r in history),
+            "ranks_agree": agree,
+        }
+        _write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+        plot_curves(history, run_dir / "curves.png", title=f"{model_name} on {data.name}")
+        print(format_history(history))
+        print(
+            f"\ntest top-1 {summary['final_top1']:.2f}% (best {best_top1:.2f}%), top-5 {summary['final_top5']:.2f}%  |  "
+            f"{prof.params:,} params, {prof.macs / 1e6:.2f}M MACs  |  {summary['train_time_s']:.0f}s training\n"
+            f"checkpoints, log and curves in {run_dir}/"
+        )
+    if d.enabled:
+        dist.barrier()
+    return summary
+
+
+def _gather(obj: Any, d: Dist) -> list[Any]:
+    if not d.enabled:
+        return [obj]
+    out: list[Any] = [None] * d.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def _sync_buffers(model: nn.Module, d: Dist) -> None:
+    """Copy rank 0's buffers (BN running statistics, which each rank updates from its own batches) to all ranks."""
+    if d.enabled:
+        for b in model.buffers():
+            dist.broadcast(b, 0)
+
+
+def _ranks_agree(model: nn.Module, d: Dist) -> bool:
+    """Whether every rank holds bit-identical weights (a DDP run must)."""
+    if not d.enabled:
+        return True
+    fingerprint = torch.stack([p.detach().double().sum() for p in model.state_dict().values() if p.is_floating_point()])
+    gathered = [torch.zeros_like(fingerprint) for _ in range(d.world_size)]
+    dist.all_gather(gathered, fingerprint)
+    return all(torch.equal(g, gathered[0]) for g in gathered)
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _write_log(run_dir: Path, history: list[dict[str, Any]]) -> None:
+    _write_text(run_dir / "log.jsonl", "".join(json.dumps(r) + "\n" for r in history))
+
+
+def _yaml(values: dict[str, Any]) -> str:
+    import yaml
+
+    return yaml.safe_dump(values, sort_keys=False)
+
+
+__all__ += ["DatasetError", "lr_factor", "param_groups", "newest_checkpoint", "init_distributed", "Dist"]

@@ -1,0 +1,260 @@
+"""The training engine, driven through the real CLI on small data the tests write in real formats."""
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import write_cifar, write_image_folder, write_idx
+from ghostnet.checkpoint import read_checkpoint
+from ghostnet.cli import main
+from ghostnet.config import TrainConfig, load_config
+from ghostnet.train import RunDirError, TrainingDiverged, lr_factor, param_groups, train
+from ghostnet import create_model
+
+TINY = dict(model="ghostnet_small_050", epochs=2, batch_size=8, eval_batch_size=16, progress=False, seed=3)
+
+
+def test_schedules():
+    cfg = TrainConfig(epochs=10, warmup_epochs=1, schedule="cosine")
+    assert lr_factor(cfg, 0, 100) == pytest.approx(0.01)
+    assert lr_factor(cfg, 99, 100) == pytest.approx(1.0)
+    assert lr_factor(cfg, 550, 100) == pytest.approx(0.5)
+    assert lr_factor(cfg, 999, 100) < 1e-3
+    cfg = TrainConfig(epochs=10, schedule="multistep", milestones=[0.5, 0.75], gamma=0.1)
+    assert [lr_factor(cfg, s, 100) for s in (0, 499, 500, 750, 999)] == pytest.approx([1, 1, 0.1, 0.01, 0.01])
+
+
+def test_no_weight_decay_on_bn_and_bias():
+    model = create_model("ghostnet_050")
+    decay, no_decay = param_groups(model, 4e-5)
+    assert all(p.ndim == 4 or p.ndim == 2 for p in decay["params"])
+    assert decay["weight_decay"] == 4e-5 and no_decay["weight_decay"] == 0
+    assert any(p is model.bn1.weight for p in no_decay["params"])
+    assert any(p is model.conv_head.bias for p in no_decay["params"])
+
+
+def test_config_yaml_and_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("lr: 0.2\nepochs: 3\nmilestones: [0.3, 0.6]\nclip_grad: null\n")
+    cfg = load_config(path, {"epochs": "5", "nesterov": "false"})
+    assert (cfg.lr, cfg.epochs, cfg.milestones, cfg.nesterov, cfg.clip_grad) == (0.2, 5, [0.3, 0.6], False, None)
+    imagenet = load_config("imagenet")
+    assert (imagenet.lr, imagenet.batch_size, imagenet.weight_decay, imagenet.label_smoothing, imagenet.warmup_epochs) == (0.4, 1024, 4e-5, 0.1, 5)
+    with pytest.raises(ValueError, match=r"unknown config field\(s\) \['lr_max'\]"):
+        load_config(None, {"lr_max": 1})
+    with pytest.raises(ValueError, match="epochs: expected int, got 2.5"):
+        load_config(None, {"epochs": 2.5})
+    path.write_text("lr: [unclosed\n")
+    with pytest.raises(ValueError, match="not valid YAML"):
+        load_config(path)
+    with pytest.raises(ValueError, match="neither a file nor a bundled recipe"):
+        load_config("no_such_recipe")
+
+
+def test_train_cifar_end_to_end(tmp_path):
+    write_cifar(tmp_path / "data", n_train=80, n_test=20)
+    cfg = TrainConfig(dataset="cifar10", data_dir=str(tmp_path / "data"), output_dir=str(tmp_path / "runs"), name="r", **TINY)
+    summary = train(cfg)
+    run = tmp_path / "runs" / "r"
+    assert {p.name for p in run.iterdir()} == {"config.yaml", "log.jsonl", "last.pth", "best.pth", "summary.json", "curves.png"}
+    rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2] and rows[-1]["step"] == 20
+    assert summary["final_top1"] == rows[-1]["eval_top1"] and summary["params"] > 0 and summary["macs"] > 0
+    assert load_config(run / "config.yaml").to_dict() == cfg.to_dict()
+    ckpt = read_checkpoint(run / "last.pth")  # weights_only: no pickled code
+    assert ckpt["model_name"] == "ghostnet_small_050" and ckpt["data"]["classes"][0] == "airplane"
+    assert (run / "curves.png").read_bytes()[:4] == b"\x89PNG"
+
+    with pytest.raises(RunDirError, match="exists; pass --resume"):
+        train(cfg)
+    assert (run / "last.pth").exists()  # nothing was touched
+    cfg.overwrite = True
+    cfg.epochs = 1
+    train(cfg)
+    assert len((run / "log.jsonl").read_text().splitlines()) == 1
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+    write_cifar(tmp_path / "data", n_train=80, n_test=20)
+    cfg = TrainConfig(
+        dataset="cifar10", data_dir=str(tmp_path / "data"), output_dir=str(tmp_path / "runs"), name="nan",
+        save_every_steps=1, lr=1e30, momentum=0.0, **TINY,
+    )
+    with pytest.raises(TrainingDiverged, match=r"loss is (nan|inf) at step (\d+)") as e:
+        train(cfg)
+    bad_step = int(e.value.args[0].split("at step ")[1].split()[0])
+    ckpt = read_checkpoint(tmp_path / "runs" / "nan" / "last.pth")
+    assert ckpt["step"] == bad_step - 1
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
+
+
+def test_optimizers_ema_and_clipping(tmp_path):
+    write_cifar(tmp_path / "data", n_train=40, n_test=10)
+    cfg = TrainConfig(
+        dataset="cifar10", data_dir=str(tmp_path / "data"), output_dir=str(tmp_path / "runs"), name="adamw",
+        optimizer="adamw", lr=1e-3, ema_decay=0.9, clip_grad=1.0, schedule="multistep", warmup_epochs=0.5, **TINY,
+    )
+    summary = train(cfg)
+    ckpt = read_checkpoint(tmp_path / "runs" / "adamw" / "last.pth")
+    assert ckpt["model_ema"] and set(ckpt["model_ema"]) == set(ckpt["model"])
+    assert summary["steps"] == 10
+
+
+def _cli(*args, **kw):
+    return subprocess.run([sys.executable, "-m", "ghostnet", *args], capture_output=True, text=True, timeout=600, **kw)
+
+
+def _weights(path):
+    return read_checkpoint(path)["model"]
+
+
+def test_sigkill_at_any_point_then_resume_is_bit_identical(tmp_path):
+    """Kill -9 twice (mid-epoch and later), resume each time: the final weights equal an uninterrupted run's."""
+    write_cifar(tmp_path / "data", n_train=160, n_test=20)
+    common = ["train", "--dataset", "cifar10", "--data-dir", str(tmp_path / "data"), "--output-dir", str(tmp_path / "runs"),
+              "--model", "ghostnet_small_050", "--epochs", "3", "--batch-size", "16", "--save-every-steps", "3",
+              "--deterministic", "--seed", "7", "--no-progress", "--ema-decay", "0.9"]
+    r = _cli(*common, "--name", "straight")
+    assert r.returncode == 0, r.stderr
+
+    last = tmp_path / "runs" / "broken" / "last.pth"
+    kills = 0
+    for delay in (0.0, 1.5):
+        proc = subprocess.Popen([sys.executable, "-m", "ghostnet", *common, "--name", "broken", *(["--resume"] if kills else [])],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        before = last.stat().st_mtime_ns if last.exists() else None
+        deadline = time.time() + 120
+        while time.time() < deadline and proc.poll() is None:
+            if last.exists() and last.stat().st_mtime_ns != before:
+                break
+            time.sleep(0.05)
+        time.sleep(delay)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.wait()
+    assert kills >= 1, "the run finished before it could be killed"
+    assert read_checkpoint(last)["step"] < 30
+    r = _cli(*common, "--name", "broken", "--resume")
+    assert r.returncode == 0, r.stderr
+    assert "resuming" in r.stdout
+
+    a, b = _weights(tmp_path / "runs" / "straight" / "last.pth"), _weights(last)
+    assert a.keys() == b.keys()
+    different = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not different, f"{len(different)} tensors differ, e.g. {different[:3]}"
+    ca, cb = read_checkpoint(tmp_path / "runs" / "straight" / "last.pth"), read_checkpoint(last)
+    assert all(torch.equal(ca["model_ema"][k], cb["model_ema"][k]) for k in ca["model_ema"])
+    log_a = [json.loads(x) for x in (tmp_path / "runs" / "straight" / "log.jsonl").read_text().splitlines()]
+    log_b = [json.loads(x) for x in (tmp_path / "runs" / "broken" / "log.jsonl").read_text().splitlines()]
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in ("epoch_time_s", "images_per_s")} for r in rows]  # noqa: E731
+    assert strip(log_a) == strip(log_b)
+
+
+def test_two_process_ddp_agrees_with_single_process_eval(tmp_path):
+    write_cifar(tmp_path / "data", n_train=80, n_test=21)  # 21: the eval split does not divide evenly
+    run = tmp_path / "runs" / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533", "-m", "ghostnet", "train",
+           "--dataset", "cifar10", "--data-dir", str(tmp_path / "data"), "--output-dir", str(tmp_path / "runs"), "--name", "ddp",
+           "--model", "ghostnet_small_050", "--epochs", "2", "--batch-size", "16", "--eval-batch-size", "8", "--no-progress"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["ranks_agree"] is True
+    assert summary["steps"] == 10  # global batch 16 over 80 images: 5 steps per epoch, as in one process
+    assert r.stdout.count("epoch 2/2") == 1  # only rank 0 reports
+    # the metrics reduced across ranks equal a single process's evaluation of the saved weights
+    ev = _cli("eval", str(run / "last.pth"), "--json", "--no-progress", "--batch-size", "5")
+    assert ev.returncode == 0, ev.stderr
+    single = json.loads(ev.stdout)
+    last_row = json.loads((run / "log.jsonl").read_text().splitlines()[-1])
+    assert single["count"] == 21
+    assert single["top1"] == last_row["eval_top1"]
+    assert math.isclose(single["loss"], last_row["eval_loss"], rel_tol=1e-5)
+
+
+def test_cli_train_eval_predict_on_idx(tmp_path, capsys):
+    write_idx(tmp_path / "data" / "fashion-mnist", n_train=60, n_test=20)
+    code = main(["train", "--dataset", "fashion_mnist", "--data-dir", str(tmp_path / "data"), "--output-dir", str(tmp_path / "runs"),
+                 "--name", "fm", "--epochs", "1", "--batch-size", "10", "--no-progress", "--in-chans", "3"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "test top-1" in out and "params" in out and "MACs" in out
+    ckpt = tmp_path / "runs" / "fm" / "best.pth"
+    assert main(["eval", str(ckpt), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "top-1" in out and "confusion matrix" in out and "Ankle boot"[:9] in out
+
+    from PIL import Image
+
+    img_dir = tmp_path / "imgs"
+    img_dir.mkdir()
+    for i in range(3):
+        Image.new("L", (28, 28), color=40 * i).save(img_dir / f"{i}.png")
+    assert main(["predict", str(img_dir), "--checkpoint", str(ckpt), "--topk", "3", "--json"]) == 0
+    preds = json.loads(capsys.readouterr().out)
+    assert len(preds) == 3 and len(preds[0]["top"]) == 3
+    assert preds[0]["top"][0][0] in ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+    assert abs(sum(p for _, p in preds[0]["top"])) <= 1.0 + 1e-6
+
+
+def test_cli_train_on_image_folder(tmp_path, capsys):
+    root = write_image_folder(tmp_path / "imgs")
+    code = main(["train", "--dataset", "imagefolder", "--data-dir", str(root), "--image-size", "32", "--model", "ghostnet_050",
+                 "--output-dir", str(tmp_path / "runs"), "--name", "folder", "--epochs", "1", "--batch-size", "4",
+                 "--num-workers", "0", "--no-progress"])
+    assert code == 0
+    assert read_checkpoint(tmp_path / "runs" / "folder" / "last.pth")["data"]["classes"] == ["cat", "dog", "fox"]
+    assert main(["predict", str(root / "val" / "dog" / "0.png"), "--checkpoint", str(tmp_path / "runs" / "folder" / "last.pth")]) == 0
+    assert "dog" in capsys.readouterr().out
+
+
+def test_predict_with_released_style_state_dict(tmp_path, capsys):
+    from PIL import Image
+
+    path = tmp_path / "state_dict_73.98.pth"
+    torch.save(create_model("ghostnet_050").state_dict(), path)
+    Image.new("RGB", (300, 260), "red").save(tmp_path / "x.jpg")
+    assert main(["predict", str(tmp_path / "x.jpg"), "--checkpoint", str(path), "--model", "ghostnet_050", "--topk", "2"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 3 and out[1].strip().endswith(tuple("abcdefghijklmnopqrstuvwxyz)"))  # ImageNet class names
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["train", "--epochs", "0"], "epochs must be >= 1"),
+        (["train", "--optimizer", "rmsprop"], "optimizer must be sgd or adamw"),
+        (["train", "--model", "nope"], "unknown model 'nope'"),
+        (["train", "--dataset", "digits", "--batch-size", "5000"], "fewer than one batch"),
+        (["train", "--amp", "bf16", "--device", "cpu"], "amp bf16 needs CUDA"),
+        (["train", "--resume", "--name", "never-ran"], "cannot resume"),
+        (["eval", "missing.pth"], "checkpoint not found: missing.pth"),
+        (["predict", "nope.png", "--checkpoint", "missing.pth"], "checkpoint not found"),
+    ],
+)
+def test_cli_usage_errors(tmp_path, capsys, argv, message):
+    with pytest.raises(SystemExit) as e:
+        main([*argv, "--output-dir", str(tmp_path)] if argv[0] == "train" else argv)
+    assert e.value.code == 2
+    assert message in capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_predict_rejects_bad_images(tmp_path, capsys):
+    ckpt = tmp_path / "w.pth"
+    from ghostnet import save_weights
+
+    save_weights(create_model("ghostnet_050"), ckpt)
+    (tmp_path / "broken.jpg").write_text("not an image")
+    with pytest.raises(SystemExit) as e:
+        main(["predict", str(tmp_path / "broken.jpg"), "--checkpoint", str(ckpt)])
+    assert e.value.code == 2 and "not a readable image" in capsys.readouterr().err
