@@ -1,4 +1,5 @@
-# One command sets everything up and runs the suite: `make test`.
+# `make demo` sets everything up and trains a GhostNet on real data (a few minutes on a laptop CPU);
+# `make test` sets everything up and runs the whole test suite.
 # Needs only Python >= 3.10 and make; uv (from PyPI) builds .venv from the lock file.
 PYTHON ?= python3
 UV := $(PYTHON) -m uv
@@ -18,6 +19,13 @@ test: setup
 # The slow tests too (long training runs, marked `slow`).
 test-all: setup
 	$(UV) run --locked pytest -q -m "slow or not slow" $(PYTEST_ARGS)
+
+demo: setup
+	$(UV) run --locked ghostnet train --config digits --output-dir runs
+
+# Loader throughput against the train step (see docs/RESULTS.md).
+bench: setup
+	$(UV) run --locked python benchmarks/data_loader.py
 
 clean:
 	rm -rf .venv .pytest_cache

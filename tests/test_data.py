@@ -174,3 +174,15 @@ def test_grayscale_replication_or_refusal(cifar_dir, idx_dir):
     c = load_dataset("cifar10", cifar_dir)
     with pytest.raises(ValueError, match="in_chans=1 cannot take it"):
         TensorLoader(c.test, 4, train=False, in_chans=1)
+
+
+def test_download_checksum_mismatch_is_discarded(tmp_path, monkeypatch):
+    import torchvision.datasets.utils as u
+
+    def fake(url, root, filename=None, md5=None):
+        (tmp_path / filename).write_bytes(b"an error page, not the archive")
+
+    monkeypatch.setattr(u, "download_url", fake)
+    with pytest.raises(DatasetError, match="checksum mismatch .*discarded"):
+        load_dataset("cifar10", tmp_path, download=True)
+    assert list(tmp_path.iterdir()) == []

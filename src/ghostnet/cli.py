@@ -104,6 +104,43 @@ def cmd_profile(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- ghostify
+
+
+def _build_any_model(name: str):
+    """A model of our registry, or of torchvision's (random weights), by name."""
+    from .models import list_models, create_model
+
+    if name in list_models():
+        return create_model(name)
+    import torchvision
+
+    try:
+        return torchvision.models.get_model(name, weights=None)
+    except ValueError:
+        raise UsageError(f"unknown model {name!r}: not in our registry (`ghostnet list`) nor torchvision's") from None
+
+
+def cmd_ghostify(args: argparse.Namespace) -> int:
+    from .ghostify import ghostify
+
+    model = _build_any_model(args.model)
+    try:
+        report = ghostify(model, args.ratio, args.dw_size, skip=args.skip, keep_first=not args.replace_first,
+                          input_size=tuple(args.input_size))
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    if args.json:
+        from dataclasses import asdict
+
+        rows = [asdict(r) for r in report.layers]
+        print(json.dumps({"model": args.model, "ratio": args.ratio, "dw_size": args.dw_size, "message": report.message,
+                          "before": report.before, "after": report.after, "layers": rows}, indent=2))
+    else:
+        print(report.format())
+    return 0
+
+
 # ---------------------------------------------------------------- train / eval / predict
 
 
@@ -195,6 +232,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--per-layer", action="store_true", help="one row per layer")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_profile)
+
+    p = sub.add_parser(
+        "ghostify",
+        help="turn a CNN's convolutions into Ghost modules and report the saving",
+        description="Replace every Conv2d of a model (ours or torchvision's, e.g. resnet50) with a Ghost module of the "
+        "same channels, kernel, stride, padding and dilation; grouped/depthwise convs and the first conv are kept.",
+    )
+    p.add_argument("model", help="a registered model or a torchvision model name (resnet50, vgg16_bn, ...)")
+    p.add_argument("--ratio", type=_positive_int, default=2, help="s")
+    p.add_argument("--dw-size", type=_positive_int, default=3, help="d")
+    p.add_argument("--skip", nargs="+", default=[], metavar="NAME", help="layer names or patterns to keep (e.g. 'layer4.*')")
+    p.add_argument("--replace-first", action="store_true", help="also replace the first conv")
+    p.add_argument("--input-size", type=_positive_int, nargs=2, default=(224, 224), metavar=("H", "W"))
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_ghostify)
 
     from .config import add_config_arguments, list_recipes
 

@@ -50,6 +50,7 @@ class ModelProfile:
     params: int
     trainable_params: int
     macs: int
+    cheap_macs: int  # the part of `macs` spent in Ghost modules' cheap depthwise operations
     activation_bytes: int  # distinct tensors output by leaf layers in one forward pass, batch 1
     param_bytes: int
     layers: list[LayerStats] = field(default_factory=list)
@@ -127,12 +128,14 @@ def profile_model(
         p = sum(q.numel() for q in m.parameters(recurse=False))
         rows.append(LayerStats(n, type(m).__name__, shape, p, per_module.get(n, 0) // 2, act))
     params = count_params(model)
+    cheap = {f"{n}.cheap_operation.0" for n, m in model.named_modules() if isinstance(m, GhostModule)}
     return ModelProfile(
         model=name or getattr(model, "model_name", None) or type(model).__name__,
         input_shape=[1, in_chans, h, w],
         params=params,
         trainable_params=count_params(model, trainable_only=True),
         macs=counter.get_total_flops() // 2,
+        cheap_macs=sum(r.macs for r in rows if r.name in cheap),
         activation_bytes=act_total,
         param_bytes=sum(q.numel() * q.element_size() for q in model.parameters()),
         layers=rows,
@@ -236,6 +239,7 @@ def format_profile(p: ModelProfile, per_layer: bool = False) -> str:
         f"parameters          {p.params:,} ({_human(p.params)}; {_mib(p.param_bytes)} fp32)",
         f"trainable           {p.trainable_params:,}",
         f"MACs                {p.macs:,} ({_human(p.macs)}; the paper's 'FLOPs')",
+        *([f"  of which cheap     {p.cheap_macs:,} ({_human(p.cheap_macs)}) in Ghost modules' depthwise ghost convs"] if p.cheap_macs else []),
         f"activation memory   {_mib(p.activation_bytes)} (batch 1, fp32, leaf-layer outputs)",
     ]
     return "\n".join(lines)

@@ -97,4 +97,4 @@ def create_model(
 
 def _ensure_loaded() -> None:
     # Registration happens when the model modules are imported; importing the package does that.
-    from . import ghostnet  # noqa: F401
+    from . import cifar, ghostnet  # noqa: F401

@@ -1,0 +1,165 @@
+"""`ghostify`: turn the convolutions of any PyTorch CNN into Ghost modules (paper Sec. 4.1).
+
+Each eligible ``nn.Conv2d`` becomes a linear `GhostModule` (primary conv + BN, cheap depthwise conv + BN, no
+activation: it replaces a linear operation, and the network's own BN/ReLU after it stay) with the same
+in/out channels, kernel, stride, padding and dilation, so the output shape is unchanged.
+"""
+
+from __future__ import annotations
+
+import copy
+import fnmatch
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from torch import nn
+
+from .layers import GhostModule
+
+__all__ = ["ghostify", "GhostifyReport", "ReplacedConv"]
+
+
+@dataclass
+class ReplacedConv:
+    """What happened to one Conv2d."""
+
+    name: str
+    in_channels: int
+    out_channels: int
+    kernel_size: tuple[int, int]
+    stride: tuple[int, int]
+    groups: int
+    action: str  # "replaced" or "kept"
+    reason: str = ""  # why a conv was kept
+
+
+@dataclass
+class GhostifyReport:
+    """The ghostified model and what was done to it."""
+
+    model: nn.Module
+    layers: list[ReplacedConv] = field(default_factory=list)
+    ratio: int = 2
+    dw_size: int = 3
+    before: dict | None = None  # {"params", "macs", "input_size"} when measured
+    after: dict | None = None
+
+    @property
+    def replaced(self) -> list[ReplacedConv]:
+        return [r for r in self.layers if r.action == "replaced"]
+
+    @property
+    def kept(self) -> list[ReplacedConv]:
+        return [r for r in self.layers if r.action == "kept"]
+
+    @property
+    def message(self) -> str:
+        if self.replaced:
+            return f"replaced {len(self.replaced)} of {len(self.layers)} Conv2d layers with Ghost modules (s={self.ratio}, d={self.dw_size})"
+        reasons = sorted({r.reason for r in self.kept})
+        return f"nothing replaced: all {len(self.layers)} Conv2d layers were kept ({'; '.join(reasons)})"
+
+    def format(self) -> str:
+        """The report as a readable table."""
+        lines = [f"{'layer':<36} {'in':>5} {'out':>5} {'k':>5} {'stride':>6}  action"]
+        for r in self.layers:
+            k = f"{r.kernel_size[0]}x{r.kernel_size[1]}"
+            action = r.action if r.action == "replaced" else f"kept: {r.reason}"
+            lines.append(f"{r.name:<36} {r.in_channels:>5} {r.out_channels:>5} {k:>5} {r.stride[0]:>6}  {action}")
+        lines.append(self.message)
+        if self.before and self.after:
+            b, a = self.before, self.after
+            size = "x".join(map(str, b["input_size"]))
+            lines.append(
+                f"params {b['params']:,} -> {a['params']:,} ({b['params'] / a['params']:.2f}x fewer); "
+                f"MACs at {size} {b['macs'] / 1e6:,.1f}M -> {a['macs'] / 1e6:,.1f}M ({b['macs'] / a['macs']:.2f}x fewer)"
+            )
+        return "\n".join(lines)
+
+
+def _why_not(conv: nn.Conv2d) -> str:
+    """The reason a conv cannot (or should not) become a Ghost module, or '' if it can."""
+    if conv.groups > 1:
+        return "grouped/depthwise (already cheap)"
+    if conv.kernel_size[0] != conv.kernel_size[1]:
+        return f"non-square kernel {conv.kernel_size}"
+    if conv.kernel_size[0] % 2 == 0:
+        return f"even kernel {conv.kernel_size}"
+    if conv.stride[0] != conv.stride[1] or conv.stride[0] not in (1, 2):
+        return f"stride {conv.stride}"
+    if isinstance(conv.padding, str) or conv.padding[0] != conv.padding[1]:
+        return f"padding {conv.padding}"
+    if conv.dilation[0] != conv.dilation[1]:
+        return f"dilation {conv.dilation}"
+    if conv.padding_mode != "zeros":
+        return f"padding mode {conv.padding_mode}"
+    return ""
+
+
+def ghostify(
+    model: nn.Module,
+    ratio: int = 2,
+    dw_size: int = 3,
+    skip: Sequence[str] = (),
+    keep_first: bool = True,
+    inplace: bool = False,
+    input_size: tuple[int, int] | None = None,
+) -> GhostifyReport:
+    """Replace the Conv2d layers of `model` with Ghost modules.
+
+    Args:
+        model: any CNN.
+        ratio: Ghost ratio ``s`` (>= 1).
+        dw_size: cheap depthwise kernel ``d`` (odd).
+        skip: layer names (or shell patterns, e.g. ``"layer4.*"``) to leave alone.
+        keep_first: leave the first conv (the stem, which sees the raw image) alone, as the paper does.
+        inplace: modify `model` itself instead of a copy.
+        input_size: (H, W) at which to measure params/MACs before and after (skipped when None).
+
+    Returns:
+        A `GhostifyReport` with the new model, one row per Conv2d, and the cost before/after if measured.
+
+    Raises:
+        ValueError: the model has no Conv2d, or a bad ratio/dw_size.
+    """
+    GhostModule(1, 1, ratio=ratio, dw_size=dw_size)  # validates ratio and dw_size with their usual errors
+    convs = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    if not convs:
+        raise ValueError(f"{type(model).__name__} has no Conv2d layers to turn into Ghost modules")
+    before = _measure(model, input_size)
+    if not inplace:
+        model = copy.deepcopy(model)
+    report = GhostifyReport(model, ratio=ratio, dw_size=dw_size, before=before)
+    for i, (name, conv) in enumerate(convs):
+        reason = _why_not(conv)
+        if keep_first and i == 0:
+            reason = "first conv (sees the raw image)"
+        elif any(fnmatch.fnmatch(name, pat) or name == pat for pat in skip):
+            reason = "skipped by request"
+        row = ReplacedConv(name, conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.groups,
+                           "kept" if reason else "replaced", reason)
+        report.layers.append(row)
+        if reason:
+            continue
+        ghost = GhostModule(
+            conv.in_channels, conv.out_channels, conv.kernel_size[0], ratio, dw_size, conv.stride[0], relu=False,
+            padding=conv.padding[0], dilation=conv.dilation[0],
+        ).to(conv.weight.device)
+        _set_submodule(model, name, ghost)
+    report.after = _measure(model, input_size)
+    return report
+
+
+def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, module)
+
+
+def _measure(model: nn.Module, input_size: tuple[int, int] | None) -> dict | None:
+    if input_size is None:
+        return None
+    from .profile import profile_model
+
+    p = profile_model(model, input_size)
+    return {"params": p.params, "macs": p.macs, "input_size": list(input_size)}

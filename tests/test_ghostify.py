@@ -1,0 +1,94 @@
+import pytest
+import torch
+from torch import nn
+
+from ghostnet import GhostModule, create_model
+from ghostnet.cli import main
+from ghostnet.ghostify import ghostify
+from ghostnet.profile import profile_model
+
+
+def _shapes(model):
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("base,ghost", [("vgg16", "ghost_vgg16"), ("resnet56", "ghost_resnet56")])
+@pytest.mark.parametrize("ratio,dw", [(2, 3), (4, 5)])
+def test_ghostify_reproduces_the_registered_ghost_models(base, ghost, ratio, dw):
+    report = ghostify(create_model(base), ratio=ratio, dw_size=dw)
+    assert _shapes(report.model) == _shapes(create_model(ghost, ratio=ratio, dw_size=dw))
+    assert report.layers[0].action == "kept" and "first conv" in report.layers[0].reason
+    assert all(r.action == "replaced" for r in report.layers[1:])
+
+
+def test_ghostify_keeps_shapes_and_trains():
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(8, 13, 5, stride=2, padding=2), nn.ReLU(),
+        nn.Conv2d(13, 16, 3, padding=2, dilation=2), nn.ReLU(),
+        nn.Conv2d(16, 16, 3, padding=0),
+    )
+    x = torch.randn(2, 3, 17, 17)
+    report = ghostify(model, ratio=3, dw_size=3)
+    assert report.model is not model and isinstance(model[2], nn.Conv2d)  # a copy by default
+    assert [r.action for r in report.layers] == ["kept", "replaced", "replaced", "replaced"]
+    g = report.model
+    assert isinstance(g[2], GhostModule) and g[4].primary_conv[0].dilation == (2, 2)
+    assert g(x).shape == model(x).shape == (2, 16, 7, 7)
+    g(x).sum().backward()
+    assert all(p.grad is not None for p in g.parameters())
+
+
+def test_ghostify_keeps_depthwise_and_skipped_layers():
+    import torchvision
+
+    report = ghostify(torchvision.models.mobilenet_v2(), skip=["features.18.*"])
+    kept = {r.name: r.reason for r in report.kept}
+    assert kept["features.1.conv.0.0"] == "grouped/depthwise (already cheap)"
+    assert kept["features.18.0"] == "skipped by request"
+    assert report.replaced and "replaced" in report.message
+    assert report.model(torch.randn(1, 3, 64, 64)).shape == (1, 1000)
+
+
+def test_ghostify_refuses_a_model_without_convs():
+    with pytest.raises(ValueError, match="has no Conv2d layers"):
+        ghostify(nn.Sequential(nn.Flatten(), nn.Linear(12, 3)))
+
+
+def test_ghostify_depthwise_only_replaces_nothing_and_says_so():
+    model = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1, groups=4), nn.Conv2d(4, 4, 3, padding=1, groups=4))
+    report = ghostify(model, keep_first=False)
+    assert not report.replaced
+    assert report.message == "nothing replaced: all 2 Conv2d layers were kept (grouped/depthwise (already cheap))"
+
+
+@pytest.mark.parametrize("kwargs,arg", [({"ratio": 0}, "ratio"), ({"dw_size": 2}, "dw_size")])
+def test_ghostify_bad_arguments(kwargs, arg):
+    with pytest.raises(ValueError, match=arg):
+        ghostify(create_model("resnet56"), **kwargs)
+
+
+@pytest.mark.parametrize("ratio,paper_macs", [(2, 2.2e9), (4, 1.2e9)])
+def test_ghost_resnet50(ratio, paper_macs):
+    import torchvision
+
+    report = ghostify(torchvision.models.resnet50(), ratio=ratio, input_size=(224, 224))
+    assert report.before == {"params": 25_557_032, "macs": 4_089_184_256, "input_size": [224, 224]}
+    assert abs(report.after["macs"] - paper_macs) / paper_macs < 0.03
+    # Params: 14.0M (s=2) and 8.2M (s=4) against the paper's 13.0M / 6.5M; the 2.05M FC layer stays a Linear.
+    assert report.after["params"] == {2: 14_006_504, 4: 8_204_744}[ratio]
+    assert len(report.replaced) == 52
+
+
+def test_cli_ghostify(capsys):
+    assert main(["ghostify", "resnet18", "--ratio", "2", "--input-size", "64", "64"]) == 0
+    out = capsys.readouterr().out
+    assert "layer1.0.conv1" in out and "replaced 19 of 20 Conv2d layers" in out and "x fewer" in out
+    with pytest.raises(SystemExit) as e:
+        main(["ghostify", "resnet9000"])
+    assert e.value.code == 2 and "unknown model 'resnet9000'" in capsys.readouterr().err
+
+
+def test_ghostified_model_profile_counts_cheap_ops():
+    p = profile_model(create_model("ghost_resnet56"), (32, 32))
+    assert 0 < p.cheap_macs < 0.05 * p.macs
