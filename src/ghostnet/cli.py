@@ -141,6 +141,24 @@ def cmd_ghostify(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ablate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .ablate import run_ablation
+    from .config import config_from_args
+
+    try:
+        base = config_from_args(args, args.config)
+        sweep = args.sweep_dir or f"{base.output_dir}/ablate-{args.model}-{base.dataset}"
+        run_ablation(args.model, args.ratios, args.dw_sizes, base, sweep, args.complexity_only)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    print((Path(sweep) / "results.md").read_text())
+    plot = "" if args.complexity_only else " and acc_vs_macs.png"
+    print(f"results.md, results.csv{plot} in {sweep}/")
+    return 0
+
+
 # ---------------------------------------------------------------- train / eval / predict
 
 
@@ -260,6 +278,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="a YAML file or a bundled recipe name")
     add_config_arguments(p)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "ablate",
+        help="the paper's s/d ablation: train each Ghost variant with one recipe and seed",
+        description="Train the baseline and its Ghost versions for each s (at d=3) and each d (at s=2) with one "
+        "shared recipe and seed; write results.md, results.csv and acc_vs_macs.png. Running it again skips finished "
+        "variants and resumes an interrupted one.",
+    )
+    p.add_argument("--model", required=True, choices=["vgg16", "resnet56"], help="the baseline")
+    p.add_argument("--ratios", type=_positive_int, nargs="+", default=[2, 3, 4, 5], help="s values (at d=3)")
+    p.add_argument("--dw-sizes", type=_positive_int, nargs="+", default=[1, 3, 5, 7], help="d values (at s=2)")
+    p.add_argument("--sweep-dir", help="default: OUTPUT_DIR/ablate-MODEL-DATASET")
+    p.add_argument("--complexity-only", action="store_true", help="params and MACs only, no training")
+    p.add_argument("--config", help="the shared recipe: a YAML file or a bundled recipe name (e.g. cifar)")
+    add_config_arguments(p, exclude=("model", "ratio", "dw_size", "name", "resume", "overwrite"))
+    p.set_defaults(func=cmd_ablate)
 
     p = sub.add_parser("eval", help="top-1/top-5 (and confusion matrix) of a checkpoint on a dataset")
     p.add_argument("checkpoint", help="our checkpoint, or an official/timm state dict (with --model)")

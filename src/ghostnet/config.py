@@ -33,6 +33,8 @@ class TrainConfig:
     # --- model
     model: str = "ghostnet_small_050"  # a registered model name (`ghostnet list`)
     width: float | None = None  # width multiplier, for the model 'ghostnet'
+    ratio: int | None = None  # Ghost ratio s, for models that take one (ghostnet, ghost_vgg16, ghost_resnet56)
+    dw_size: int | None = None  # Ghost cheap-operation kernel d, for the same models
     drop_rate: float = 0.2  # dropout before the classifier
     init_checkpoint: str | None = None  # start from these weights (classifier skipped if num_classes differs)
     # --- optimisation
@@ -93,6 +95,8 @@ class TrainConfig:
             (self.num_workers >= 0, "num_workers must be >= 0"),
             (self.image_size is None or self.image_size >= 8, "image_size must be >= 8"),
             (self.in_chans in (None, 1, 3), "in_chans must be 1 or 3"),
+            (self.ratio is None or self.ratio >= 1, "ratio must be >= 1"),
+            (self.dw_size is None or (self.dw_size >= 1 and self.dw_size % 2 == 1), "dw_size must be a positive odd integer"),
             (self.name is None or ("/" not in self.name and self.name not in (".", "..")), "name must be a plain folder name"),
         ]
         for ok, message in checks:
@@ -184,10 +188,12 @@ def recipe_path(name_or_path: str | Path) -> Path:
     raise ValueError(f"config {name_or_path!r} is neither a file nor a bundled recipe ({', '.join(list_recipes())})")
 
 
-def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+def add_config_arguments(parser: argparse.ArgumentParser, exclude: tuple[str, ...] = ()) -> None:
     """One ``--field`` option per TrainConfig field (help from its comment); only the ones given override."""
     comments = _field_comments()
     for f in dataclasses.fields(TrainConfig):
+        if f.name in exclude:
+            continue
         flag = "--" + f.name.replace("_", "-")
         tp = _field_types()[f.name]
         helptext = comments.get(f.name, "")

@@ -127,8 +127,9 @@ def build_model_for_data(cfg: TrainConfig, data: DataBundle) -> nn.Module:
     kwargs: dict[str, Any] = {"num_classes": data.num_classes, "in_chans": cfg.in_chans or data.in_chans}
     if cfg.drop_rate != 0.2:
         kwargs["drop_rate"] = cfg.drop_rate
-    if cfg.width is not None:
-        kwargs["width"] = cfg.width
+    for name in ("width", "ratio", "dw_size"):
+        if getattr(cfg, name) is not None:
+            kwargs[name] = getattr(cfg, name)
     return create_model(cfg.model, checkpoint_path=cfg.init_checkpoint, **kwargs)
 
 
