@@ -159,6 +159,64 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- visualize
+
+
+def cmd_visualize(args: argparse.Namespace) -> int:
+    from . import visualize as viz
+    from .data import load_dataset
+
+    if args.figure == "dataset":
+        data = load_dataset(args.dataset, args.data_dir, False, None)
+        if not data.in_memory:
+            raise UsageError("the dataset preview works on in-memory datasets (digits, mnist, fashion_mnist, cifar10/100)")
+        path = viz.plot_dataset_preview(
+            data.train.images, data.train.labels, data.classes, args.output or f"{args.dataset}_preview.png", title=data.name
+        )
+        print(f"wrote {path}")
+        return 0
+
+    import torch
+    from PIL import Image, UnidentifiedImageError
+
+    from .inference import Preprocess, load_model
+    from .models import list_models, model_entry
+
+    if args.checkpoint:
+        model, prep, _ = load_model(args.checkpoint, args.model)
+    else:
+        if not args.model:
+            raise UsageError("give --model (and optionally --checkpoint)")
+        model = _build_any_model(args.model)
+        size = model_entry(args.model).default_cfg.get("input_size", 224) if args.model in list_models() else 224
+        prep = Preprocess(image_size=args.image_size or size, center_crop=size >= 128)
+    if args.image_size:
+        prep.image_size = args.image_size
+    if args.ghostify:
+        from .ghostify import ghostify
+
+        model = ghostify(model, args.ratio, args.dw_size).model
+    try:
+        with Image.open(args.image) as im:
+            x = prep.transform()(im).unsqueeze(0)
+    except (FileNotFoundError, UnidentifiedImageError, OSError) as e:
+        raise UsageError(f"cannot read image {args.image}: {e}") from None
+    out = args.output or f"{args.figure}_maps.png"
+    try:
+        with torch.no_grad():
+            if args.figure == "ghost":
+                info = viz.plot_ghost_maps(model, x, args.layer, out)
+                print(f"wrote {out}: {info['rows']} intrinsic maps of {info['layer']} with their ghosts "
+                      f"(mean correlation ghost-to-source {info['mean_correlation']:.2f})")
+            else:
+                info = viz.plot_redundant_pairs(model, x, args.layer, out)
+                pairs = ", ".join(f"{i}&{j} ({s:.2f})" for i, j, s in info["pairs"][:3])
+                print(f"wrote {out}: {info['maps']} maps of {info['layer']}; most similar pairs: {pairs}")
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    return 0
+
+
 # ---------------------------------------------------------------- train / eval / predict
 
 
@@ -294,6 +352,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="the shared recipe: a YAML file or a bundled recipe name (e.g. cifar)")
     add_config_arguments(p, exclude=("model", "ratio", "dw_size", "name", "resume", "overwrite"))
     p.set_defaults(func=cmd_ablate)
+
+    p = sub.add_parser(
+        "visualize",
+        help="feature-map figures (paper Fig. 1 and 6) and a dataset preview, as PNG",
+        description="ghost: a Ghost module's intrinsic maps beside the ghost maps made from them (Fig. 6). "
+        "redundancy: the most similar pairs of an ordinary layer's output maps and their similarity matrix (Fig. 1). "
+        "dataset: a grid of images per class.",
+    )
+    p.add_argument("figure", choices=["ghost", "redundancy", "dataset"])
+    p.add_argument("image", nargs="?", help="the input image (ghost, redundancy)")
+    p.add_argument("--model", help="a registered or torchvision model name")
+    p.add_argument("--checkpoint", help="weights: our checkpoint, or a state dict (with --model)")
+    p.add_argument("--ghostify", action="store_true", help="turn the model's convs into Ghost modules first")
+    p.add_argument("--ratio", type=_positive_int, default=2)
+    p.add_argument("--dw-size", type=_positive_int, default=3)
+    p.add_argument("--layer", help="the layer to show (default: the first suitable one)")
+    p.add_argument("--image-size", type=_positive_int)
+    p.add_argument("--dataset", default="digits", help="for the dataset preview")
+    p.add_argument("--data-dir")
+    p.add_argument("--output", help="the PNG to write")
+    p.set_defaults(func=cmd_visualize)
 
     p = sub.add_parser("eval", help="top-1/top-5 (and confusion matrix) of a checkpoint on a dataset")
     p.add_argument("checkpoint", help="our checkpoint, or an official/timm state dict (with --model)")
