@@ -185,8 +185,9 @@ def test_two_process_ddp_agrees_with_single_process_eval(tmp_path):
 def test_cli_train_eval_predict_on_idx(tmp_path, capsys):
     write_idx(tmp_path / "data" / "fashion-mnist", n_train=60, n_test=20)
     code = main(["train", "--dataset", "fashion_mnist", "--data-dir", str(tmp_path / "data"), "--output-dir", str(tmp_path / "runs"),
-                 "--name", "fm", "--epochs", "1", "--batch-size", "10", "--no-progress", "--in-chans", "3"])
+                 "--name", "fm", "--epochs", "1", "--batch-size", "10", "--no-progress", "--in-chans", "3", "--train-subset", "40"])
     assert code == 0
+    assert json.loads((tmp_path / "runs" / "fm" / "log.jsonl").read_text())["step"] == 4  # 40 of the 60 images
     out = capsys.readouterr().out
     assert "test top-1" in out and "params" in out and "MACs" in out
     ckpt = tmp_path / "runs" / "fm" / "best.pth"
@@ -233,6 +234,7 @@ def test_predict_with_released_style_state_dict(tmp_path, capsys):
     "argv,message",
     [
         (["train", "--epochs", "0"], "epochs must be >= 1"),
+        (["train", "--train-subset", "99999"], "larger than the training split"),
         (["train", "--optimizer", "rmsprop"], "optimizer must be sgd or adamw"),
         (["train", "--model", "nope"], "unknown model 'nope'"),
         (["train", "--dataset", "digits", "--batch-size", "5000"], "fewer than one batch"),

@@ -30,6 +30,7 @@ class TrainConfig:
     color_jitter: float = 0.0  # image folders: ColorJitter strength (0.4 in one ImageNet reproduction)
     in_chans: int | None = None  # model input channels; None = the dataset's; 3 on grayscale data replicates it
     num_workers: int = 2  # DataLoader workers (image folders only; in-memory data needs none)
+    train_subset: int | None = None  # train on the first N training images only (quick, reduced experiments)
     # --- model
     model: str = "ghostnet_small_050"  # a registered model name (`ghostnet list`)
     width: float | None = None  # width multiplier, for the model 'ghostnet'
@@ -93,6 +94,7 @@ class TrainConfig:
             (self.save_every_steps >= 0, "save_every_steps must be >= 0"),
             (self.max_steps is None or self.max_steps >= 1, "max_steps must be >= 1"),
             (self.num_workers >= 0, "num_workers must be >= 0"),
+            (self.train_subset is None or self.train_subset >= 1, "train_subset must be >= 1"),
             (self.image_size is None or self.image_size >= 8, "image_size must be >= 8"),
             (self.in_chans in (None, 1, 3), "in_chans must be 1 or 3"),
             (self.ratio is None or self.ratio >= 1, "ratio must be >= 1"),

@@ -29,7 +29,7 @@ from torch import nn
 
 from .checkpoint import FORMAT, CheckpointError, read_checkpoint, save_checkpoint
 from .config import TrainConfig
-from .data import DataBundle, DatasetError, FolderLoader, TensorLoader, load_dataset
+from .data import DataBundle, DatasetError, FolderLoader, ImageData, TensorLoader, load_dataset
 from .models import create_model
 
 __all__ = ["train", "evaluate", "TrainingDiverged", "RunDirError", "build_loaders", "build_model_for_data"]
@@ -97,6 +97,16 @@ def _broadcast(obj: Any, d: Dist) -> Any:
 
 
 # ---------------------------------------------------------------- data and model
+
+
+def subset(split: Any, n: int) -> Any:
+    """The first `n` samples of a split (in-memory or folder)."""
+    if n > len(split):
+        raise ValueError(f"train_subset {n} is larger than the training split ({len(split)} images)")
+    if isinstance(split, ImageData):
+        return ImageData(split.images[:n], split.labels[:n])
+    return torch.utils.data.Subset(split, range(n))
+
 
 
 def build_loaders(cfg: TrainConfig, data: DataBundle, d: Dist, device: torch.device, in_chans: int):
@@ -315,6 +325,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     data = load_dataset(cfg.dataset, cfg.data_dir, cfg.download and d.is_main, cfg.image_size)
     if d.enabled and cfg.download:
         dist.barrier()
+    if cfg.train_subset:
+        data.train = subset(data.train, cfg.train_subset)
     in_chans = cfg.in_chans or data.in_chans
     model = build_model_for_data(cfg, data).to(device)
     model_name, model_kwargs = model.model_name, model.model_kwargs
