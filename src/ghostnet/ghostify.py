@@ -1,8 +1,11 @@
 """`ghostify`: turn the convolutions of any PyTorch CNN into Ghost modules (paper Sec. 4.1).
 
 Each eligible ``nn.Conv2d`` becomes a linear `GhostModule` (primary conv + BN, cheap depthwise conv + BN, no
-activation: it replaces a linear operation, and the network's own BN/ReLU after it stay) with the same
-in/out channels, kernel, stride, padding and dilation, so the output shape is unchanged.
+activation: it replaces a linear operation, and the network's own activation after it stays) with the same
+in/out channels, kernel, stride, padding and dilation, so the output shape is unchanged. A BatchNorm that
+directly followed the conv is absorbed (replaced by ``nn.Identity``): the Ghost module normalises its own
+two halves, as the paper's conv+BN -> Ghost module replacement does, and every BN left then sits right
+after a conv, where `fuse_bn` can fold it.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ class ReplacedConv:
     groups: int
     action: str  # "replaced" or "kept"
     reason: str = ""  # why a conv was kept
+    absorbed_bn: str = ""  # the BatchNorm after it that the Ghost module's own BNs made redundant
 
 
 @dataclass
@@ -64,7 +68,7 @@ class GhostifyReport:
         lines = [f"{'layer':<36} {'in':>5} {'out':>5} {'k':>5} {'stride':>6}  action"]
         for r in self.layers:
             k = f"{r.kernel_size[0]}x{r.kernel_size[1]}"
-            action = r.action if r.action == "replaced" else f"kept: {r.reason}"
+            action = (r.action + (f" (absorbs {r.absorbed_bn})" if r.absorbed_bn else "")) if r.action == "replaced" else f"kept: {r.reason}"
             lines.append(f"{r.name:<36} {r.in_channels:>5} {r.out_channels:>5} {k:>5} {r.stride[0]:>6}  {action}")
         lines.append(self.message)
         if self.before and self.after:
@@ -127,6 +131,7 @@ def ghostify(
     if not convs:
         raise ValueError(f"{type(model).__name__} has no Conv2d layers to turn into Ghost modules")
     before = _measure(model, input_size)
+    following_bn = _bn_after_conv(model)
     if not inplace:
         model = copy.deepcopy(model)
     report = GhostifyReport(model, ratio=ratio, dw_size=dw_size, before=before)
@@ -137,10 +142,12 @@ def ghostify(
         elif any(fnmatch.fnmatch(name, pat) or name == pat for pat in skip):
             reason = "skipped by request"
         row = ReplacedConv(name, conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.groups,
-                           "kept" if reason else "replaced", reason)
+                           "kept" if reason else "replaced", reason, "" if reason else following_bn.get(name, ""))
         report.layers.append(row)
         if reason:
             continue
+        if row.absorbed_bn:
+            _set_submodule(model, row.absorbed_bn, nn.Identity())
         ghost = GhostModule(
             conv.in_channels, conv.out_channels, conv.kernel_size[0], ratio, dw_size, conv.stride[0], relu=False,
             padding=conv.padding[0], dilation=conv.dilation[0],
@@ -148,6 +155,27 @@ def ghostify(
         _set_submodule(model, name, ghost)
     report.after = _measure(model, input_size)
     return report
+
+
+def _bn_after_conv(model: nn.Module) -> dict[str, str]:
+    """{conv name: BN name} for each Conv2d whose output goes only into a BatchNorm2d (found by torch.fx tracing).
+
+    A model torch.fx cannot trace gets {}: its BNs stay where they are.
+    """
+    import torch.fx
+
+    try:
+        graph = torch.fx.symbolic_trace(model).graph
+    except Exception:  # noqa: BLE001 - dynamic control flow etc.: absorb nothing
+        return {}
+    modules = dict(model.named_modules())
+    pairs = {}
+    for node in graph.nodes:
+        if node.op == "call_module" and isinstance(modules.get(node.target), nn.Conv2d) and len(node.users) == 1:
+            user = next(iter(node.users))
+            if user.op == "call_module" and isinstance(modules.get(user.target), nn.BatchNorm2d):
+                pairs[node.target] = user.target
+    return pairs
 
 
 def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
