@@ -1,0 +1,232 @@
+"""The inference form of a model and its exports: BN folding, ONNX / ONNX Runtime, TorchScript, ExportedProgram.
+
+    fused = fuse_bn(model.eval())               # every BatchNorm folded into the conv before it
+    export_model(fused, "m.onnx", "onnx", input_size=(224, 224), dynamic_batch=True)   # validated in ORT
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import types
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+__all__ = ["default_suffix", "fuse_bn", "prepare_inference", "export_model", "ExportReport", "FORMATS", "onnx_session", "max_abs_diff"]
+
+FORMATS = ("onnx", "torchscript", "exported-program")
+_SUFFIX = {"onnx": ".onnx", "torchscript": ".pt", "exported-program": ".pt2"}
+
+
+def default_suffix(fmt: str) -> str:
+    return _SUFFIX[fmt]
+
+
+def _conv_bn_pairs(model: nn.Module) -> list[tuple[str, str]]:
+    """(conv, BN) module names where the conv's output goes only into the BN, found by torch.fx tracing."""
+    import torch.fx
+
+    try:
+        graph = torch.fx.symbolic_trace(model).graph
+    except Exception as e:  # noqa: BLE001
+        raise ValueError(f"fuse_bn traces the model with torch.fx, which failed: {str(e).splitlines()[0]}") from None
+    modules = dict(model.named_modules())
+    pairs = []
+    for node in graph.nodes:
+        if node.op == "call_module" and isinstance(modules.get(node.target), nn.Conv2d) and len(node.users) == 1:
+            user = next(iter(node.users))
+            if user.op == "call_module" and type(modules.get(user.target)) is nn.BatchNorm2d:  # not subclasses with extras
+                pairs.append((node.target, user.target))
+    return pairs
+
+
+def _eval_only(self: nn.Module, mode: bool = True) -> nn.Module:
+    if mode:
+        raise RuntimeError("this model has its BatchNorms folded into its convs and is for inference only")
+    return nn.Module.train(self, False)
+
+
+def fuse_bn(model: nn.Module) -> nn.Module:
+    """A copy of `model` with every BatchNorm2d folded into the conv that feeds it (eval mode only).
+
+    Covers the stem, Ghost modules' primary and cheap convs, depthwise convs, shortcuts and heads: any
+    conv whose output goes only into a BN. The copy keeps its class and methods (``forward_features``,
+    ``feature_info``...), refuses ``train()``, and matches the original's outputs to float rounding.
+
+    Raises:
+        ValueError: the model is in training mode (BN would use batch statistics), or a BN does not
+            directly follow a conv (it cannot be folded), or torch.fx cannot trace the model.
+    """
+    if model.training:
+        raise ValueError("fuse_bn needs a model in eval mode (call model.eval()): in training BN uses batch statistics")
+    fused = copy.deepcopy(model)
+    pairs = _conv_bn_pairs(fused)
+    for conv_name, bn_name in pairs:
+        conv, bn = fused.get_submodule(conv_name), fused.get_submodule(bn_name)
+        _set(fused, conv_name, fuse_conv_bn_eval(conv, bn))
+        _set(fused, bn_name, nn.Identity())
+    left = [n for n, m in fused.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if left:
+        raise ValueError(f"cannot fold {len(left)} BatchNorm layer(s) that no conv feeds directly: {', '.join(left[:5])}")
+    fused.train = types.MethodType(_eval_only, fused)  # type: ignore[method-assign]
+    fused.is_fused = True  # type: ignore[assignment]
+    return fused
+
+
+def _set(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, child, module)
+
+
+def prepare_inference(model: nn.Module, fuse: bool = True, channels_last: bool = False, compile: bool = False) -> nn.Module:
+    """The fast inference form: eval, BN folded, optionally NHWC memory format and ``torch.compile``."""
+    model = model.eval()
+    if fuse:
+        model = fuse_bn(model)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if compile:
+        model = torch.compile(model)
+    return model
+
+
+@dataclass
+class ExportReport:
+    """What `export_model` wrote and how it checked it."""
+
+    path: str
+    format: str
+    size_bytes: int
+    input_names: list[str]
+    output_names: list[str]
+    max_abs_diff: float  # against the PyTorch model, on the check input (and a second batch size if dynamic)
+    opset: int | None = None
+    dynamic_batch: bool = False
+    checks: list[str] = field(default_factory=list)
+
+
+def max_abs_diff(a: Any, b: Any) -> float:
+    """The largest absolute difference between two outputs (tensors/arrays or lists of them)."""
+    if isinstance(a, (list, tuple)):
+        return max(max_abs_diff(x, y) for x, y in zip(a, b, strict=True))
+    a = torch.as_tensor(a).float()
+    b = torch.as_tensor(b).float()
+    if a.shape != b.shape:
+        return float("inf")
+    return float((a - b).abs().max())
+
+
+def onnx_session(path: str | os.PathLike, threads: int | None = None):
+    """An ONNX Runtime CPU session (threads pinned when given)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def export_model(
+    model: nn.Module,
+    path: str | os.PathLike,
+    fmt: str = "onnx",
+    input_size: tuple[int, int] = (224, 224),
+    in_chans: int = 3,
+    dynamic_batch: bool = False,
+    opset: int = 18,
+    tolerance: float = 1e-4,
+) -> ExportReport:
+    """Export `model` (in eval mode) to `path` and check the file against PyTorch.
+
+    Args:
+        model: the model (fused or not).
+        path: the output file; its folder must exist and the file must not.
+        fmt: ``onnx``, ``torchscript`` or ``exported-program``.
+        input_size: (H, W) of the example input.
+        dynamic_batch: allow any batch size (checked with two batch sizes).
+        opset: ONNX opset.
+        tolerance: largest allowed absolute difference of the outputs.
+
+    Raises:
+        ValueError: unknown format, unwritable path, or the exported file disagrees with PyTorch.
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    path = Path(path)
+    if path.exists():
+        raise ValueError(f"{path} exists; remove it or choose another --output")
+    if not path.parent.is_dir():
+        raise ValueError(f"folder {path.parent} does not exist")
+    model = model.eval()
+    x = torch.randn(2, in_chans, *input_size)
+    batches = [x, torch.randn(3, in_chans, *input_size)] if dynamic_batch else [x]
+    with torch.no_grad():
+        refs = [model(b) for b in batches]
+    multi = isinstance(refs[0], (list, tuple))
+    output_names = [f"features_{i}" for i in range(len(refs[0]))] if multi else ["logits"]
+    tmp = path.with_name(f".{path.stem}.tmp{_SUFFIX[fmt]}")  # torch.export insists on .pt2
+    try:
+        if fmt == "onnx":
+            report = _export_onnx(model, x, tmp, output_names, dynamic_batch, opset, batches)
+        elif fmt == "torchscript":
+            import warnings
+
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # TorchScript's deprecation notices; tracing still works
+                traced = torch.jit.trace(model, x, check_trace=False)
+                traced.save(str(tmp))
+                loaded = torch.jit.load(str(tmp))
+                outs = [loaded(b) for b in batches]
+            report = ExportReport(str(path), fmt, 0, ["input"], output_names, 0.0, checks=["torch.jit.load"])
+            report.max_abs_diff = max(max_abs_diff(r, o) for r, o in zip(refs, outs))
+        else:
+            dims = ({0: torch.export.Dim("batch", min=1, max=4096)},) if dynamic_batch else None
+            ep = torch.export.export(model, (x,), dynamic_shapes=dims)
+            torch.export.save(ep, str(tmp))
+            loaded = torch.export.load(str(tmp)).module()
+            with torch.no_grad():
+                outs = [loaded(b) for b in batches]
+            report = ExportReport(str(path), fmt, 0, ["input"], output_names, 0.0, checks=["torch.export.load"])
+            report.max_abs_diff = max(max_abs_diff(r, o) for r, o in zip(refs, outs))
+        if not report.max_abs_diff <= tolerance:
+            raise ValueError(f"the exported model disagrees with PyTorch: max abs diff {report.max_abs_diff:.2e} > {tolerance:g}")
+        os.replace(tmp, path)
+    finally:
+        for p in (tmp, tmp.with_name(tmp.name + ".data")):
+            if p.exists():
+                p.unlink()
+    report.path, report.size_bytes, report.dynamic_batch = str(path), path.stat().st_size, dynamic_batch
+    return report
+
+
+def _export_onnx(model, x, tmp: Path, output_names, dynamic_batch: bool, opset: int, batches) -> ExportReport:
+    import onnx
+
+    import warnings
+
+    dynamic_axes = {"input": {0: "batch"}, **{n: {0: "batch"} for n in output_names}} if dynamic_batch else None
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript-based exporter's notice
+        torch.onnx.export(
+            model, (x,), str(tmp), input_names=["input"], output_names=output_names, opset_version=opset,
+            dynamic_axes=dynamic_axes, dynamo=False,
+        )
+    proto = onnx.load(str(tmp))
+    onnx.checker.check_model(proto)
+    sess = onnx_session(tmp)
+    with torch.no_grad():
+        refs = [model(b) for b in batches]
+    diff = 0.0
+    for b, ref in zip(batches, refs):
+        outs = sess.run(None, {"input": b.numpy()})
+        diff = max(diff, max_abs_diff(ref if isinstance(ref, (list, tuple)) else [ref], outs))
+    opset_found = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), opset)
+    return ExportReport(str(tmp), "onnx", 0, [i.name for i in proto.graph.input], [o.name for o in proto.graph.output],
+                        diff, opset=opset_found, checks=["onnx.checker", "onnxruntime"])

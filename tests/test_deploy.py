@@ -1,0 +1,165 @@
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from conftest import write_cifar
+from ghostnet import create_model, list_models
+from ghostnet.cli import main
+from ghostnet.deploy import export_model, fuse_bn, prepare_inference
+
+MODELS = list_models()
+
+
+def _randomise_bn(model, in_chans=3):
+    """Non-trivial BN affine weights and running statistics measured on data, as after training."""
+    g = torch.Generator().manual_seed(0)
+    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    for m in bns:
+        m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+        m.bias.data.copy_(torch.rand(m.num_features, generator=g) - 0.5)
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the passes below
+    model.train()
+    with torch.no_grad():
+        for _ in range(2):
+            model(torch.randn(8, in_chans, 40, 40, generator=g))
+    for m in bns:
+        m.momentum = 0.1
+    return model.eval()
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_fuse_bn_every_registered_model(name):
+    model = _randomise_bn(create_model(name, num_classes=10)).eval()
+    fused = fuse_bn(model)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in fused.modules())
+    assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())  # the original is untouched
+    x = torch.randn(2, 3, 40, 40)
+    with torch.no_grad():
+        assert (fused(x) - model(x)).abs().max() <= 1e-4
+
+
+def test_fuse_bn_on_real_images_keeps_the_model_contract():
+    from ghostnet.data import load_dataset
+
+    data = load_dataset("digits")
+    x = (data.test.images[:16].float() / 255 - 0.2) / 0.3
+    model = _randomise_bn(create_model("ghostnet_small_050", in_chans=1, num_classes=10), in_chans=1)
+    fused = fuse_bn(model)
+    with torch.no_grad():
+        assert (fused(x) - model(x)).abs().max() <= 1e-4
+        assert fused.forward_features(x).shape == model.forward_features(x).shape
+    backbone = fuse_bn(create_model("ghostnet_100", features_only=True).eval())
+    assert [f.shape[1] for f in backbone(torch.randn(1, 3, 64, 64))] == [16, 24, 40, 80, 160]
+
+
+def test_fuse_bn_refusals():
+    with pytest.raises(ValueError, match="needs a model in eval mode"):
+        fuse_bn(create_model("ghostnet_050").train())
+    with pytest.raises(ValueError, match=r"cannot fold 1 BatchNorm layer\(s\) that no conv feeds directly: 0"):
+        fuse_bn(nn.Sequential(nn.BatchNorm2d(3), nn.Conv2d(3, 4, 3)).eval())
+    fused = fuse_bn(create_model("ghostnet_050").eval())
+    with pytest.raises(RuntimeError, match="inference only"):
+        fused.train()
+    fused.eval()  # still allowed
+
+
+def test_prepare_inference_channels_last():
+    model = _randomise_bn(create_model("ghostnet_050")).eval()
+    fast = prepare_inference(model, fuse=True, channels_last=True)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert (fast(x.contiguous(memory_format=torch.channels_last)) - model(x)).abs().max() <= 1e-4
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_onnx_export_every_registered_model(tmp_path, name):
+    pytest.importorskip("onnxruntime")
+    model = _randomise_bn(create_model(name, num_classes=10)).eval()
+    r = export_model(fuse_bn(model), tmp_path / "m.onnx", "onnx", (32, 32), dynamic_batch=True)
+    assert r.max_abs_diff <= 1e-4 and r.opset == 18 and r.input_names == ["input"] and r.output_names == ["logits"]
+    assert (tmp_path / "m.onnx").stat().st_size == r.size_bytes
+    assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"]  # no temp files left
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "exported-program"])
+def test_other_formats_and_backbones(tmp_path, fmt):
+    model = create_model("ghostnet_small_050", features_only=True, out_indices=(2, 3, 4)).eval()
+    suffix = {"torchscript": ".pt", "exported-program": ".pt2"}[fmt]
+    r = export_model(model, tmp_path / f"m{suffix}", fmt, (32, 32), dynamic_batch=True)
+    assert r.max_abs_diff <= 1e-4 and r.output_names == ["features_0", "features_1", "features_2"]
+
+
+def test_ghostified_torchvision_model_exports(tmp_path):
+    pytest.importorskip("onnxruntime")
+    import torchvision
+
+    from ghostnet.ghostify import ghostify
+
+    model = _randomise_bn(ghostify(torchvision.models.resnet18()).model).eval()
+    r = export_model(fuse_bn(model), tmp_path / "g.onnx", "onnx", (64, 64))
+    assert r.max_abs_diff <= 1e-4
+
+
+def test_export_bad_input(tmp_path):
+    model = create_model("ghostnet_050").eval()
+    with pytest.raises(ValueError, match="unknown export format 'tflite'"):
+        export_model(model, tmp_path / "m.tflite", "tflite")
+    with pytest.raises(ValueError, match="does not exist"):
+        export_model(model, tmp_path / "nope" / "m.onnx", "onnx")
+    (tmp_path / "m.onnx").write_text("keep me")
+    with pytest.raises(ValueError, match="exists"):
+        export_model(model, tmp_path / "m.onnx", "onnx")
+    assert (tmp_path / "m.onnx").read_text() == "keep me"
+
+
+def test_cli_export(tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    out = tmp_path / "g.onnx"
+    assert main(["export", "ghost_resnet56", "--fuse", "--dynamic-batch", "--output", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "opset 18" in text and "dynamic batch" in text and "max abs diff" in text
+    for argv, message in [
+        (["export", "ghost_resnet56", "--output", str(out)], "exists"),
+        (["export", "nope"], "unknown model 'nope'"),
+        (["export", "--checkpoint", str(tmp_path / "missing.pth")], "checkpoint not found"),
+    ]:
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        assert e.value.code == 2 and message in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        main(["export", "ghostnet_050", "--format", "tflite"])
+    assert e.value.code == 2
+
+
+def test_quantize_a_trained_checkpoint(tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    write_cifar(tmp_path / "data", n_train=80, n_test=20)
+    assert main(["train", "--dataset", "cifar10", "--data-dir", str(tmp_path / "data"), "--output-dir", str(tmp_path / "runs"),
+                 "--name", "q", "--epochs", "1", "--batch-size", "16", "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["quantize", str(tmp_path / "runs" / "q" / "best.pth"), "--output", str(tmp_path / "m.int8.onnx"),
+                 "--calibration-images", "32", "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "int8" in out and "drop" in out and "calibrated on 32 cifar10 training images" in out
+    assert (tmp_path / "m.int8.onnx").exists() and (tmp_path / "m.int8.fp32.onnx").exists()
+    assert (tmp_path / "m.int8.onnx").stat().st_size < (tmp_path / "m.int8.fp32.onnx").stat().st_size / 2
+
+
+def test_bench_quick_end_to_end(tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    assert main(["bench", "--quick", "--input-size", "32", "--runs", "2", "--output", str(tmp_path / "b.json")]) == 0
+    table = capsys.readouterr().out
+    result = json.loads((tmp_path / "b.json").read_text())
+    forms = {(r["model"], r["form"]) for r in result["rows"]}
+    assert {("ghostnet_100", "eager"), ("ghostnet_100", "fused+cl"), ("ghostnet_100", "ort-fp32"), ("ghostnet_100", "ort-int8"),
+            ("tv mobilenet_v3_large", "eager"), ("tv mobilenet_v2", "ort-fp32"), ("tv resnet18", "eager")} <= forms
+    base = [r for r in result["rows"] if f"{r['model']} / {r['form']}" == result["baseline"]]
+    assert len(base) == 1 and base[0]["ratio"] == 1.0
+    assert all(r["latency_ms"] > 0 and r["floor_ms"] > 0 and r["throughput"]["4"] > 0 for r in result["rows"])
+    assert "x base" in table and result["machine"]["matmul_gflops"] > 0
+    with pytest.raises(SystemExit) as e:
+        main(["bench", "--quick", "--no-onnx", "--no-peers", "--baseline", "nope / eager"])
+    assert e.value.code == 2
