@@ -150,7 +150,9 @@ def test_quantize_a_trained_checkpoint(tmp_path, capsys):
 
 def test_bench_quick_end_to_end(tmp_path, capsys):
     pytest.importorskip("onnxruntime")
-    assert main(["bench", "--quick", "--input-size", "32", "--runs", "2", "--output", str(tmp_path / "b.json")]) == 0
+    assert main(["bench", "--quick", "--input-size", "32", "--runs", "2", "--output", str(tmp_path / "b.json"),
+                 "--plot", str(tmp_path / "b.png")]) == 0
+    assert (tmp_path / "b.png").read_bytes()[:4] == b"\x89PNG"
     table = capsys.readouterr().out
     result = json.loads((tmp_path / "b.json").read_text())
     forms = {(r["model"], r["form"]) for r in result["rows"]}

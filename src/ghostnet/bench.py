@@ -26,7 +26,7 @@ from .deploy import export_model, fuse_bn, onnx_session
 from .models import create_model
 from .profile import profile_model
 
-__all__ = ["BenchRow", "run_bench", "format_bench", "matmul_gflops"]
+__all__ = ["BenchRow", "run_bench", "format_bench", "plot_bench", "matmul_gflops"]
 
 
 @dataclass
@@ -248,3 +248,33 @@ def format_bench(result: dict[str, Any]) -> str:
             f"{r['floor_ms']:>8.2f} {r['ratio']:>7.2f}{tp}"
         )
     return "\n".join(lines)
+
+
+def plot_bench(result: dict[str, Any], path: str | Path) -> Path:
+    """Batch-1 latency against MACs, one marker per model, one colour per form (log-scaled latency)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8.5, 5.2), constrained_layout=True)
+    forms = sorted({r["form"] for r in result["rows"]})
+    models = list(dict.fromkeys(r["model"] for r in result["rows"]))
+    markers = "o^sDvP*X"
+    colours = plt.get_cmap("tab10")
+    for r in result["rows"]:
+        ax.scatter(r["macs"] / 1e6, r["latency_ms"], marker=markers[models.index(r["model"]) % len(markers)],
+                   color=colours(forms.index(r["form"])), s=60)
+    for m in models:
+        ax.scatter([], [], marker=markers[models.index(m) % len(markers)], color="gray", label=m)
+    for f in forms:
+        ax.scatter([], [], marker="o", color=colours(forms.index(f)), label=f)
+    m = result["machine"]
+    ax.set(xlabel="MACs (M)", ylabel="batch-1 latency (ms, log scale)", yscale="log",
+           title=f"{m['device']} / {m['cpu']}, {m['threads']} threads, input {m['input_size']}x{m['input_size']}")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, ncol=2, loc="best")
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

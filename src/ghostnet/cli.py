@@ -295,6 +295,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from pathlib import Path
 
         Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
+    if args.plot:
+        from .bench import plot_bench
+
+        plot_bench(result, args.plot)
     print(json.dumps(result, indent=2) if args.json else format_bench(result))
     return 0
 
@@ -510,6 +514,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="a few runs at 64x64: checks the harness, not the machine")
     p.add_argument("--json", action="store_true")
     p.add_argument("--output", help="also write the JSON here")
+    p.add_argument("--plot", help="also draw latency vs MACs into this PNG")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("eval", help="top-1/top-5 (and confusion matrix) of a checkpoint on a dataset")
