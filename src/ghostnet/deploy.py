@@ -17,6 +17,8 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from .ghostify import conv_bn_pairs, set_submodule
+
 __all__ = ["default_suffix", "fuse_bn", "prepare_inference", "export_model", "ExportReport", "FORMATS", "onnx_session", "max_abs_diff"]
 
 FORMATS = ("onnx", "torchscript", "exported-program")
@@ -25,24 +27,6 @@ _SUFFIX = {"onnx": ".onnx", "torchscript": ".pt", "exported-program": ".pt2"}
 
 def default_suffix(fmt: str) -> str:
     return _SUFFIX[fmt]
-
-
-def _conv_bn_pairs(model: nn.Module) -> list[tuple[str, str]]:
-    """(conv, BN) module names where the conv's output goes only into the BN, found by torch.fx tracing."""
-    import torch.fx
-
-    try:
-        graph = torch.fx.symbolic_trace(model).graph
-    except Exception as e:  # noqa: BLE001
-        raise ValueError(f"fuse_bn traces the model with torch.fx, which failed: {str(e).splitlines()[0]}") from None
-    modules = dict(model.named_modules())
-    pairs = []
-    for node in graph.nodes:
-        if node.op == "call_module" and isinstance(modules.get(node.target), nn.Conv2d) and len(node.users) == 1:
-            user = next(iter(node.users))
-            if user.op == "call_module" and type(modules.get(user.target)) is nn.BatchNorm2d:  # not subclasses with extras
-                pairs.append((node.target, user.target))
-    return pairs
 
 
 def _eval_only(self: nn.Module, mode: bool = True) -> nn.Module:
@@ -65,22 +49,16 @@ def fuse_bn(model: nn.Module) -> nn.Module:
     if model.training:
         raise ValueError("fuse_bn needs a model in eval mode (call model.eval()): in training BN uses batch statistics")
     fused = copy.deepcopy(model)
-    pairs = _conv_bn_pairs(fused)
-    for conv_name, bn_name in pairs:
+    for conv_name, bn_name in conv_bn_pairs(fused):
         conv, bn = fused.get_submodule(conv_name), fused.get_submodule(bn_name)
-        _set(fused, conv_name, fuse_conv_bn_eval(conv, bn))
-        _set(fused, bn_name, nn.Identity())
+        set_submodule(fused, conv_name, fuse_conv_bn_eval(conv, bn))
+        set_submodule(fused, bn_name, nn.Identity())
     left = [n for n, m in fused.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if left:
         raise ValueError(f"cannot fold {len(left)} BatchNorm layer(s) that no conv feeds directly: {', '.join(left[:5])}")
     fused.train = types.MethodType(_eval_only, fused)  # type: ignore[method-assign]
     fused.is_fused = True  # type: ignore[assignment]
     return fused
-
-
-def _set(model: nn.Module, name: str, module: nn.Module) -> None:
-    parent, _, child = name.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, child, module)
 
 
 def prepare_inference(model: nn.Module, fuse: bool = True, channels_last: bool = False, compile: bool = False) -> nn.Module:

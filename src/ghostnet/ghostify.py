@@ -19,7 +19,7 @@ from torch import nn
 
 from .layers import GhostModule
 
-__all__ = ["ghostify", "GhostifyReport", "ReplacedConv"]
+__all__ = ["ghostify", "GhostifyReport", "ReplacedConv", "conv_bn_pairs", "set_submodule"]
 
 
 @dataclass
@@ -147,38 +147,50 @@ def ghostify(
         if reason:
             continue
         if row.absorbed_bn:
-            _set_submodule(model, row.absorbed_bn, nn.Identity())
+            set_submodule(model, row.absorbed_bn, nn.Identity())
         ghost = GhostModule(
             conv.in_channels, conv.out_channels, conv.kernel_size[0], ratio, dw_size, conv.stride[0], relu=False,
             padding=conv.padding[0], dilation=conv.dilation[0],
         ).to(conv.weight.device)
-        _set_submodule(model, name, ghost)
+        set_submodule(model, name, ghost)
     report.after = _measure(model, input_size)
     return report
 
 
-def _bn_after_conv(model: nn.Module) -> dict[str, str]:
-    """{conv name: BN name} for each Conv2d whose output goes only into a BatchNorm2d (found by torch.fx tracing).
+def conv_bn_pairs(model: nn.Module) -> list[tuple[str, str]]:
+    """(conv, BN) names for each Conv2d whose output goes only into a BatchNorm2d, found by torch.fx tracing.
 
-    A model torch.fx cannot trace gets {}: its BNs stay where they are.
+    Subclasses of BatchNorm2d (which may carry an activation, as timm's do) do not count.
+
+    Raises:
+        ValueError: torch.fx cannot trace the model (e.g. data-dependent control flow).
     """
     import torch.fx
 
     try:
         graph = torch.fx.symbolic_trace(model).graph
-    except Exception:  # noqa: BLE001 - dynamic control flow etc.: absorb nothing
-        return {}
+    except Exception as e:  # noqa: BLE001 - tracing fails in many ways
+        raise ValueError(f"torch.fx cannot trace {type(model).__name__}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
     modules = dict(model.named_modules())
-    pairs = {}
+    pairs = []
     for node in graph.nodes:
         if node.op == "call_module" and isinstance(modules.get(node.target), nn.Conv2d) and len(node.users) == 1:
             user = next(iter(node.users))
-            if user.op == "call_module" and isinstance(modules.get(user.target), nn.BatchNorm2d):
-                pairs[node.target] = user.target
+            if user.op == "call_module" and type(modules.get(user.target)) is nn.BatchNorm2d:
+                pairs.append((node.target, user.target))
     return pairs
 
 
-def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
+def _bn_after_conv(model: nn.Module) -> dict[str, str]:
+    """{conv: BN} pairs to absorb; a model torch.fx cannot trace keeps all its BNs."""
+    try:
+        return dict(conv_bn_pairs(model))
+    except ValueError:
+        return {}
+
+
+def set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
+    """Replace the submodule called `name` (dotted path) with `module`."""
     parent_name, _, child = name.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
     setattr(parent, child, module)

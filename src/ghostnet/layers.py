@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["make_divisible", "GhostModule", "SqueezeExcite", "ConvBnAct", "GhostBottleneck"]
+__all__ = ["init_weights", "make_divisible", "GhostModule", "SqueezeExcite", "ConvBnAct", "GhostBottleneck"]
 
 
 def make_divisible(v: float, divisor: int = 4, min_value: int | None = None) -> int:
@@ -30,6 +30,21 @@ def make_divisible(v: float, divisor: int = 4, min_value: int | None = None) -> 
     if new_v < 0.9 * v:  # rounding down must not remove more than 10% of the channels
         new_v += divisor
     return new_v
+
+
+def init_weights(model: nn.Module) -> None:
+    """As the official release: He-normal (fan_out) convs, unit BN, N(0, 0.01) linear layers, zero biases."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0, 0.01)
+            nn.init.zeros_(m.bias)
 
 
 def _check_positive(name: str, value: int) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..layers import init_weights
 from .registry import register_model
 
 __all__ = ["VGG", "CifarResNet", "BasicBlock", "VGG16_LAYERS", "vgg16", "ghost_vgg16", "resnet56", "ghost_resnet56"]
@@ -41,7 +42,7 @@ class VGG(nn.Module):
             nn.Dropout(drop_rate),
             nn.Linear(512, num_classes),
         )
-        _init(self)
+        init_weights(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)  # (B, 512, H/32, W/32)
@@ -93,7 +94,7 @@ class CifarResNet(nn.Module):
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.num_features = c
         self.fc = nn.Linear(c, num_classes)
-        _init(self)
+        init_weights(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.relu(self.bn1(self.conv1(x)))  # (B, 16, H, W)
@@ -101,18 +102,6 @@ class CifarResNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.pool(self.forward_features(x)).flatten(1))
-
-
-def _init(model: nn.Module) -> None:
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.Linear):
-            nn.init.normal_(m.weight, 0, 0.01)
-            nn.init.zeros_(m.bias)
 
 
 def _ghost(model: nn.Module, ratio: int, dw_size: int) -> nn.Module:

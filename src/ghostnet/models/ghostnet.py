@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ..layers import ConvBnAct, GhostBottleneck, make_divisible
+from ..layers import ConvBnAct, GhostBottleneck, init_weights, make_divisible
 from .registry import register_model
 
 __all__ = ["GhostNet", "GHOSTNET_STAGES", "ghostnet", "ghostnet_050", "ghostnet_100", "ghostnet_130",
@@ -143,21 +143,7 @@ class GhostNet(nn.Module):
             self.flatten = nn.Flatten(1)
             self.dropout = nn.Dropout(drop_rate)
             self.classifier = nn.Linear(HEAD_CHANNELS, num_classes) if num_classes > 0 else nn.Identity()
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        # As the official release: He-normal (fan_out) convs, unit BN, small-normal classifier.
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0, 0.01)
-                nn.init.zeros_(m.bias)
+        init_weights(self)
 
     def get_classifier(self) -> nn.Module:
         return self.classifier
