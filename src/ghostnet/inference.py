@@ -108,7 +108,7 @@ def evaluate_checkpoint(
 
     The dataset defaults to the one the checkpoint was trained on. Runs distributed under torchrun.
     """
-    from .train import Dist, build_loaders, evaluate, init_distributed
+    from .train import build_loaders, evaluate, init_distributed
     from .config import TrainConfig
 
     d, dev = init_distributed(device)

@@ -12,88 +12,40 @@ from __future__ import annotations
 import json
 import math
 import os
-import random
 import shutil
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
-from datetime import datetime
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoint import FORMAT, CheckpointError, read_checkpoint, save_checkpoint
+from .checkpoint import FORMAT, save_checkpoint
 from .config import TrainConfig
-from .data import DataBundle, DatasetError, FolderLoader, ImageData, TensorLoader, load_dataset
+from .data import DataBundle, FolderLoader, ImageData, TensorLoader, load_dataset
+from .distributed import Dist, all_reduce_sum, gather, init_distributed, ranks_agree, sync_buffers
 from .models import create_model
+from .runs import RunDirError, newest_checkpoint, prepare_run_dir, rng_state, seed_everything, set_rng_state, to_yaml, write_log, write_text
 
-__all__ = ["train", "evaluate", "TrainingDiverged", "RunDirError", "build_loaders", "build_model_for_data"]
+__all__ = [
+    "Dist",
+    "RunDirError",
+    "TrainingDiverged",
+    "build_loaders",
+    "build_model_for_data",
+    "evaluate",
+    "init_distributed",
+    "lr_factor",
+    "param_groups",
+    "subset",
+    "train",
+]
 
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
-
-
-class RunDirError(ValueError):
-    """The run folder exists (and neither resume nor overwrite was asked), or has nothing to resume."""
-
-
-# ---------------------------------------------------------------- distributed set-up
-
-
-@dataclass
-class Dist:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
-
-
-def init_distributed(device_name: str) -> tuple[Dist, torch.device]:
-    """Join the process group torchrun set up (if any) and pick this rank's device."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    want_cuda = device_name.startswith("cuda") or (device_name == "auto" and torch.cuda.is_available())
-    if want_cuda and not torch.cuda.is_available():
-        raise ValueError(f"device {device_name!r} asked for, but CUDA is not available")
-    if world == 1:
-        return Dist(), torch.device(device_name if device_name != "auto" else ("cuda" if want_cuda else "cpu"))
-    d = Dist(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
-    if want_cuda:
-        torch.cuda.set_device(d.local_rank)
-        device = torch.device("cuda", d.local_rank)
-    else:
-        device = torch.device("cpu")
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if want_cuda else "gloo")
-    return d, device
-
-
-def _all_reduce_sum(values: list[float], d: Dist, device: torch.device) -> list[float]:
-    if not d.enabled:
-        return values
-    t = torch.tensor(values, dtype=torch.float64, device=device)
-    dist.all_reduce(t)
-    return t.tolist()
-
-
-def _broadcast(obj: Any, d: Dist) -> Any:
-    if not d.enabled:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
 
 
 # ---------------------------------------------------------------- data and model
@@ -228,80 +180,6 @@ def _autocast(device: torch.device, amp: str):
     return torch.autocast("cuda", dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
 
 
-# ---------------------------------------------------------------- run folder and checkpoints
-
-
-def _prepare_run_dir(cfg: TrainConfig, d: Dist) -> Path:
-    name = _broadcast(cfg.name or f"{cfg.dataset}-{cfg.model}-{datetime.now():%Y%m%d-%H%M%S}", d)
-    run_dir = Path(cfg.output_dir) / name
-    problem = None
-    if d.is_main:  # rank 0 decides, so that every rank raises the same error instead of hanging
-        if cfg.resume and not run_dir.is_dir():
-            problem = f"cannot resume: {run_dir} does not exist"
-        elif not cfg.resume and run_dir.exists() and not cfg.overwrite:
-            problem = f"run folder {run_dir} exists; pass --resume to continue it, --overwrite to replace it, or another --name"
-        elif not cfg.resume and run_dir.exists():
-            shutil.rmtree(run_dir)
-    problem = _broadcast(problem, d)
-    if problem:
-        raise RunDirError(problem)
-    return run_dir
-
-
-def newest_checkpoint(run_dir: Path) -> tuple[Path, dict[str, Any]]:
-    """The complete checkpoint with the most steps among last.pth and best.pth (a damaged one is passed over)."""
-    found, problems = [], []
-    for p in (run_dir / "last.pth", run_dir / "best.pth"):
-        if p.exists():
-            try:
-                ckpt = read_checkpoint(p)
-            except CheckpointError as e:
-                problems.append(str(e))
-                continue
-            if ckpt.get("format") == FORMAT and "optimizer" in ckpt:
-                found.append((ckpt["step"], p, ckpt))
-    if not found:
-        raise RunDirError(f"no complete checkpoint to resume from in {run_dir}" + (f" ({problems[0]})" if problems else ""))
-    _, path, ckpt = max(found, key=lambda t: t[0])
-    return path, ckpt
-
-
-def _rng_state() -> dict[str, Any]:
-    """Every RNG's state as plain Python values (they travel through all_gather_object and weights_only loads)."""
-    np_state = np.random.get_state()
-    py_state = random.getstate()
-    state: dict[str, Any] = {
-        "torch": torch.get_rng_state().tolist(),
-        "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
-        "python": [py_state[0], list(py_state[1]), py_state[2]],
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = [s.tolist() for s in torch.cuda.get_rng_state_all()]
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
-    n = state["numpy"]
-    np.random.set_state((n[0], np.array(n[1], dtype=np.uint32), n[2], n[3], n[4]))
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in state["cuda"]])
-
-
-def seed_everything(seed: int, deterministic: bool) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-    if deterministic:
-        torch.use_deterministic_algorithms(True)
-        torch.backends.cudnn.benchmark = False
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    elif torch.cuda.is_available():
-        torch.backends.cudnn.benchmark = True
-
-
 # ---------------------------------------------------------------- the loop
 
 
@@ -356,7 +234,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp == "fp16" and device.type == "cuda")
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
 
-    run_dir = _prepare_run_dir(cfg, d)
+    run_dir = prepare_run_dir(cfg, d)
     step, history, best_top1 = 0, [], -1.0
     progress = [0.0, 0.0, 0.0, 0.0]  # this epoch so far, on this rank: loss sum, correct, images, seconds
     if cfg.resume:
@@ -370,14 +248,14 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         if ckpt["world_size"] != d.world_size:
             raise RunDirError(f"{path} was written by {ckpt['world_size']} process(es); resume it with as many, not {d.world_size}")
         rank_state = ckpt["ranks"][d.rank]
-        _set_rng_state(rank_state["rng"])
+        set_rng_state(rank_state["rng"])
         progress = rank_state["progress"]
         step, history, best_top1 = ckpt["step"], ckpt["history"], ckpt["best_top1"]
         if d.is_main:
             print(f"resuming {run_dir} from {path.name} at step {step} (epoch {step // steps_per_epoch + 1})")
 
     def checkpoint(tag: str) -> None:
-        ranks = _gather({"rng": _rng_state(), "progress": progress}, d)
+        ranks = gather({"rng": rng_state(), "progress": progress}, d)
         if not d.is_main:
             return
         state = {
@@ -407,8 +285,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
 
     if d.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        _write_text(run_dir / "config.yaml", _yaml(cfg.to_dict()))
-        _write_log(run_dir, history)  # on resume, drops rows past the checkpoint
+        write_text(run_dir / "config.yaml", to_yaml(cfg.to_dict()))
+        write_log(run_dir, history)  # on resume, drops rows past the checkpoint
         from .profile import count_params
 
         print(
@@ -431,7 +309,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             with _autocast(device, cfg.amp):
                 logits = net(x)
                 loss = criterion(logits.float(), y)
-            bad = _all_reduce_sum([0.0 if torch.isfinite(loss).item() else 1.0], d, device)[0]
+            bad = all_reduce_sum([0.0 if torch.isfinite(loss).item() else 1.0], d, device)[0]
             if bad:
                 bar.close()
                 raise TrainingDiverged(
@@ -458,9 +336,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             if cfg.save_every_steps and step % cfg.save_every_steps == 0 and step % steps_per_epoch:
                 checkpoint("last")
         bar.close()
-        _sync_buffers(model, d)  # BN statistics: every rank evaluates (and rank 0 saves) the same model
+        sync_buffers(model, d)  # BN statistics: every rank evaluates (and rank 0 saves) the same model
         train_time = progress[3]
-        loss_sum, correct, count = _all_reduce_sum(progress[:3], d, device)
+        loss_sum, correct, count = all_reduce_sum(progress[:3], d, device)
         metrics = evaluate(model, test_loader, data.num_classes, d, device, cfg.amp, progress=cfg.progress)
         row = {
             "epoch": epoch + 1,
@@ -482,13 +360,13 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         best_top1 = max(best_top1, metrics["top1"])
         checkpoint("best" if is_best else "last")
         if d.is_main:
-            _write_log(run_dir, history)
+            write_log(run_dir, history)
             print(
                 f"epoch {epoch + 1}/{cfg.epochs}  train loss {row['train_loss']:.4f}  eval loss {row['eval_loss']:.4f}  "
                 f"top-1 {row['eval_top1']:.2f}%  top-5 {row['eval_top5']:.2f}%  ({train_time:.1f}s, {row['images_per_s']:.0f} img/s)"
             )
 
-    agree = _ranks_agree(model, d)
+    agree = ranks_agree(model, d)
     summary: dict[str, Any] = {}
     if d.is_main:
         from .profile import profile_model
@@ -513,7 +391,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             "train_time_s": sum(r["epoch_time_s"] for r in history),
             "ranks_agree": agree,
         }
-        _write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+        write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
         plot_curves(history, run_dir / "curves.png", title=f"{model_name} on {data.name}")
         print(format_history(history))
         print(
@@ -524,47 +402,3 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     if d.enabled:
         dist.barrier()
     return summary
-
-
-def _gather(obj: Any, d: Dist) -> list[Any]:
-    if not d.enabled:
-        return [obj]
-    out: list[Any] = [None] * d.world_size
-    dist.all_gather_object(out, obj)
-    return out
-
-
-def _sync_buffers(model: nn.Module, d: Dist) -> None:
-    """Copy rank 0's buffers (BN running statistics, which each rank updates from its own batches) to all ranks."""
-    if d.enabled:
-        for b in model.buffers():
-            dist.broadcast(b, 0)
-
-
-def _ranks_agree(model: nn.Module, d: Dist) -> bool:
-    """Whether every rank holds bit-identical weights (a DDP run must)."""
-    if not d.enabled:
-        return True
-    fingerprint = torch.stack([p.detach().double().sum() for p in model.state_dict().values() if p.is_floating_point()])
-    gathered = [torch.zeros_like(fingerprint) for _ in range(d.world_size)]
-    dist.all_gather(gathered, fingerprint)
-    return all(torch.equal(g, gathered[0]) for g in gathered)
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def _write_log(run_dir: Path, history: list[dict[str, Any]]) -> None:
-    _write_text(run_dir / "log.jsonl", "".join(json.dumps(r) + "\n" for r in history))
-
-
-def _yaml(values: dict[str, Any]) -> str:
-    import yaml
-
-    return yaml.safe_dump(values, sort_keys=False)
-
-
-__all__ += ["DatasetError", "lr_factor", "param_groups", "newest_checkpoint", "init_distributed", "Dist"]

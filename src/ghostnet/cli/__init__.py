@@ -1,0 +1,55 @@
+"""The `ghostnet` command line: argparse subcommands, each a thin wrapper over a library function."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from .common import UsageError
+
+__all__ = ["main", "build_parser", "UsageError"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import deploy, models, training
+
+    parser = argparse.ArgumentParser(
+        prog="ghostnet",
+        description="GhostNet: build, train, analyse, compress and deploy GhostNet models.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    models.add_parsers(sub)
+    training.add_parsers(sub)
+    deploy.add_parsers(sub)
+    return parser
+
+
+def _version() -> str:
+    from .. import __version__
+
+    return __version__
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    from ..checkpoint import CheckpointError
+    from ..data import DatasetError
+    from ..train import RunDirError
+
+    try:
+        return func(args)
+    except (UsageError, CheckpointError, DatasetError, RunDirError) as e:
+        parser.exit(2, f"ghostnet {args.command}: error: {e}\n")
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

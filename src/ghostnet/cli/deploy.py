@@ -1,0 +1,154 @@
+"""Commands that make models fast: export, quantize, bench."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .common import UsageError, positive_int
+
+
+# ---------------------------------------------------------------- export
+
+
+def _model_for_deploy(args: argparse.Namespace):
+    """(model in eval mode, input size, in_chans) from --checkpoint and/or a model name."""
+    from ..inference import load_model
+    from ..models import create_model, list_models, model_entry
+
+    kwargs = {}
+    if getattr(args, "features_only", False):
+        kwargs = {"features_only": True, "out_indices": tuple(args.out_indices)}
+    if args.checkpoint:
+        model, prep, _ = load_model(args.checkpoint, args.model, **kwargs)
+        size, in_chans = prep.image_size, prep.in_chans
+    else:
+        if args.model not in list_models():
+            raise UsageError(f"unknown model {args.model!r}; known models: {', '.join(list_models())}")
+        try:
+            model = create_model(args.model, **kwargs)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+        size, in_chans = model_entry(args.model).default_cfg.get("input_size", 224), 3
+    if args.input_size:
+        size = args.input_size[0] if args.input_size[0] == args.input_size[1] else tuple(args.input_size)
+    hw = size if isinstance(size, tuple) else (size, size)
+    return model.eval(), hw, in_chans
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ..deploy import default_suffix, export_model, fuse_bn
+
+    model, hw, in_chans = _model_for_deploy(args)
+    output = Path(args.output or f"{args.model or Path(args.checkpoint).stem}{'-fused' if args.fuse else ''}{default_suffix(args.format)}")
+    try:
+        if args.fuse:
+            model = fuse_bn(model)
+        r = export_model(model, output, args.format, hw, in_chans, args.dynamic_batch, args.opset)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    print(f"wrote {r.path} ({r.format}, {r.size_bytes / 2**20:.2f} MiB{f', opset {r.opset}' if r.opset else ''})")
+    print(f"  inputs {r.input_names}  outputs {r.output_names}  {'dynamic' if r.dynamic_batch else 'fixed'} batch, input {in_chans}x{hw[0]}x{hw[1]}")
+    print(f"  checked with {', '.join(r.checks)}: max abs diff vs PyTorch {r.max_abs_diff:.2e}")
+    return 0
+
+
+def cmd_quantize(args: argparse.Namespace) -> int:
+    from ..quantize import quantize_checkpoint
+
+    try:
+        r = quantize_checkpoint(args.checkpoint, args.output, args.calibration_images, args.data_dir, args.threads)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    print(f"wrote {r.int8_path} (int8, {r.int8_mib:.2f} MiB) and {r.fp32_path} (fp32, {r.fp32_mib:.2f} MiB)")
+    print(f"  calibrated on {r.calibration_images} {r.dataset} training images; measured on its test split, ONNX Runtime CPU:")
+    print(f"  top-1   fp32 {r.fp32_top1:.2f}%   int8 {r.int8_top1:.2f}%   drop {r.drop:+.2f} points")
+    print(f"  latency fp32 {r.fp32_ms:.3f} ms  int8 {r.int8_ms:.3f} ms  (batch 1; {r.speedup:.2f}x)")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from ..bench import format_bench, run_bench
+
+    quick = args.quick
+    try:
+        result = run_bench(
+            args.model, args.input_size or (64 if quick else 224), tuple(args.batch_sizes or ([1, 4] if quick else [1, 32])),
+            args.threads, args.runs or (3 if quick else 50), 1 if quick else 10, args.device,
+            compile=args.compile, onnx=not args.no_onnx, int8=not args.no_int8, peers=not args.no_peers,
+            baseline=args.baseline, progress=None if args.json else (lambda s: print(f"  timing {s}", file=sys.stderr)),
+        )
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    if args.output:
+        from pathlib import Path
+
+        Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
+    if args.plot:
+        from ..bench import plot_bench
+
+        plot_bench(result, args.plot)
+    print(json.dumps(result, indent=2) if args.json else format_bench(result))
+    return 0
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    from ..deploy import FORMATS
+
+    p = sub.add_parser(
+        "export",
+        help="write ONNX / TorchScript / ExportedProgram, checked against PyTorch",
+        description="Export a registered model (random weights) or a checkpoint; the file is validated (ONNX checker "
+        "and ONNX Runtime, or reloading) and must match PyTorch to 1e-4.",
+    )
+    p.add_argument("model", nargs="?", help="a registered model (optional with --checkpoint of ours)")
+    p.add_argument("--checkpoint", help="our checkpoint, or an official/timm state dict (with MODEL)")
+    p.add_argument("--format", choices=FORMATS, default="onnx")
+    p.add_argument("--output", help="the file to write (must not exist)")
+    p.add_argument("--fuse", action="store_true", help="fold BatchNorm into the convs first")
+    p.add_argument("--dynamic-batch", action="store_true", help="any batch size")
+    p.add_argument("--input-size", type=positive_int, nargs=2, metavar=("H", "W"))
+    p.add_argument("--features-only", action="store_true", help="export the multi-scale backbone")
+    p.add_argument("--out-indices", type=int, nargs="+", default=[2, 3, 4])
+    p.add_argument("--opset", type=positive_int, default=18)
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser(
+        "quantize",
+        help="int8 post-training quantization (ONNX Runtime), accuracy and speed vs fp32",
+        description="Export a trained checkpoint to ONNX (BN folded), quantize it to int8 with calibration on real "
+        "training images of its dataset, and report top-1 on the test split and batch-1 latency, fp32 vs int8.",
+    )
+    p.add_argument("checkpoint", help="our checkpoint")
+    p.add_argument("--output", required=True, help="the int8 .onnx to write (the fp32 one is written beside it)")
+    p.add_argument("--calibration-images", type=positive_int, default=512)
+    p.add_argument("--data-dir")
+    p.add_argument("--threads", type=positive_int, help="ONNX Runtime threads for the latency figure")
+    p.set_defaults(func=cmd_quantize)
+
+    p = sub.add_parser(
+        "bench",
+        help="latency/throughput of our model in each deploy form against peers, in one run",
+        description="Times our model eager, BN-folded + channels_last, torch.compile'd, in ONNX Runtime fp32 and int8, "
+        "and timm's ghostnet_100 (if installed) and torchvision's mobilenet_v3_large, mobilenet_v2 and resnet18, eager "
+        "and in ONNX Runtime, with pinned threads and warm-up; ratios against one baseline of the same run.",
+    )
+    p.add_argument("--model", default="ghostnet_100")
+    p.add_argument("--input-size", type=positive_int)
+    p.add_argument("--batch-sizes", type=positive_int, nargs="+", help="default 1 32 (1 gives latency)")
+    p.add_argument("--threads", type=positive_int, help="default: all cores")
+    p.add_argument("--runs", type=positive_int, help="timed runs at batch 1 (default 50)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--compile", action="store_true", help="include torch.compile (slow to compile on CPU)")
+    p.add_argument("--no-onnx", action="store_true")
+    p.add_argument("--no-int8", action="store_true")
+    p.add_argument("--no-peers", action="store_true")
+    p.add_argument("--baseline", help="'MODEL / FORM' to take ratios against (default: timm ghostnet_100 / eager)")
+    p.add_argument("--quick", action="store_true", help="a few runs at 64x64: checks the harness, not the machine")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--output", help="also write the JSON here")
+    p.add_argument("--plot", help="also draw latency vs MACs into this PNG")
+    p.set_defaults(func=cmd_bench)

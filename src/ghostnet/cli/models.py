@@ -1,0 +1,237 @@
+"""Commands about models: list, profile, ghostify, visualize."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from .common import UsageError, positive_float, positive_int
+
+
+def _model_kwargs(args: argparse.Namespace) -> dict:
+    kwargs: dict = {}
+    if getattr(args, "width", None) is not None:
+        if args.model != "ghostnet":
+            raise UsageError(f"--width applies to the 'ghostnet' model; {args.model!r} has a fixed width")
+        kwargs["width"] = args.width
+    for name in ("num_classes", "in_chans"):
+        if getattr(args, name, None) is not None:
+            kwargs[name] = getattr(args, name)
+    return kwargs
+
+
+
+# ---------------------------------------------------------------- list
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from ..models import list_models, model_entry
+
+    for name in list_models(args.pattern):
+        entry = model_entry(name)
+        weights = "  [ImageNet weights]" if entry.url else ""
+        print(f"{name:<24} {entry.description}{weights}")
+    return 0
+
+
+# ---------------------------------------------------------------- profile
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    from ..profile import format_ghost_module, format_profile, profile_ghost_module, profile_model
+
+    size = tuple(args.input_size) if args.input_size else None
+    if args.model == "ghost_module":
+        if args.in_chans is None or args.out_chans is None:
+            raise UsageError("profile ghost_module needs --in-chans and --out-chans")
+        try:
+            r = profile_ghost_module(
+                args.in_chans,
+                args.out_chans,
+                args.kernel_size,
+                args.ratio,
+                args.dw_size,
+                args.stride,
+                size or (56, 56),
+            )
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+        print(json.dumps(r, indent=2) if args.json else format_ghost_module(r))
+        return 0
+
+    from ..models import create_model
+
+    kwargs = _model_kwargs(args)
+    if args.features_only:
+        kwargs["features_only"] = True
+    try:
+        model = create_model(args.model, **kwargs)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    p = profile_model(model, size or (224, 224), name=args.model + (f" (width {args.width})" if args.width else ""))
+    if args.json:
+        d = p.to_dict()
+        if not args.per_layer:
+            d.pop("layers")
+        print(json.dumps(d, indent=2))
+    else:
+        print(format_profile(p, per_layer=args.per_layer))
+    return 0
+
+
+# ---------------------------------------------------------------- ghostify
+
+
+def _build_any_model(name: str):
+    """A model of our registry, or of torchvision's (random weights), by name."""
+    from ..models import list_models, create_model
+
+    if name in list_models():
+        return create_model(name)
+    import torchvision
+
+    try:
+        return torchvision.models.get_model(name, weights=None)
+    except ValueError:
+        raise UsageError(f"unknown model {name!r}: not in our registry (`ghostnet list`) nor torchvision's") from None
+
+
+def cmd_ghostify(args: argparse.Namespace) -> int:
+    from ..ghostify import ghostify
+
+    model = _build_any_model(args.model)
+    try:
+        report = ghostify(model, args.ratio, args.dw_size, skip=args.skip, keep_first=not args.replace_first,
+                          input_size=tuple(args.input_size))
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    if args.json:
+        from dataclasses import asdict
+
+        rows = [asdict(r) for r in report.layers]
+        print(json.dumps({"model": args.model, "ratio": args.ratio, "dw_size": args.dw_size, "message": report.message,
+                          "before": report.before, "after": report.after, "layers": rows}, indent=2))
+    else:
+        print(report.format())
+    return 0
+
+
+# ---------------------------------------------------------------- visualize
+
+
+def cmd_visualize(args: argparse.Namespace) -> int:
+    from .. import visualize as viz
+    from ..data import load_dataset
+
+    if args.figure == "dataset":
+        data = load_dataset(args.dataset, args.data_dir, False, None)
+        if not data.in_memory:
+            raise UsageError("the dataset preview works on in-memory datasets (digits, mnist, fashion_mnist, cifar10/100)")
+        path = viz.plot_dataset_preview(
+            data.train.images, data.train.labels, data.classes, args.output or f"{args.dataset}_preview.png", title=data.name
+        )
+        print(f"wrote {path}")
+        return 0
+
+    import torch
+    from PIL import Image, UnidentifiedImageError
+
+    from ..inference import Preprocess, load_model
+    from ..models import list_models, model_entry
+
+    if args.checkpoint:
+        model, prep, _ = load_model(args.checkpoint, args.model)
+    else:
+        if not args.model:
+            raise UsageError("give --model (and optionally --checkpoint)")
+        model = _build_any_model(args.model)
+        size = model_entry(args.model).default_cfg.get("input_size", 224) if args.model in list_models() else 224
+        prep = Preprocess(image_size=args.image_size or size, center_crop=size >= 128)
+    if args.image_size:
+        prep.image_size = args.image_size
+    if args.ghostify:
+        from ..ghostify import ghostify
+
+        model = ghostify(model, args.ratio, args.dw_size).model
+    try:
+        with Image.open(args.image) as im:
+            x = prep.transform()(im).unsqueeze(0)
+    except (FileNotFoundError, UnidentifiedImageError, OSError) as e:
+        raise UsageError(f"cannot read image {args.image}: {e}") from None
+    out = args.output or f"{args.figure}_maps.png"
+    try:
+        with torch.no_grad():
+            if args.figure == "ghost":
+                info = viz.plot_ghost_maps(model, x, args.layer, out)
+                print(f"wrote {out}: {info['rows']} intrinsic maps of {info['layer']} with their ghosts "
+                      f"(mean correlation ghost-to-source {info['mean_correlation']:.2f})")
+            else:
+                info = viz.plot_redundant_pairs(model, x, args.layer, out)
+                pairs = ", ".join(f"{i}&{j} ({s:.2f})" for i, j, s in info["pairs"][:3])
+                print(f"wrote {out}: {info['maps']} maps of {info['layer']}; most similar pairs: {pairs}")
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    return 0
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("list", help="list the registered models")
+    p.add_argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. 'ghostnet_*'")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser(
+        "profile",
+        help="params, MACs and activation memory of a model (or of one Ghost module)",
+        description="Count parameters, MACs (the paper's FLOPs) and activation memory by running the model. "
+        "MODEL 'ghost_module' profiles a single Ghost module against the plain conv it replaces.",
+    )
+    p.add_argument("model", help="a registered model name (see `ghostnet list`), or 'ghost_module'")
+    p.add_argument("--width", type=positive_float, help="width multiplier (with MODEL 'ghostnet')")
+    p.add_argument("--input-size", type=positive_int, nargs=2, metavar=("H", "W"), help="default 224 224 (56 56 for ghost_module)")
+    p.add_argument("--num-classes", type=positive_int)
+    p.add_argument("--in-chans", type=positive_int, help="input channels (ghost_module: c)")
+    p.add_argument("--out-chans", type=positive_int, help="ghost_module: output channels n")
+    p.add_argument("--kernel-size", type=positive_int, default=1, help="ghost_module: primary kernel k")
+    p.add_argument("--ratio", type=positive_int, default=2, help="ghost_module: ratio s")
+    p.add_argument("--dw-size", type=positive_int, default=3, help="ghost_module: cheap kernel d")
+    p.add_argument("--stride", type=positive_int, default=1, help="ghost_module: stride")
+    p.add_argument("--features-only", action="store_true", help="profile the multi-scale backbone (no head)")
+    p.add_argument("--per-layer", action="store_true", help="one row per layer")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_profile)
+
+    p = sub.add_parser(
+        "ghostify",
+        help="turn a CNN's convolutions into Ghost modules and report the saving",
+        description="Replace every Conv2d of a model (ours or torchvision's, e.g. resnet50) with a Ghost module of the "
+        "same channels, kernel, stride, padding and dilation; grouped/depthwise convs and the first conv are kept.",
+    )
+    p.add_argument("model", help="a registered model or a torchvision model name (resnet50, vgg16_bn, ...)")
+    p.add_argument("--ratio", type=positive_int, default=2, help="s")
+    p.add_argument("--dw-size", type=positive_int, default=3, help="d")
+    p.add_argument("--skip", nargs="+", default=[], metavar="NAME", help="layer names or patterns to keep (e.g. 'layer4.*')")
+    p.add_argument("--replace-first", action="store_true", help="also replace the first conv")
+    p.add_argument("--input-size", type=positive_int, nargs=2, default=(224, 224), metavar=("H", "W"))
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_ghostify)
+
+    p = sub.add_parser(
+        "visualize",
+        help="feature-map figures (paper Fig. 1 and 6) and a dataset preview, as PNG",
+        description="ghost: a Ghost module's intrinsic maps beside the ghost maps made from them (Fig. 6). "
+        "redundancy: the most similar pairs of an ordinary layer's output maps and their similarity matrix (Fig. 1). "
+        "dataset: a grid of images per class.",
+    )
+    p.add_argument("figure", choices=["ghost", "redundancy", "dataset"])
+    p.add_argument("image", nargs="?", help="the input image (ghost, redundancy)")
+    p.add_argument("--model", help="a registered or torchvision model name")
+    p.add_argument("--checkpoint", help="weights: our checkpoint, or a state dict (with --model)")
+    p.add_argument("--ghostify", action="store_true", help="turn the model's convs into Ghost modules first")
+    p.add_argument("--ratio", type=positive_int, default=2)
+    p.add_argument("--dw-size", type=positive_int, default=3)
+    p.add_argument("--layer", help="the layer to show (default: the first suitable one)")
+    p.add_argument("--image-size", type=positive_int)
+    p.add_argument("--dataset", default="digits", help="for the dataset preview")
+    p.add_argument("--data-dir")
+    p.add_argument("--output", help="the PNG to write")
+    p.set_defaults(func=cmd_visualize)
