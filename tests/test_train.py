@@ -143,7 +143,7 @@ def test_sigkill_at_any_point_then_resume_is_bit_identical(tmp_path):
         proc.wait()
     assert kills >= 1, "the run finished before it could be killed"
     assert read_checkpoint(last)["step"] < 30
-    r = _cli(*common, "--name", "broken", "--resume")
+    r = _cli("train", "--output-dir", str(tmp_path / "runs"), "--name", "broken", "--resume")  # the run's own config
     assert r.returncode == 0, r.stderr
     assert "resuming" in r.stdout
 
@@ -240,6 +240,7 @@ def test_predict_with_released_style_state_dict(tmp_path, capsys):
         (["train", "--dataset", "digits", "--batch-size", "5000"], "fewer than one batch"),
         (["train", "--amp", "bf16", "--device", "cpu"], "amp bf16 needs CUDA"),
         (["train", "--resume", "--name", "never-ran"], "cannot resume"),
+        (["train", "--resume"], "--resume needs --name"),
         (["eval", "missing.pth"], "checkpoint not found: missing.pth"),
         (["predict", "nope.png", "--checkpoint", "missing.pth"], "checkpoint not found"),
     ],
@@ -260,3 +261,16 @@ def test_predict_rejects_bad_images(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["predict", str(tmp_path / "broken.jpg"), "--checkpoint", str(ckpt)])
     assert e.value.code == 2 and "not a readable image" in capsys.readouterr().err
+
+
+def test_resume_uses_the_runs_own_config_and_refuses_another_model(tmp_path, capsys):
+    write_cifar(tmp_path / "data", n_train=40, n_test=10)
+    base = ["train", "--output-dir", str(tmp_path / "runs"), "--name", "r", "--no-progress"]
+    assert main([*base[:5], "--dataset", "cifar10", "--data-dir", str(tmp_path / "data"), "--epochs", "1", "--batch-size", "8", "--no-progress"]) == 0
+    assert main([*base, "--resume", "--epochs", "2"]) == 0  # continues the cifar10 run for one more epoch
+    rows = (tmp_path / "runs" / "r" / "log.jsonl").read_text().splitlines()
+    assert [json.loads(r)["epoch"] for r in rows] == [1, 2]
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        main([*base, "--resume", "--model", "ghostnet_small_100"])
+    assert e.value.code == 2 and "shape mismatch" in capsys.readouterr().err

@@ -208,9 +208,21 @@ def add_config_arguments(parser: argparse.ArgumentParser, exclude: tuple[str, ..
 
 
 def config_from_args(args: argparse.Namespace, config: str | None = None) -> TrainConfig:
-    """A TrainConfig from a recipe/YAML file plus the ``--field`` options present in `args`."""
+    """A TrainConfig from a recipe/YAML file plus the ``--field`` options present in `args`.
+
+    With ``--resume``, the run's own saved config.yaml is the base instead, so ``--resume --name RUN``
+    alone continues the run as it was set up (options given beside it still override, e.g. ``--epochs``).
+    """
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     overrides = {k: v for k, v in vars(args).items() if k in names}
+    if overrides.get("resume"):
+        if not overrides.get("name"):
+            raise ValueError("--resume needs --name: the run folder to continue")
+        if config:
+            raise ValueError("--resume continues a run with its saved config.yaml; do not pass --config")
+        saved = Path(overrides.get("output_dir", TrainConfig.output_dir)) / overrides["name"] / "config.yaml"
+        if saved.is_file():
+            return load_config(saved, overrides)
     return load_config(config, overrides)
 
 

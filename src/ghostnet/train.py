@@ -22,7 +22,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoint import FORMAT, save_checkpoint
+from .checkpoint import FORMAT, load_weights, save_checkpoint
 from .config import TrainConfig
 from .data import DataBundle, FolderLoader, ImageData, TensorLoader, load_dataset
 from .distributed import Dist, all_reduce_sum, gather, init_distributed, ranks_agree, sync_buffers
@@ -239,7 +239,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     progress = [0.0, 0.0, 0.0, 0.0]  # this epoch so far, on this rank: loss sum, correct, images, seconds
     if cfg.resume:
         path, ckpt = newest_checkpoint(run_dir)
-        model.load_state_dict(ckpt["model"])
+        load_weights(model, ckpt)  # names the mismatch if the run was set up with another model
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         scaler.load_state_dict(ckpt["scaler"])
