@@ -1,0 +1,42 @@
+"""Datasets in their real formats and the loaders that feed training (see `datasets` and `loaders`)."""
+
+from .datasets import (
+    CIFAR_MEAN,
+    CIFAR_STD,
+    DATASETS,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    DataBundle,
+    DatasetError,
+    ImageData,
+    data_search_dirs,
+    load_cifar,
+    load_dataset,
+    load_digits,
+    load_idx,
+    load_image_folder,
+    read_idx,
+)
+from .loaders import FolderLoader, TensorLoader, batch_indices, folder_transforms
+
+__all__ = [
+    "CIFAR_MEAN",
+    "CIFAR_STD",
+    "DATASETS",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "DataBundle",
+    "DatasetError",
+    "FolderLoader",
+    "ImageData",
+    "TensorLoader",
+    "batch_indices",
+    "data_search_dirs",
+    "folder_transforms",
+    "load_cifar",
+    "load_dataset",
+    "load_digits",
+    "load_idx",
+    "load_image_folder",
+    "read_idx",
+]
