@@ -165,3 +165,7 @@ def test_bench_quick_end_to_end(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["bench", "--quick", "--no-onnx", "--no-peers", "--baseline", "nope / eager"])
     assert e.value.code == 2
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit) as e:
+            main(["bench", "--quick", "--device", "cuda"])
+        assert e.value.code == 2 and "CUDA is not available" in capsys.readouterr().err

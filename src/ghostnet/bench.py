@@ -143,6 +143,10 @@ def run_bench(
         compile, onnx, int8, peers: which forms and models to include.
         baseline: the row the ratios are relative to ("MODEL / FORM"); default timm's GhostNet eager if present.
     """
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asked for, but CUDA is not available")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise ValueError(f"device must be cpu or cuda[:N], got {device!r}")
     threads = threads or (os.cpu_count() or 1)
     torch.set_num_threads(threads)
     say = progress or (lambda s: None)
