@@ -69,6 +69,7 @@ def test_cli_visualize_end_to_end(tmp_path, image, capsys):
         (["visualize", "ghost", "IMG", "--model", "ghost_vgg16", "--layer", "features.0"], "is not a Ghost module"),
         (["visualize", "redundancy", "IMG", "--model", "resnet18", "--layer", "layer9"], "has no layer 'layer9'"),
         (["visualize", "redundancy", "missing.png", "--model", "resnet18"], "cannot read image missing.png"),
+        (["visualize", "ghost", "--model", "ghost_vgg16"], "needs an input IMAGE"),
     ],
 )
 def test_cli_visualize_errors(image, capsys, argv, message):

@@ -66,7 +66,9 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
             raise CheckpointError(
                 f"{path} holds Python objects other than tensors; refusing to unpickle it (it could run code)"
             ) from None
-        raise CheckpointError(f"{path} is not a PyTorch checkpoint (truncated or corrupt?): {_first_line(e)}") from None
+        # torch's weights-only message is a page of advice; what matters is that the bytes are not a state dict
+        detail = "its bytes are not a saved state dict" if "Weights only load failed" in str(e) else _first_line(e)
+        raise CheckpointError(f"{path} is not a PyTorch checkpoint (truncated or corrupt?): {detail}") from None
     except Exception as e:  # noqa: BLE001 - any parse failure of untrusted bytes means "not a checkpoint"
         raise CheckpointError(f"{path} is not a PyTorch checkpoint (truncated or corrupt?): {_first_line(e)}") from None
     if not isinstance(obj, Mapping):

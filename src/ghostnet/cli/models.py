@@ -133,6 +133,9 @@ def cmd_visualize(args: argparse.Namespace) -> int:
         print(f"wrote {path}")
         return 0
 
+    if not args.image:
+        raise UsageError(f"the {args.figure} figure needs an input IMAGE")
+
     import torch
     from PIL import Image, UnidentifiedImageError
 
@@ -146,7 +149,7 @@ def cmd_visualize(args: argparse.Namespace) -> int:
             raise UsageError("give --model (and optionally --checkpoint)")
         model = _build_any_model(args.model)
         size = model_entry(args.model).default_cfg.get("input_size", 224) if args.model in list_models() else 224
-        prep = Preprocess(image_size=args.image_size or size, center_crop=size >= 128)
+        prep = Preprocess(image_size=size, center_crop=size >= 128)
     if args.image_size:
         prep.image_size = args.image_size
     if args.ghostify:
