@@ -42,7 +42,7 @@ STEM_CHANNELS = 16
 LAST_STAGE_CHANNELS = 960  # stage 9: 1x1 conv, BN, ReLU
 HEAD_CHANNELS = 1280  # the head's 1x1 conv is not scaled by width
 
-# Feature levels for features_only / detection: (module name, index of the last block in `blocks`).
+# Feature levels for features_only / detection: the index in `blocks` after which each level is taken (-1: the stem).
 # Strides 2/4/8/16/32 after the stem and after stages 1, 3, 5, 7.
 _FEATURE_BLOCKS = (-1, 1, 3, 5, 7)
 
