@@ -11,14 +11,14 @@ setup:
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv \
 		|| $(PYTHON) -m pip install --quiet --user uv \
 		|| $(PYTHON) -m pip install --quiet --break-system-packages uv
-	$(UV) sync --locked --extra onnx
+	$(UV) sync --locked --extra onnx --extra detection
 
 test: setup
-	$(UV) run --locked --extra onnx pytest -q $(PYTEST_ARGS)
+	$(UV) run --locked --extra onnx --extra detection pytest -q $(PYTEST_ARGS)
 
 # The slow tests too (long training runs, marked `slow`).
 test-all: setup
-	$(UV) run --locked --extra onnx pytest -q -m "slow or not slow" $(PYTEST_ARGS)
+	$(UV) run --locked --extra onnx --extra detection pytest -q -m "slow or not slow" $(PYTEST_ARGS)
 
 demo: setup
 	$(UV) run --locked ghostnet train --config digits --output-dir runs

@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-__all__ = ["TrainConfig", "load_config", "recipe_path", "list_recipes", "add_config_arguments", "config_from_args"]
+__all__ = ["TrainConfig", "DetectConfig", "load_config", "recipe_path", "list_recipes", "add_config_arguments", "config_from_args"]
 
 RECIPES_DIR = Path(__file__).parent / "recipes"
 
@@ -109,8 +109,71 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
-def _field_types() -> dict[str, Any]:
-    return typing.get_type_hints(TrainConfig)
+@dataclass
+class DetectConfig(TrainConfig):
+    """A detection run (`ghostnet detect-train`): the classification fields plus the detector's and COCO data's.
+
+    `model` names the detector and `width` its GhostNet backbone; `dataset` is always a COCO-format folder.
+    """
+
+    # --- data (COCO format)
+    dataset: str = "coco"  # COCO-format data: an images folder + an instances JSON per split
+    train_images: str | None = None  # training images folder; None = DATA_DIR/train* (beside annotations/instances_train*.json)
+    train_annotations: str | None = None  # training instances JSON; None = DATA_DIR/annotations/instances_train*.json
+    val_images: str | None = None  # validation images folder; None = DATA_DIR/val*
+    val_annotations: str | None = None  # validation instances JSON; None = DATA_DIR/annotations/instances_val*.json
+    bad_annotations: str = "skip"  # skip (drop them and report the count) | error (refuse the dataset)
+    min_size: int = 800  # images are resized to this short side ...
+    max_size: int = 1333  # ... unless the long side would pass this
+    flip: bool = True  # random horizontal flip in training
+    # --- detector
+    model: str = "retinanet_ghostnet"  # retinanet_ghostnet | fasterrcnn_ghostnet
+    width: float | None = 1.1  # GhostNet backbone width (1.1 in the paper)
+    out_indices: list[int] = field(default_factory=lambda: [2, 3, 4])  # backbone levels fed to the FPN (2, 3, 4 = strides 8, 16, 32)
+    fpn_channels: int = 256  # FPN (and head) width
+    trainable_layers: int = 3  # backbone stages trained, deepest first (0-10; 10 = all)
+    frozen_bn: bool | None = None  # FrozenBatchNorm2d in the backbone; None = frozen when backbone_weights are given
+    backbone_weights: str | None = None  # ImageNet classification weights for the backbone (official/timm .pth or ours)
+    rois_per_image: int = 512  # Faster R-CNN: RoIs sampled per image for the box head in training
+    # --- optimisation (torchvision's detection recipe, scaled to batch 4)
+    epochs: int = 12
+    batch_size: int = 4
+    lr: float = 0.005
+    weight_decay: float = 1e-4
+    schedule: str = "multistep"
+    milestones: list[float] = field(default_factory=lambda: [0.67, 0.89])
+    warmup_epochs: float = 0.1
+    eval_batch_size: int = 4
+
+    def validate(self) -> None:
+        super().validate()
+        from .detection import DETECTORS
+
+        checks = [
+            (self.model in DETECTORS, f"model must be one of {', '.join(DETECTORS)} for detection, got {self.model!r}"),
+            (self.dataset == "coco", "dataset must be coco for detection (a COCO-format folder or explicit JSON/images paths)"),
+            (self.bad_annotations in ("skip", "error"), "bad_annotations must be skip or error"),
+            (self.min_size >= 32, "min_size must be >= 32"),
+            (self.max_size >= self.min_size, "max_size must be >= min_size"),
+            (self.width is not None and self.width > 0, "width must be > 0"),
+            (len(self.out_indices) > 0 and self.out_indices == sorted(set(self.out_indices)) and all(0 <= i <= 4 for i in self.out_indices),
+             "out_indices must be increasing levels in 0..4"),
+            (self.fpn_channels >= 8, "fpn_channels must be >= 8"),
+            (0 <= self.trainable_layers <= 10, "trainable_layers must be in 0..10"),
+            (self.rois_per_image >= 1, "rois_per_image must be >= 1"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+
+# TrainConfig fields that mean nothing to a detector (left out of `ghostnet detect-train`'s options).
+DETECT_UNUSED = ("augment", "color_jitter", "in_chans", "image_size", "ratio", "dw_size", "drop_rate", "label_smoothing",
+                 "channels_last", "ema_decay", "sync_bn")
+
+
+def _field_types(cls: type = TrainConfig) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
 
 
 def _coerce(name: str, value: Any, tp: Any) -> Any:
@@ -152,7 +215,7 @@ def _coerce(name: str, value: Any, tp: Any) -> Any:
     raise ValueError(f"{name}: expected {getattr(tp, '__name__', tp)}, got {value!r}")
 
 
-def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None, cls: type = TrainConfig) -> Any:
     """Defaults, then the YAML file at `path` (a recipe name or a file), then `overrides`.
 
     Unknown keys and wrongly typed values raise `ValueError` naming them.
@@ -168,11 +231,11 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
             raise ValueError(f"{p} must hold a mapping of config fields")
         values.update(loaded)
     values.update(overrides or {})
-    types_ = _field_types()
+    types_ = _field_types(cls)
     unknown = sorted(set(values) - set(types_))
     if unknown:
         raise ValueError(f"unknown config field(s) {unknown}; known: {', '.join(types_)}")
-    return TrainConfig(**{k: _coerce(k, v, types_[k]) for k, v in values.items()})
+    return cls(**{k: _coerce(k, v, types_[k]) for k, v in values.items()})
 
 
 def list_recipes() -> list[str]:
@@ -190,14 +253,15 @@ def recipe_path(name_or_path: str | Path) -> Path:
     raise ValueError(f"config {name_or_path!r} is neither a file nor a bundled recipe ({', '.join(list_recipes())})")
 
 
-def add_config_arguments(parser: argparse.ArgumentParser, exclude: tuple[str, ...] = ()) -> None:
-    """One ``--field`` option per TrainConfig field (help from its comment); only the ones given override."""
-    comments = _field_comments()
-    for f in dataclasses.fields(TrainConfig):
+def add_config_arguments(parser: argparse.ArgumentParser, exclude: tuple[str, ...] = (), cls: type = TrainConfig) -> None:
+    """One ``--field`` option per field of `cls` (help from its comment); only the ones given override."""
+    comments = _field_comments(cls)
+    types_ = _field_types(cls)
+    for f in dataclasses.fields(cls):
         if f.name in exclude:
             continue
         flag = "--" + f.name.replace("_", "-")
-        tp = _field_types()[f.name]
+        tp = types_[f.name]
         helptext = comments.get(f.name, "")
         if tp is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=helptext)
@@ -207,32 +271,37 @@ def add_config_arguments(parser: argparse.ArgumentParser, exclude: tuple[str, ..
             parser.add_argument(flag, default=argparse.SUPPRESS, help=helptext, metavar=f.name.upper())
 
 
-def config_from_args(args: argparse.Namespace, config: str | None = None) -> TrainConfig:
+def config_from_args(args: argparse.Namespace, config: str | None = None, cls: type = TrainConfig) -> Any:
     """A TrainConfig from a recipe/YAML file plus the ``--field`` options present in `args`.
 
     With ``--resume``, the run's own saved config.yaml is the base instead, so ``--resume --name RUN``
     alone continues the run as it was set up (options given beside it still override, e.g. ``--epochs``).
     """
-    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    names = {f.name for f in dataclasses.fields(cls)}
     overrides = {k: v for k, v in vars(args).items() if k in names}
     if overrides.get("resume"):
         if not overrides.get("name"):
             raise ValueError("--resume needs --name: the run folder to continue")
         if config:
             raise ValueError("--resume continues a run with its saved config.yaml; do not pass --config")
-        saved = Path(overrides.get("output_dir", TrainConfig.output_dir)) / overrides["name"] / "config.yaml"
+        saved = Path(overrides.get("output_dir", cls.output_dir)) / overrides["name"] / "config.yaml"
         if saved.is_file():
-            return load_config(saved, overrides)
-    return load_config(config, overrides)
+            return load_config(saved, overrides, cls)
+    return load_config(config, overrides, cls)
 
 
-def _field_comments() -> dict[str, str]:
-    """The trailing ``# comment`` of each field in this file's TrainConfig, used as --help text."""
-    out = {}
-    for line in Path(__file__).read_text().splitlines():
-        line = line.strip()
-        if ":" in line and "#" in line and not line.startswith("#"):
-            name = line.split(":", 1)[0].strip()
-            if name.isidentifier():
-                out[name] = line.split("#", 1)[1].strip().replace("%", "%%")
+def _field_comments(cls: type = TrainConfig) -> dict[str, str]:
+    """The trailing ``# comment`` of each field of `cls` (or of the config it extends), used as --help text."""
+    import inspect
+
+    out: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(klass):
+            continue
+        for line in inspect.getsource(klass).splitlines():
+            line = line.strip()
+            if ":" in line and "#" in line and not line.startswith("#"):
+                name = line.split(":", 1)[0].strip()
+                if name.isidentifier():
+                    out[name] = line.split("#", 1)[1].strip().replace("%", "%%")
     return out

@@ -8,20 +8,35 @@ from typing import Any
 __all__ = ["format_history", "plot_curves", "format_confusion"]
 
 
+# Column headers and formats for the epoch table; columns a run does not log are left out.
+_COLUMNS = [
+    ("train_loss", "train loss", "{:.4f}"),
+    ("train_top1", "train top-1", "{:.2f}%"),
+    ("eval_loss", "eval loss", "{:.4f}"),
+    ("eval_top1", "top-1", "{:.2f}%"),
+    ("eval_top5", "top-5", "{:.2f}%"),
+    ("eval_map", "mAP", "{:.2f}"),
+    ("eval_map50", "mAP@0.5", "{:.2f}"),
+    ("lr", "lr", "{:.5f}"),
+    ("epoch_time_s", "time", "{:.1f}s"),
+]
+
+
 def format_history(history: list[dict[str, Any]]) -> str:
-    """One row per epoch: losses, accuracies, learning rate, time."""
-    header = f"{'epoch':>5} {'train loss':>10} {'train top-1':>11} {'eval loss':>9} {'top-1':>7} {'top-5':>7} {'lr':>9} {'time':>7}"
+    """One row per epoch: losses, the evaluation metrics, learning rate, time."""
+    if not history:
+        return "(no epochs)"
+    cols = [("epoch", "epoch", "{}")] + [c for c in _COLUMNS if c[0] in history[0]]
+    cells = [[fmt.format(r[key]) for key, _, fmt in cols] for r in history]
+    widths = [max(len(title), *(len(row[i]) for row in cells)) for i, (_, title, _) in enumerate(cols)]
+    header = " ".join(f"{title:>{w}}" for (_, title, _), w in zip(cols, widths))
     lines = [header, "-" * len(header)]
-    for r in history:
-        lines.append(
-            f"{r['epoch']:>5} {r['train_loss']:>10.4f} {r['train_top1']:>10.2f}% {r['eval_loss']:>9.4f} "
-            f"{r['eval_top1']:>6.2f}% {r['eval_top5']:>6.2f}% {r['lr']:>9.5f} {r['epoch_time_s']:>6.1f}s"
-        )
+    lines += [" ".join(f"{c:>{w}}" for c, w in zip(row, widths)) for row in cells]
     return "\n".join(lines)
 
 
 def plot_curves(history: list[dict[str, Any]], path: str | Path, title: str = "") -> Path | None:
-    """Loss and accuracy per epoch, train and eval, side by side, as a PNG. Nothing is written for no epochs."""
+    """Losses and the evaluation metric per epoch, side by side, as a PNG. Nothing is written for no epochs."""
     if not history:
         return None
     import matplotlib
@@ -32,15 +47,21 @@ def plot_curves(history: list[dict[str, Any]], path: str | Path, title: str = ""
     epochs = [r["epoch"] for r in history]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
     ax_loss.plot(epochs, [r["train_loss"] for r in history], "o-", label="train")
-    ax_loss.plot(epochs, [r["eval_loss"] for r in history], "s-", label="eval")
-    ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss", title="loss")
-    ax_acc.plot(epochs, [r["train_top1"] for r in history], "o-", label="train top-1")
-    ax_acc.plot(epochs, [r["eval_top1"] for r in history], "s-", label="eval top-1")
-    if "ema_eval_top1" in history[0]:
-        ax_acc.plot(epochs, [r["ema_eval_top1"] for r in history], "^--", label="EMA eval top-1")
-    best = max(history, key=lambda r: r["eval_top1"])
-    ax_acc.annotate(f"{best['eval_top1']:.2f}%", (best["epoch"], best["eval_top1"]), textcoords="offset points", xytext=(0, 8), ha="center")
-    ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
+    if "eval_loss" in history[0]:
+        ax_loss.plot(epochs, [r["eval_loss"] for r in history], "s-", label="eval")
+    ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
+    if "eval_top1" in history[0]:
+        curves = [("train_top1", "o-", "train top-1"), ("eval_top1", "s-", "eval top-1"), ("ema_eval_top1", "^--", "EMA eval top-1")]
+        metric, ylabel, unit = "eval_top1", "accuracy (%)", "%"
+    else:
+        curves = [("eval_map", "s-", "mAP@[.5:.95]"), ("eval_map50", "o-", "mAP@0.5")]
+        metric, ylabel, unit = "eval_map", "COCO AP (%)", ""
+    for key, style, label in curves:
+        if key in history[0]:
+            ax_acc.plot(epochs, [r[key] for r in history], style, label=label)
+    best = max(history, key=lambda r: r[metric])
+    ax_acc.annotate(f"{best[metric]:.2f}{unit}", (best["epoch"], best[metric]), textcoords="offset points", xytext=(0, 8), ha="center")
+    ax_acc.set(xlabel="epoch", ylabel=ylabel, title=ylabel.split(" (")[0])
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
         ax.legend()

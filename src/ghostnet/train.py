@@ -30,6 +30,7 @@ from .models import create_model
 from .runs import RunDirError, newest_checkpoint, prepare_run_dir, rng_state, seed_everything, set_rng_state, to_yaml, write_log, write_text
 
 __all__ = [
+    "ClassificationTask",
     "Dist",
     "RunDirError",
     "TrainingDiverged",
@@ -39,7 +40,9 @@ __all__ = [
     "init_distributed",
     "lr_factor",
     "param_groups",
+    "run_training",
     "subset",
+    "Task",
     "train",
 ]
 
@@ -183,6 +186,124 @@ def _autocast(device: torch.device, amp: str):
 # ---------------------------------------------------------------- the loop
 
 
+class Task:
+    """What the engine needs from one kind of training; `ClassificationTask` and the detection task implement it.
+
+    After `setup`: ``model`` (on the device), ``train_loader`` / ``eval_loader`` (``len()`` and
+    ``batches(epoch, first)``), ``model_name``, ``model_kwargs``.
+    """
+
+    metric = "eval_top1"  # the history column that picks best.pth (higher is better)
+    model: nn.Module
+    train_loader: Any
+    eval_loader: Any
+    model_name: str
+    model_kwargs: dict[str, Any]
+
+    def setup(self, cfg: Any, d: Dist, device: torch.device) -> None:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        """One line on the model and data, printed at the start."""
+        raise NotImplementedError
+
+    def stat_names(self) -> list[str]:
+        """What `step` adds up over an epoch; the first is the sample count."""
+        raise NotImplementedError
+
+    def step(self, net: nn.Module, batch: Any) -> tuple[torch.Tensor, list[float]]:
+        """The loss of one batch (to back-propagate) and its sums, in `stat_names` order."""
+        raise NotImplementedError
+
+    def train_row(self, sums: list[float]) -> dict[str, float]:
+        """The epoch's training columns from the sums over all ranks."""
+        raise NotImplementedError
+
+    def evaluate(self, model: nn.Module, d: Dist, device: torch.device, cfg: Any) -> dict[str, Any]:
+        """The epoch's evaluation columns (including `metric`), the same on every rank."""
+        raise NotImplementedError
+
+    def checkpoint_data(self) -> dict[str, Any]:
+        """What inference needs to know about the data, stored in every checkpoint."""
+        return {}
+
+    def summarize(self, model: nn.Module, history: list[dict[str, Any]], best: float) -> tuple[dict[str, Any], str]:
+        """Summary fields and the closing lines printed after training."""
+        return {}, ""
+
+
+class ClassificationTask(Task):
+    """Image classification with cross-entropy: top-1 picks the best checkpoint."""
+
+    def setup(self, cfg: TrainConfig, d: Dist, device: torch.device) -> None:
+        self.cfg = cfg
+        data = load_dataset(cfg.dataset, cfg.data_dir, cfg.download and d.is_main, cfg.image_size)
+        if d.enabled and cfg.download:
+            dist.barrier()
+        if cfg.train_subset:
+            data.train = subset(data.train, cfg.train_subset)
+        self.data, self.in_chans = data, cfg.in_chans or data.in_chans
+        model = build_model_for_data(cfg, data).to(device)
+        self.model_name, self.model_kwargs = model.model_name, model.model_kwargs
+        if cfg.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        if cfg.sync_bn and d.enabled:
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        self.model = model
+        self.train_loader, self.eval_loader = build_loaders(cfg, data, d, device, self.in_chans)
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+
+    def describe(self) -> str:
+        from .profile import count_params
+
+        data = self.data
+        return (
+            f"{self.model_name} on {data.name} ({data.source}): {len(data.train):,} train / {len(data.test):,} test images, "
+            f"{data.num_classes} classes, {count_params(self.model):,} params, input {self.in_chans}x{data.image_size}x{data.image_size}"
+        )
+
+    def stat_names(self) -> list[str]:
+        return ["images", "loss", "correct"]
+
+    def step(self, net: nn.Module, batch: Any) -> tuple[torch.Tensor, list[float]]:
+        x, y = batch
+        with _autocast(x.device, self.cfg.amp):
+            logits = net(x)
+            loss = self.criterion(logits.float(), y)
+        return loss, [len(y), loss.item() * len(y), (logits.argmax(1) == y).sum().item()]
+
+    def train_row(self, sums: list[float]) -> dict[str, float]:
+        n = max(1.0, sums[0])
+        return {"train_loss": sums[1] / n, "train_top1": 100 * sums[2] / n}
+
+    def evaluate(self, model: nn.Module, d: Dist, device: torch.device, cfg: Any) -> dict[str, Any]:
+        m = evaluate(model, self.eval_loader, self.data.num_classes, d, device, cfg.amp, progress=cfg.progress)
+        return {"eval_loss": m["loss"], "eval_top1": m["top1"], "eval_top5": m["top5"]}
+
+    def checkpoint_data(self) -> dict[str, Any]:
+        data = self.data
+        return {"classes": data.classes, "image_size": data.image_size, "mean": list(data.mean), "std": list(data.std), "in_chans": self.in_chans}
+
+    def summarize(self, model: nn.Module, history: list[dict[str, Any]], best: float) -> tuple[dict[str, Any], str]:
+        from .profile import profile_model
+
+        prof = profile_model(model, (self.data.image_size, self.data.image_size), self.in_chans)
+        final = history[-1] if history else {}
+        summary = {
+            "dataset": self.data.name,
+            "params": prof.params,
+            "macs": prof.macs,
+            "final_top1": final.get("eval_top1"),
+            "final_top5": final.get("eval_top5"),
+            "best_top1": best,
+        }
+        text = (
+            f"test top-1 {final.get('eval_top1', float('nan')):.2f}% (best {best:.2f}%), top-5 {final.get('eval_top5', float('nan')):.2f}%  |  "
+            f"{prof.params:,} params, {prof.macs / 1e6:.2f}M MACs"
+        )
+        return summary, text
+
+
 def train(cfg: TrainConfig) -> dict[str, Any]:
     """Train and evaluate `cfg.model` on `cfg.dataset`; returns the run summary (also in summary.json).
 
@@ -190,6 +311,11 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         DatasetError, RunDirError, CheckpointError, ValueError: bad input, reported before any work is lost.
         TrainingDiverged: the loss became NaN/inf; the last good checkpoint is kept.
     """
+    return run_training(cfg, ClassificationTask())
+
+
+def run_training(cfg: TrainConfig, task: Task) -> dict[str, Any]:
+    """The loop every task shares: optimizer, schedule, AMP, EMA, DDP, checkpoints, resume, logs, progress bars."""
     from tqdm import tqdm
 
     cfg.validate()
@@ -200,19 +326,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         raise ValueError(f"amp {cfg.amp} needs CUDA; use amp none on {device.type}")
     seed_everything(cfg.seed, cfg.deterministic)
 
-    data = load_dataset(cfg.dataset, cfg.data_dir, cfg.download and d.is_main, cfg.image_size)
-    if d.enabled and cfg.download:
-        dist.barrier()
-    if cfg.train_subset:
-        data.train = subset(data.train, cfg.train_subset)
-    in_chans = cfg.in_chans or data.in_chans
-    model = build_model_for_data(cfg, data).to(device)
-    model_name, model_kwargs = model.model_name, model.model_kwargs
-    if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    if cfg.sync_bn and d.enabled:
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    train_loader, test_loader = build_loaders(cfg, data, d, device, in_chans)
+    task.setup(cfg, d, device)
+    model, train_loader = task.model, task.train_loader
+    model_name, model_kwargs = task.model_name, task.model_kwargs
     steps_per_epoch = len(train_loader)
     total_steps = cfg.epochs * steps_per_epoch
     if cfg.max_steps:
@@ -232,11 +348,11 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         optimizer = torch.optim.AdamW(groups, lr=cfg.lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(cfg, s, steps_per_epoch))
     scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp == "fp16" and device.type == "cuda")
-    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
 
     run_dir = prepare_run_dir(cfg, d)
-    step, history, best_top1 = 0, [], -1.0
-    progress = [0.0, 0.0, 0.0, 0.0]  # this epoch so far, on this rank: loss sum, correct, images, seconds
+    n_stats = len(task.stat_names())
+    step, history, best = 0, [], -math.inf
+    progress = [0.0] * (n_stats + 1)  # this epoch so far, on this rank: the task's sums, then seconds
     if cfg.resume:
         path, ckpt = newest_checkpoint(run_dir)
         load_weights(model, ckpt)  # names the mismatch if the run was set up with another model
@@ -250,7 +366,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         rank_state = ckpt["ranks"][d.rank]
         set_rng_state(rank_state["rng"])
         progress = rank_state["progress"]
-        step, history, best_top1 = ckpt["step"], ckpt["history"], ckpt["best_top1"]
+        step, history, best = ckpt["step"], ckpt["history"], ckpt["best_metric"]
         if d.is_main:
             print(f"resuming {run_dir} from {path.name} at step {step} (epoch {step // steps_per_epoch + 1})")
 
@@ -268,15 +384,16 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             "scaler": scaler.state_dict(),
             "ema": ema.state_dict() if ema is not None else None,
             "model_ema": {k[len("module.") :]: v for k, v in ema.state_dict().items() if k.startswith("module.")} if ema else None,
-            "ranks": ranks,  # per rank: RNG states and the partial epoch's loss/accuracy sums
+            "ranks": ranks,  # per rank: RNG states and the partial epoch's sums
             "sampler": {"seed": cfg.seed, "epoch": step // steps_per_epoch, "batch": step % steps_per_epoch},
             "step": step,
             "epoch": step // steps_per_epoch,
             "history": history,
-            "best_top1": best_top1,
+            "metric": task.metric,
+            "best_metric": best,
             "config": cfg.to_dict(),
             "world_size": d.world_size,
-            "data": {"classes": data.classes, "image_size": data.image_size, "mean": list(data.mean), "std": list(data.std), "in_chans": in_chans},
+            "data": task.checkpoint_data(),
         }
         save_checkpoint(state, run_dir / "last.pth")
         if tag == "best":
@@ -287,13 +404,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_text(run_dir / "config.yaml", to_yaml(cfg.to_dict()))
         write_log(run_dir, history)  # on resume, drops rows past the checkpoint
-        from .profile import count_params
-
-        print(
-            f"{model_name} on {data.name} ({data.source}): {len(data.train):,} train / {len(data.test):,} test images, "
-            f"{data.num_classes} classes, {count_params(model):,} params, input {in_chans}x{data.image_size}x{data.image_size}; "
-            f"{d.world_size} process(es) on {device}; run folder {run_dir}"
-        )
+        print(f"{task.describe()}; {d.world_size} process(es) on {device}; run folder {run_dir}")
 
     start_epoch = step // steps_per_epoch
     for epoch in range(start_epoch, cfg.epochs):
@@ -302,13 +413,11 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         net.train()
         first = step - epoch * steps_per_epoch
         if first == 0:
-            progress = [0.0, 0.0, 0.0, 0.0]
-        t0, done_before = time.perf_counter(), progress[3]
+            progress = [0.0] * (n_stats + 1)
+        t0, done_before = time.perf_counter(), progress[-1]
         bar = tqdm(total=steps_per_epoch, initial=first, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not (cfg.progress and d.is_main), dynamic_ncols=True)
-        for x, y in train_loader.batches(epoch, first):
-            with _autocast(device, cfg.amp):
-                logits = net(x)
-                loss = criterion(logits.float(), y)
+        for batch in train_loader.batches(epoch, first):
+            loss, sums = task.step(net, batch)
             bad = all_reduce_sum([0.0 if torch.isfinite(loss).item() else 1.0], d, device)[0]
             if bad:
                 bar.close()
@@ -328,77 +437,58 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 ema.update_parameters(model)
             step += 1
             elapsed = time.perf_counter() - t0
-            progress = [progress[0] + loss.item() * len(y), progress[1] + (logits.argmax(1) == y).sum().item(), progress[2] + len(y), done_before + elapsed]
+            progress = [a + b for a, b in zip(progress[:-1], sums)] + [done_before + elapsed]
             bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{optimizer.param_groups[0]['lr']:.4f}", img_s=f"{progress[2] * d.world_size / max(progress[3], 1e-9):.0f}")
+            bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{optimizer.param_groups[0]['lr']:.4f}", img_s=f"{progress[0] * d.world_size / max(progress[-1], 1e-9):.1f}")
             if step >= total_steps:
                 break
             if cfg.save_every_steps and step % cfg.save_every_steps == 0 and step % steps_per_epoch:
                 checkpoint("last")
         bar.close()
         sync_buffers(model, d)  # BN statistics: every rank evaluates (and rank 0 saves) the same model
-        train_time = progress[3]
-        loss_sum, correct, count = all_reduce_sum(progress[:3], d, device)
-        metrics = evaluate(model, test_loader, data.num_classes, d, device, cfg.amp, progress=cfg.progress)
-        row = {
-            "epoch": epoch + 1,
-            "step": step,
-            "lr": optimizer.param_groups[0]["lr"],
-            "train_loss": loss_sum / max(1, count),
-            "train_top1": 100 * correct / max(1, count),
-            "eval_loss": metrics["loss"],
-            "eval_top1": metrics["top1"],
-            "eval_top5": metrics["top5"],
-            "epoch_time_s": train_time,
-            "images_per_s": count / train_time if train_time else 0.0,
-        }
+        train_time = progress[-1]
+        sums = all_reduce_sum(progress[:-1], d, device)
+        row: dict[str, Any] = {"epoch": epoch + 1, "step": step, "lr": optimizer.param_groups[0]["lr"], **task.train_row(sums)}
+        metrics = task.evaluate(model, d, device, cfg)
+        row.update(metrics)
+        row.update(epoch_time_s=train_time, images_per_s=sums[0] / train_time if train_time else 0.0)
         if ema is not None:
-            em = evaluate(ema.module, test_loader, data.num_classes, d, device, cfg.amp)
-            row.update(ema_eval_top1=em["top1"], ema_eval_top5=em["top5"])
+            em = task.evaluate(ema.module, d, device, cfg)
+            row.update({"ema_" + k: v for k, v in em.items() if not k.endswith("_loss")})
         history.append(row)
-        is_best = metrics["top1"] > best_top1
-        best_top1 = max(best_top1, metrics["top1"])
+        is_best = metrics[task.metric] > best
+        best = max(best, metrics[task.metric])
         checkpoint("best" if is_best else "last")
         if d.is_main:
             write_log(run_dir, history)
-            print(
-                f"epoch {epoch + 1}/{cfg.epochs}  train loss {row['train_loss']:.4f}  eval loss {row['eval_loss']:.4f}  "
-                f"top-1 {row['eval_top1']:.2f}%  top-5 {row['eval_top5']:.2f}%  ({train_time:.1f}s, {row['images_per_s']:.0f} img/s)"
-            )
+            train_cols = "  ".join(f"{k} {v:.4f}" for k, v in row.items() if k.startswith("train_"))
+            eval_cols = "  ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
+            print(f"epoch {epoch + 1}/{cfg.epochs}  {train_cols}  {eval_cols}  ({train_time:.1f}s, {row['images_per_s']:.1f} img/s)")
 
     agree = ranks_agree(model, d)
     summary: dict[str, Any] = {}
     if d.is_main:
-        from .profile import profile_model
         from .reporting import format_history, plot_curves
 
-        prof = profile_model(model, (data.image_size, data.image_size), in_chans)
-        final = history[-1] if history else {}
+        extra, text = task.summarize(model, history, best)
         summary = {
             "run_dir": str(run_dir),
             "model": model_name,
             "model_kwargs": model_kwargs,
-            "dataset": data.name,
+            **extra,
             "epochs": len(history),
             "steps": step,
             "world_size": d.world_size,
             "device": str(device),
-            "params": prof.params,
-            "macs": prof.macs,
-            "final_top1": final.get("eval_top1"),
-            "final_top5": final.get("eval_top5"),
-            "best_top1": best_top1,
+            "metric": task.metric,
+            "best_metric": best,
             "train_time_s": sum(r["epoch_time_s"] for r in history),
             "ranks_agree": agree,
         }
         write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
-        plot_curves(history, run_dir / "curves.png", title=f"{model_name} on {data.name}")
+        plot_curves(history, run_dir / "curves.png", title=f"{model_name} on {cfg.dataset}")
         print(format_history(history))
-        print(
-            f"\ntest top-1 {summary['final_top1']:.2f}% (best {best_top1:.2f}%), top-5 {summary['final_top5']:.2f}%  |  "
-            f"{prof.params:,} params, {prof.macs / 1e6:.2f}M MACs  |  {summary['train_time_s']:.0f}s training\n"
-            f"checkpoints, log and curves in {run_dir}/"
-        )
+        print(f"\n{text}  |  {summary['train_time_s']:.0f}s training\ncheckpoints, log and curves in {run_dir}/")
     if d.enabled:
         dist.barrier()
     return summary
