@@ -217,6 +217,8 @@ def save_weights(model: nn.Module, path: str | os.PathLike) -> Path:
 
 
 def _classifier_prefixes(model: nn.Module) -> tuple[str, ...]:
+    if hasattr(model, "classifier_prefixes"):  # e.g. a detector's class-score layers
+        return tuple(model.classifier_prefixes)
     return tuple(f"{n}." for n in ("classifier", "fc", "head") if hasattr(model, n))
 
 

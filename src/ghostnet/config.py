@@ -131,7 +131,7 @@ class DetectConfig(TrainConfig):
     width: float | None = 1.1  # GhostNet backbone width (1.1 in the paper)
     out_indices: list[int] = field(default_factory=lambda: [2, 3, 4])  # backbone levels fed to the FPN (2, 3, 4 = strides 8, 16, 32)
     fpn_channels: int = 256  # FPN (and head) width
-    trainable_layers: int = 3  # backbone stages trained, deepest first (0-10; 10 = all)
+    trainable_layers: int | None = None  # backbone stages trained, deepest first (0-10; 10 = all); None = 3 with backbone_weights, else all
     frozen_bn: bool | None = None  # FrozenBatchNorm2d in the backbone; None = frozen when backbone_weights are given
     backbone_weights: str | None = None  # ImageNet classification weights for the backbone (official/timm .pth or ours)
     rois_per_image: int = 512  # Faster R-CNN: RoIs sampled per image for the box head in training
@@ -159,7 +159,7 @@ class DetectConfig(TrainConfig):
             (len(self.out_indices) > 0 and self.out_indices == sorted(set(self.out_indices)) and all(0 <= i <= 4 for i in self.out_indices),
              "out_indices must be increasing levels in 0..4"),
             (self.fpn_channels >= 8, "fpn_channels must be >= 8"),
-            (0 <= self.trainable_layers <= 10, "trainable_layers must be in 0..10"),
+            (self.trainable_layers is None or 0 <= self.trainable_layers <= 10, "trainable_layers must be in 0..10"),
             (self.rois_per_image >= 1, "rois_per_image must be >= 1"),
         ]
         for ok, message in checks:

@@ -5,7 +5,7 @@
 
 The backbone is `GhostNet(features_only=True)` at strides 8/16/32 (configurable), wrapped with
 torchvision's `FeaturePyramidNetwork`; BN can be frozen and the early stages fixed, as torchvision's
-own builders do.
+own builders do. Anchors are 4x each level's stride (3 scales per octave for RetinaNet).
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ from torchvision.ops import FeaturePyramidNetwork
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP6P7
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from .checkpoint import load_weights
-from .ghostify import set_submodule
-from .models import GhostNet
+from ..checkpoint import load_weights
+from ..ghostify import set_submodule
+from ..models import GhostNet
 
-__all__ = ["GhostNetFPN", "ghostnet_fpn_backbone", "retinanet_ghostnet", "fasterrcnn_ghostnet", "freeze_bn"]
+__all__ = ["DETECTORS", "GhostNetFPN", "create_detector", "ghostnet_fpn_backbone", "retinanet_ghostnet", "fasterrcnn_ghostnet", "freeze_bn"]
 
 # The stem and the nine bottleneck stages, deepest first: what "trainable_layers" counts, as torchvision does.
 _STAGE_PREFIXES = ["blocks.7.", "blocks.6.", "blocks.5.", "blocks.4.", "blocks.3.", "blocks.2.", "blocks.1.", "blocks.0.", "conv_stem", "bn1"]
@@ -95,21 +95,42 @@ def ghostnet_fpn_backbone(
     return GhostNetFPN(body, out_channels, extra)
 
 
+def _anchor_sizes(backbone: GhostNetFPN, extra_levels: int) -> tuple[tuple[int, ...], ...]:
+    """One anchor size per pyramid level: 4x the level's stride (32 at stride 8, as torchvision's detectors)."""
+    strides = [f["reduction"] for f in backbone.body.feature_info]
+    strides += [strides[-1] * 2 ** (i + 1) for i in range(extra_levels)]
+    return tuple((4 * s,) for s in strides)
+
+
 def retinanet_ghostnet(
     num_classes: int,
     width: float = 1.1,
     backbone_weights: str | os.PathLike | None = None,
-    trainable_layers: int = 3,
+    trainable_layers: int | None = None,
     min_size: int = 800,
     max_size: int = 1333,
+    out_indices: Sequence[int] = (2, 3, 4),
+    fpn_channels: int = 256,
+    frozen_bn: bool | None = None,
     **kwargs,
 ) -> nn.Module:
-    """torchvision's RetinaNet on GhostNet + FPN (P3-P7), images resized to short side `min_size` (long <= `max_size`)."""
+    """torchvision's RetinaNet on GhostNet + FPN (+P6, P7), images resized to short side `min_size` (long <= `max_size`).
+
+    Args:
+        num_classes: classes including background (index 0), as torchvision counts them.
+        trainable_layers: backbone stages trained, deepest first (0-10); None = 3 with `backbone_weights`, all (10)
+            without (as torchvision: a randomly initialised stage must train).
+        frozen_bn: FrozenBatchNorm2d in the backbone; None = frozen when `backbone_weights` are given
+            (statistics from ImageNet), trained BN otherwise (from scratch, frozen identity BN would not normalise).
+        kwargs: passed on to torchvision's `RetinaNet` (score_thresh, detections_per_img, ...).
+    """
     from torchvision.models.detection import RetinaNet
     from torchvision.models.detection.anchor_utils import AnchorGenerator
 
-    backbone = ghostnet_fpn_backbone(width, (2, 3, 4), backbone_weights, trainable_layers, extra="p6p7")
-    sizes = tuple((s, int(s * 2 ** (1 / 3)), int(s * 2 ** (2 / 3))) for s in (32, 64, 128, 256, 512))
+    frozen = bool(backbone_weights) if frozen_bn is None else frozen_bn
+    trainable_layers = (3 if backbone_weights else len(_STAGE_PREFIXES)) if trainable_layers is None else trainable_layers
+    backbone = ghostnet_fpn_backbone(width, out_indices, backbone_weights, trainable_layers, frozen, fpn_channels, extra="p6p7")
+    sizes = tuple((s, int(s * 2 ** (1 / 3)), int(s * 2 ** (2 / 3))) for (s,) in _anchor_sizes(backbone, 2))
     anchors = AnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * len(sizes))
     return RetinaNet(backbone, num_classes, min_size=min_size, max_size=max_size, anchor_generator=anchors, **kwargs)
 
@@ -118,18 +139,46 @@ def fasterrcnn_ghostnet(
     num_classes: int,
     width: float = 1.1,
     backbone_weights: str | os.PathLike | None = None,
-    trainable_layers: int = 3,
+    trainable_layers: int | None = None,
     min_size: int = 800,
     max_size: int = 1333,
+    out_indices: Sequence[int] = (2, 3, 4),
+    fpn_channels: int = 256,
+    frozen_bn: bool | None = None,
+    rois_per_image: int = 512,
     **kwargs,
 ) -> nn.Module:
-    """torchvision's Faster R-CNN on GhostNet + FPN (strides 8-64), images resized as `retinanet_ghostnet`."""
+    """torchvision's Faster R-CNN on GhostNet + FPN (+ a max-pooled level), images resized as `retinanet_ghostnet`.
+
+    Args: as `retinanet_ghostnet`; `rois_per_image` RoIs are sampled per image for the box head in training.
+    """
     from torchvision.models.detection import FasterRCNN
     from torchvision.models.detection.anchor_utils import AnchorGenerator
     from torchvision.ops import MultiScaleRoIAlign
 
-    backbone = ghostnet_fpn_backbone(width, (2, 3, 4), backbone_weights, trainable_layers, extra="pool")
-    anchors = AnchorGenerator(((32,), (64,), (128,), (256,)), ((0.5, 1.0, 2.0),) * 4)
-    roi_pool = MultiScaleRoIAlign(["0", "1", "2"], output_size=7, sampling_ratio=2)
+    frozen = bool(backbone_weights) if frozen_bn is None else frozen_bn
+    trainable_layers = (3 if backbone_weights else len(_STAGE_PREFIXES)) if trainable_layers is None else trainable_layers
+    backbone = ghostnet_fpn_backbone(width, out_indices, backbone_weights, trainable_layers, frozen, fpn_channels, extra="pool")
+    sizes = _anchor_sizes(backbone, 1)
+    anchors = AnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * len(sizes))
+    roi_pool = MultiScaleRoIAlign([str(i) for i in range(len(out_indices))], output_size=7, sampling_ratio=2)
     return FasterRCNN(backbone, num_classes, min_size=min_size, max_size=max_size, rpn_anchor_generator=anchors,
-                      box_roi_pool=roi_pool, **kwargs)
+                      box_roi_pool=roi_pool, box_batch_size_per_image=rois_per_image, **kwargs)
+
+
+DETECTORS = {"retinanet_ghostnet": retinanet_ghostnet, "fasterrcnn_ghostnet": fasterrcnn_ghostnet}
+
+
+def create_detector(name: str, num_classes: int, **kwargs) -> nn.Module:
+    """A detector by name; it remembers its name and arguments (``model_name``, ``model_kwargs``) for checkpoints."""
+    if name not in DETECTORS:
+        raise ValueError(f"unknown detector {name!r}; choose from {', '.join(DETECTORS)}")
+    model = DETECTORS[name](num_classes, **kwargs)
+    model.model_name = name
+    # Enough to rebuild it around a checkpoint: the weights come from the checkpoint, BN stays as it was built.
+    saved = {k: v for k, v in kwargs.items() if k != "backbone_weights"}
+    saved["frozen_bn"] = any(isinstance(m, FrozenBatchNorm2d) for m in model.backbone.body.modules())
+    model.model_kwargs = {"num_classes": num_classes, **saved}
+    # The layers that depend on num_classes (left as initialised when fine-tuning to another class count).
+    model.classifier_prefixes = ("head.classification_head.cls_logits.",) if name == "retinanet_ghostnet" else ("roi_heads.box_predictor.",)
+    return model

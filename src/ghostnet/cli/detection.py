@@ -1,0 +1,123 @@
+"""Detection commands: detect-train, detect-eval, detect."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .common import UsageError, positive_int
+
+
+def cmd_detect_train(args: argparse.Namespace) -> int:
+    from ..config import DetectConfig, config_from_args
+    from ..detection.engine import train_detector
+    from ..train import TrainingDiverged
+
+    try:
+        cfg = config_from_args(args, args.config, DetectConfig)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    try:
+        train_detector(cfg)
+    except TrainingDiverged as e:
+        print(f"ghostnet detect-train: {e}", file=sys.stderr)
+        return 1
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    return 0
+
+
+def format_class_ap(per_class: dict) -> str:
+    """Per-class AP and AP@0.5 as a table (classes without any box in the split are marked)."""
+    width = max(5, *(len(n) for n in per_class))
+    lines = [f"{'class':<{width}}  {'AP':>6}  {'AP@0.5':>6}"]
+    for name, v in per_class.items():
+        lines.append(f"{name:<{width}}  {'no boxes in this split':>14}" if v is None else f"{name:<{width}}  {v['ap']:6.2f}  {v['ap50']:6.2f}")
+    return "\n".join(lines)
+
+
+def cmd_detect_eval(args: argparse.Namespace) -> int:
+    from ..detection.engine import evaluate_checkpoint
+
+    r = evaluate_checkpoint(args.checkpoint, args.data_dir, args.images, args.annotations, args.batch_size, args.device,
+                            args.num_workers, not args.no_progress)
+    if not r.pop("is_main"):
+        return 0
+    if args.json:
+        print(json.dumps(r, indent=2))
+        return 0
+    print(r["report"])
+    print(f"{r['checkpoint']} on {r['annotations']} ({r['images']:,} images, {r['detections']:,} detections): "
+          f"mAP {r['map']:.2f}  mAP@0.5 {r['map50']:.2f}  mAP@0.75 {r['map75']:.2f}\n")
+    print(format_class_ap(r["per_class"]))
+    return 0
+
+
+def cmd_detect(args: argparse.Namespace) -> int:
+    from ..detection.engine import detect_images, load_detector
+    from ..inference import _collect_images
+
+    if not 0 <= args.score_threshold <= 1:
+        raise UsageError(f"--score-threshold must be in [0, 1], got {args.score_threshold}")
+    device = "cuda" if args.device == "auto" and _cuda() else ("cpu" if args.device == "auto" else args.device)
+    model, data, _ = load_detector(args.checkpoint, device)
+    files = _collect_images(args.images)
+    try:
+        results = detect_images(model, data["classes"], files, None if args.no_draw else args.output_dir, args.score_threshold, args.overwrite)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return 0
+    for r in results:
+        where = f" -> {r['output']}" if "output" in r else ""
+        print(f"{r['path']}: {len(r['detections'])} object(s){where}")
+        for det in r["detections"]:
+            x0, y0, x1, y1 = det["box_xyxy"]
+            print(f"  {det['score'] * 100:6.2f}%  {det['label']:<16} [{x0:.0f}, {y0:.0f}, {x1:.0f}, {y1:.0f}]")
+    return 0
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    from ..config import DETECT_UNUSED, DetectConfig, add_config_arguments
+
+    p = sub.add_parser(
+        "detect-train",
+        help="train RetinaNet / Faster R-CNN on GhostNet + FPN on COCO-format data (also under torchrun)",
+        description="Train a detector with the classification engine's checkpoints, resume, logs and DDP. Data: --data-dir "
+        "in COCO's layout (annotations/instances_train*.json + train*/, annotations/instances_val*.json + val*/) or explicit "
+        "--train-images/--train-annotations/--val-images/--val-annotations. COCO mAP on the val split picks best.pth.",
+    )
+    p.add_argument("--config", help="a YAML file of settings")
+    add_config_arguments(p, exclude=DETECT_UNUSED, cls=DetectConfig)
+    p.set_defaults(func=cmd_detect_train)
+
+    p = sub.add_parser("detect-eval", help="COCO mAP, mAP@0.5 and per-class AP of a trained detector")
+    p.add_argument("checkpoint", help="a checkpoint written by detect-train")
+    p.add_argument("--data-dir", help="a COCO-layout folder (its val split); default: the split the detector was validated on")
+    p.add_argument("--images", help="images folder (with --annotations)")
+    p.add_argument("--annotations", help="a COCO instances JSON")
+    p.add_argument("--batch-size", type=positive_int, default=4)
+    p.add_argument("--num-workers", type=int, default=2)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_detect_eval)
+
+    p = sub.add_parser("detect", help="detect objects in images and draw the labelled boxes")
+    p.add_argument("images", nargs="+", help="image files and/or folders")
+    p.add_argument("--checkpoint", required=True, help="a checkpoint written by detect-train")
+    p.add_argument("--output-dir", default="detections", help="where the drawn images go (IMAGE_STEM.png)")
+    p.add_argument("--score-threshold", type=float, default=0.5, help="keep detections scoring at least this")
+    p.add_argument("--no-draw", action="store_true", help="only print the detections")
+    p.add_argument("--overwrite", action="store_true", help="replace drawn images already in OUTPUT_DIR")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_detect)
