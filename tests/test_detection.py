@@ -284,3 +284,35 @@ def test_two_process_ddp_detection(coco, tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     summary = json.loads((tmp_path / "runs" / "ddp" / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["ranks_agree"] is True and summary["steps"] == 3
+
+
+@pytest.mark.parametrize("name", ["retinanet_ghostnet", "fasterrcnn_ghostnet"])
+def test_whole_detector_exports_to_onnx_with_matching_detections(tmp_path, name):
+    from ghostnet.detection import create_detector
+    from ghostnet.detection.export import export_detector
+
+    torch.manual_seed(0)
+    # score_thresh 0 keeps every candidate, so the check compares hundreds of detections rather than none
+    model = create_detector(name, 4, width=0.5, min_size=96, max_size=96, fpn_channels=16, score_thresh=0.0)
+    if name == "retinanet_ghostnet":  # an untrained head scores every anchor ~0.01: spread the scores like a trained one
+        torch.nn.init.normal_(model.head.classification_head.cls_logits.weight, std=0.3)
+    r = export_detector(model, tmp_path / "det.onnx", "detector", input_size=(96, 96))
+    assert r.max_abs_diff <= 1e-3 and r.output_names == ["boxes", "scores", "labels"] and (tmp_path / "det.onnx").stat().st_size > 0
+    with pytest.raises(ValueError, match="onnx only"):
+        export_detector(model, tmp_path / "det.pt", "detector", fmt="torchscript")
+
+
+def test_cli_exports_a_trained_detector(coco, tmp_path, capsys):
+    code, _, _ = _run(capsys, "detect-train", "--data-dir", str(coco), "--output-dir", str(tmp_path), "--name", "r", "--epochs", "1",
+                      "--max-steps", "1", *SMALL)
+    ckpt = str(tmp_path / "r" / "last.pth")
+    assert code == 0
+    code, out, _ = _run(capsys, "export", "--checkpoint", ckpt, "--output", str(tmp_path / "bb.onnx"), "--dynamic-batch", "--fuse")
+    assert code == 0 and "features_3" in out and "max abs diff" in out  # P3-P5 + P6 + P7: five maps
+    code, out, _ = _run(capsys, "export", "--checkpoint", ckpt, "--detector-part", "detector", "--output", str(tmp_path / "d.onnx"))
+    assert code == 0 and "['boxes', 'scores', 'labels']" in out
+    code, _, err = _run(capsys, "export", "--checkpoint", ckpt, "--detector-part", "detector", "--format", "torchscript",
+                        "--output", str(tmp_path / "d.pt"))
+    assert code == 2 and "onnx only" in err
+    code, _, err = _run(capsys, "export", "ghostnet_050", "--detector-part", "detector")
+    assert code == 2 and "detect-train" in err

@@ -37,19 +37,51 @@ def _model_for_deploy(args: argparse.Namespace):
     return model.eval(), hw, in_chans
 
 
+def _detector_checkpoint(path: str | None) -> bool:
+    from ..checkpoint import read_checkpoint
+    from ..detection import DETECTORS
+
+    if not path:
+        return False
+    ckpt = read_checkpoint(path)
+    return isinstance(ckpt, dict) and ckpt.get("model_name") in DETECTORS
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ..deploy import default_suffix, export_model, fuse_bn
 
-    model, hw, in_chans = _model_for_deploy(args)
-    output = Path(args.output or f"{args.model or Path(args.checkpoint).stem}{'-fused' if args.fuse else ''}{default_suffix(args.format)}")
-    try:
-        if args.fuse:
-            model = fuse_bn(model)
-        r = export_model(model, output, args.format, hw, in_chans, args.dynamic_batch, args.opset)
-    except ValueError as e:
-        raise UsageError(str(e)) from None
+    is_detector = _detector_checkpoint(args.checkpoint)
+    if args.detector_part and not is_detector:
+        raise UsageError("--detector-part needs --checkpoint of a detector trained with detect-train")
+    if is_detector:
+        from ..detection.engine import load_detector
+        from ..detection.export import export_detector
+
+        model, _, _ = load_detector(args.checkpoint)
+        part = args.detector_part or "backbone"
+        side = model.transform.min_size[0]
+        hw = tuple(args.input_size) if args.input_size else (side, side)
+        in_chans = 3
+        output = Path(args.output or f"{Path(args.checkpoint).stem}-{part}{default_suffix(args.format)}")
+        try:
+            if args.fuse and part == "backbone":
+                model.backbone = fuse_bn(model.backbone.eval())
+            elif args.fuse:
+                raise ValueError("--fuse applies to --detector-part backbone (torchvision's detector keeps its own layers)")
+            r = export_detector(model, output, part, args.format, hw, args.dynamic_batch, args.opset)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+    else:
+        model, hw, in_chans = _model_for_deploy(args)
+        output = Path(args.output or f"{args.model or Path(args.checkpoint).stem}{'-fused' if args.fuse else ''}{default_suffix(args.format)}")
+        try:
+            if args.fuse:
+                model = fuse_bn(model)
+            r = export_model(model, output, args.format, hw, in_chans, args.dynamic_batch, args.opset)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
     print(f"wrote {r.path} ({r.format}, {r.size_bytes / 2**20:.2f} MiB{f', opset {r.opset}' if r.opset else ''})")
     print(f"  inputs {r.input_names}  outputs {r.output_names}  {'dynamic' if r.dynamic_batch else 'fixed'} batch, input {in_chans}x{hw[0]}x{hw[1]}")
     print(f"  checked with {', '.join(r.checks)}: max abs diff vs PyTorch {r.max_abs_diff:.2e}")
@@ -102,7 +134,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "export",
         help="write ONNX / TorchScript / ExportedProgram, checked against PyTorch",
         description="Export a registered model (random weights) or a checkpoint; the file is validated (ONNX checker "
-        "and ONNX Runtime, or reloading) and must match PyTorch to 1e-4.",
+        "and ONNX Runtime, or reloading) and must match PyTorch to 1e-4. A detect-train checkpoint exports its backbone + FPN "
+        "or, with --detector-part detector, the whole detector (one image of any size in, boxes/scores/labels out).",
     )
     p.add_argument("model", nargs="?", help="a registered model (optional with --checkpoint of ours)")
     p.add_argument("--checkpoint", help="our checkpoint, or an official/timm state dict (with MODEL)")
@@ -113,6 +146,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--input-size", type=positive_int, nargs=2, metavar=("H", "W"))
     p.add_argument("--features-only", action="store_true", help="export the multi-scale backbone")
     p.add_argument("--out-indices", type=int, nargs="+", default=[2, 3, 4])
+    p.add_argument("--detector-part", choices=["backbone", "detector"],
+                   help="with a detect-train checkpoint: GhostNet + FPN (default, any format) or the whole detector (onnx)")
     p.add_argument("--opset", type=positive_int, default=18)
     p.set_defaults(func=cmd_export)
 
