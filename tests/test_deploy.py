@@ -39,6 +39,7 @@ def test_fuse_bn_every_registered_model(name):
     x = torch.randn(2, 3, 40, 40)
     with torch.no_grad():
         assert (fused(x) - model(x)).abs().max() <= 1e-4
+        assert torch.equal(model.fuse()(x), fused(x))  # the method form
 
 
 def test_fuse_bn_on_real_images_keeps_the_model_contract():

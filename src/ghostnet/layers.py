@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["init_weights", "make_divisible", "GhostModule", "SqueezeExcite", "ConvBnAct", "GhostBottleneck"]
+__all__ = ["init_weights", "make_divisible", "GhostModule", "SqueezeExcite", "ConvBnAct", "GhostBottleneck", "Fusable"]
 
 
 def make_divisible(v: float, divisor: int = 4, min_value: int | None = None) -> int:
@@ -238,3 +238,12 @@ class GhostBottleneck(nn.Module):
             x = self.se(x)
         x = self.ghost2(x)  # (B, out, H/s, W/s)
         return x + shortcut
+
+
+class Fusable:
+    """Gives a model ``fuse()``: an eval-only copy with every BatchNorm folded into its conv (`ghostnet.deploy.fuse_bn`)."""
+
+    def fuse(self) -> nn.Module:
+        from .deploy import fuse_bn
+
+        return fuse_bn(self)  # type: ignore[arg-type]

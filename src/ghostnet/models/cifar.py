@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..layers import init_weights
+from ..layers import Fusable, init_weights
 from .registry import register_model
 
 __all__ = ["VGG", "CifarResNet", "BasicBlock", "VGG16_LAYERS", "vgg16", "ghost_vgg16", "resnet56", "ghost_resnet56"]
@@ -18,7 +18,7 @@ __all__ = ["VGG", "CifarResNet", "BasicBlock", "VGG16_LAYERS", "vgg16", "ghost_v
 VGG16_LAYERS: tuple[int | str, ...] = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
 
 
-class VGG(nn.Module):
+class VGG(Fusable, nn.Module):
     """[3x3 conv, BN, ReLU] x 13 with 5 max-pools; flatten; FC 512, ReLU, dropout, FC classes (SPEC §4)."""
 
     def __init__(self, layers=VGG16_LAYERS, num_classes: int = 10, in_chans: int = 3, drop_rate: float = 0.5) -> None:
@@ -72,7 +72,7 @@ class BasicBlock(nn.Module):
         return self.relu(out + self.shortcut(x))
 
 
-class CifarResNet(nn.Module):
+class CifarResNet(Fusable, nn.Module):
     """3x3 conv 16, BN, ReLU; 3 stages of n basic blocks (16, 32, 64 channels; strides 1, 2, 2); avg pool, FC."""
 
     def __init__(self, depth: int = 56, num_classes: int = 10, in_chans: int = 3, widths=(16, 32, 64)) -> None:

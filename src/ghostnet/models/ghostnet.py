@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ..layers import ConvBnAct, GhostBottleneck, init_weights, make_divisible
+from ..layers import ConvBnAct, Fusable, GhostBottleneck, init_weights, make_divisible
 from .registry import register_model
 
 __all__ = ["GhostNet", "GHOSTNET_STAGES", "ghostnet", "ghostnet_050", "ghostnet_100", "ghostnet_130",
@@ -47,7 +47,7 @@ HEAD_CHANNELS = 1280  # the head's 1x1 conv is not scaled by width
 _FEATURE_BLOCKS = (-1, 1, 3, 5, 7)
 
 
-class GhostNet(nn.Module):
+class GhostNet(Fusable, nn.Module):
     """3x3 conv s2, BN, ReLU; 16 Ghost bottlenecks in 9 stages; 1x1 conv, BN, ReLU; avg pool, 1x1 conv, ReLU, FC.
 
     Args:
