@@ -168,7 +168,7 @@ class DetectConfig(TrainConfig):
 
 
 # TrainConfig fields that mean nothing to a detector (left out of `ghostnet detect-train`'s options).
-DETECT_UNUSED = ("augment", "color_jitter", "in_chans", "image_size", "ratio", "dw_size", "drop_rate", "label_smoothing",
+DETECT_UNUSED = ("dataset", "download", "augment", "color_jitter", "in_chans", "image_size", "ratio", "dw_size", "drop_rate", "label_smoothing",
                  "channels_last", "ema_decay", "sync_bn")
 
 
