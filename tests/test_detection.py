@@ -1,9 +1,20 @@
-"""Detection builders (the backbone/FPN part of the detection work; data, training and CLI come later)."""
+"""Detection: builders, COCO-format data and its checks, training through the engine, mAP, CLI, export."""
+
+import json
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
 
 from ghostnet import create_model, save_weights
+from ghostnet.checkpoint import read_checkpoint
+from ghostnet.cli import main
+from ghostnet.data import DatasetError
+from ghostnet.detection.data import DetectionLoader, load_coco_split
+from ghostnet.detection.engine import coco_metrics, evaluate_detector, load_detector
+from ghostnet.detection.synth import make_detection_set
 from ghostnet.detection import fasterrcnn_ghostnet, ghostnet_fpn_backbone, retinanet_ghostnet
 from torchvision.ops.misc import FrozenBatchNorm2d
 
@@ -54,18 +65,6 @@ def test_detectors_train_and_predict(builder):
 
 
 # ---------------------------------------------------------------- COCO data, training, evaluation, CLI
-
-import json
-import os
-import subprocess
-import sys
-
-from ghostnet.checkpoint import read_checkpoint
-from ghostnet.cli import main
-from ghostnet.data import DatasetError
-from ghostnet.detection.data import DetectionLoader, load_coco_split
-from ghostnet.detection.engine import coco_metrics, evaluate_detector, load_detector
-from ghostnet.detection.synth import make_detection_set
 
 SMALL = ["--min-size", "96", "--max-size", "96", "--width", "0.5", "--fpn-channels", "32", "--batch-size", "4",
          "--eval-batch-size", "4", "--num-workers", "0", "--no-progress"]
