@@ -111,6 +111,28 @@ def onnx_session(path: str | os.PathLike, threads: int | None = None):
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
+def check_output_path(path: str | os.PathLike) -> Path:
+    """`path` as a Path, if it does not exist yet and its folder does (exports never replace a file)."""
+    path = Path(path)
+    if path.exists():
+        raise ValueError(f"{path} exists; remove it or choose another --output")
+    if not path.parent.is_dir():
+        raise ValueError(f"folder {path.parent} does not exist")
+    return path
+
+
+def remove_partial(tmp: Path) -> None:
+    """Delete a temporary export (and ONNX's external-data file beside it), if left behind."""
+    for p in (tmp, tmp.with_name(tmp.name + ".data")):
+        if p.exists():
+            p.unlink()
+
+
+def onnx_opset(proto: Any, default: int) -> int:
+    """The default-domain opset an ONNX model declares."""
+    return next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), default)
+
+
 def export_model(
     model: nn.Module,
     path: str | os.PathLike,
@@ -137,11 +159,7 @@ def export_model(
     """
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    path = Path(path)
-    if path.exists():
-        raise ValueError(f"{path} exists; remove it or choose another --output")
-    if not path.parent.is_dir():
-        raise ValueError(f"folder {path.parent} does not exist")
+    path = check_output_path(path)
     model = model.eval()
     x = torch.randn(2, in_chans, *input_size)
     batches = [x, torch.randn(3, in_chans, *input_size)] if dynamic_batch else [x]
@@ -177,9 +195,7 @@ def export_model(
             raise ValueError(f"the exported model disagrees with PyTorch: max abs diff {report.max_abs_diff:.2e} > {tolerance:g}")
         os.replace(tmp, path)
     finally:
-        for p in (tmp, tmp.with_name(tmp.name + ".data")):
-            if p.exists():
-                p.unlink()
+        remove_partial(tmp)
     report.path, report.size_bytes, report.dynamic_batch = str(path), path.stat().st_size, dynamic_batch
     return report
 
@@ -205,6 +221,5 @@ def _export_onnx(model, x, tmp: Path, output_names, dynamic_batch: bool, opset: 
     for b, ref in zip(batches, refs):
         outs = sess.run(None, {"input": b.numpy()})
         diff = max(diff, max_abs_diff(ref if isinstance(ref, (list, tuple)) else [ref], outs))
-    opset_found = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), opset)
     return ExportReport(str(tmp), "onnx", 0, [i.name for i in proto.graph.input], [o.name for o in proto.graph.output],
-                        diff, opset=opset_found, checks=["onnx.checker", "onnxruntime"])
+                        diff, opset=onnx_opset(proto, opset), checks=["onnx.checker", "onnxruntime"])

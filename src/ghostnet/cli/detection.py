@@ -4,28 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 from .common import UsageError, positive_int
 
 
 def cmd_detect_train(args: argparse.Namespace) -> int:
-    from ..config import DetectConfig, config_from_args
+    from ..config import DetectConfig
     from ..detection.engine import train_detector
-    from ..train import TrainingDiverged
+    from .training import run_train_command
 
-    try:
-        cfg = config_from_args(args, args.config, DetectConfig)
-    except ValueError as e:
-        raise UsageError(str(e)) from None
-    try:
-        train_detector(cfg)
-    except TrainingDiverged as e:
-        print(f"ghostnet detect-train: {e}", file=sys.stderr)
-        return 1
-    except ValueError as e:
-        raise UsageError(str(e)) from None
-    return 0
+    return run_train_command(args, DetectConfig, train_detector)
 
 
 def format_class_ap(per_class: dict) -> str:

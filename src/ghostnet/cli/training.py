@@ -31,22 +31,30 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- train / eval / predict
 
 
-def cmd_train(args: argparse.Namespace) -> int:
+def run_train_command(args: argparse.Namespace, config_cls: type, train_fn) -> int:
+    """Resolve the config (recipe/YAML + options), train; usage errors exit 2, a diverged run exits 1."""
     from ..config import config_from_args
-    from ..train import TrainingDiverged, train
+    from ..train import TrainingDiverged
 
     try:
-        cfg = config_from_args(args, args.config)
+        cfg = config_from_args(args, args.config, config_cls)
     except ValueError as e:
         raise UsageError(str(e)) from None
     try:
-        train(cfg)
+        train_fn(cfg)
     except TrainingDiverged as e:
-        print(f"ghostnet train: {e}", file=sys.stderr)
+        print(f"ghostnet {args.command}: {e}", file=sys.stderr)
         return 1
     except ValueError as e:  # bad settings found once the data and model are known
         raise UsageError(str(e)) from None
     return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from ..config import TrainConfig
+    from ..train import train
+
+    return run_train_command(args, TrainConfig, train)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

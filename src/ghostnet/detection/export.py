@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import os
 import warnings
-from pathlib import Path
 
 import torch
 from torch import nn
 
-from ..deploy import ExportReport, export_model, onnx_session
+from ..deploy import ExportReport, check_output_path, export_model, onnx_opset, onnx_session, remove_partial
 
 __all__ = ["BackboneMaps", "DetectorForExport", "export_detector", "match_detections"]
 
@@ -88,11 +87,7 @@ def export_detector(detector: nn.Module, path: str | os.PathLike, part: str = "b
         raise ValueError("the whole detector exports to onnx only; use --detector-part backbone for other formats")
     if dynamic_batch:
         raise ValueError("the whole detector takes one image of any size; --dynamic-batch applies to the backbone")
-    path = Path(path)
-    if path.exists():
-        raise ValueError(f"{path} exists; remove it or choose another --output")
-    if not path.parent.is_dir():
-        raise ValueError(f"folder {path.parent} does not exist")
+    path = check_output_path(path)
     import onnx
 
     model = DetectorForExport(detector).eval()
@@ -116,9 +111,6 @@ def export_detector(detector: nn.Module, path: str | os.PathLike, part: str = "b
             raise ValueError(f"the exported detector disagrees with PyTorch: max difference {diff:.2e} > 1e-3")
         os.replace(tmp, path)
     finally:
-        for p in (tmp, tmp.with_name(tmp.name + ".data")):
-            if p.exists():
-                p.unlink()
-    opset_found = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), opset)
-    return ExportReport(str(path), "onnx", path.stat().st_size, ["image"], names, diff, opset=opset_found, dynamic_batch=False,
+        remove_partial(tmp)
+    return ExportReport(str(path), "onnx", path.stat().st_size, ["image"], names, diff, opset=onnx_opset(proto, opset), dynamic_batch=False,
                         checks=["onnx.checker", "onnxruntime (detections matched)"])
