@@ -144,9 +144,16 @@ def test_quantize_a_trained_checkpoint(tmp_path, capsys):
     assert main(["quantize", str(tmp_path / "runs" / "q" / "best.pth"), "--output", str(tmp_path / "m.int8.onnx"),
                  "--calibration-images", "32", "--threads", "1"]) == 0
     out = capsys.readouterr().out
-    assert "int8" in out and "drop" in out and "calibrated on 32 cifar10 training images" in out
+    assert "int8" in out and "drop" in out and "calibrated (minmax) on 32 cifar10 training images; stem and classifier kept" in out
     assert (tmp_path / "m.int8.onnx").exists() and (tmp_path / "m.int8.fp32.onnx").exists()
     assert (tmp_path / "m.int8.onnx").stat().st_size < (tmp_path / "m.int8.fp32.onnx").stat().st_size / 2
+    import onnx
+
+    nodes = onnx.load(str(tmp_path / "m.int8.onnx")).graph.node
+    first_conv = next(n for n in nodes if n.op_type == "Conv")
+    weight_producers = {o: n.op_type for n in nodes for o in n.output}
+    assert weight_producers.get(first_conv.input[1]) != "DequantizeLinear"  # the stem's weights stayed fp32
+    assert sum(weight_producers.get(n.input[1]) == "DequantizeLinear" for n in nodes if n.op_type == "Conv") > 10
 
 
 def test_bench_quick_end_to_end(tmp_path, capsys):

@@ -215,9 +215,12 @@ def run_bench(
 
 
 def _quantize_random(fp32: Path, tmp: Path, size: int) -> Path:
-    """int8 (QDQ, per-channel) calibrated on random inputs: right for timing, not for accuracy (see `ghostnet quantize`)."""
+    """int8 (QDQ, per-channel; stem and classifier in fp32, as `ghostnet quantize` makes it) calibrated on random
+    inputs: right for timing, not for accuracy (see `ghostnet quantize`)."""
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from .quantize import KEEPABLE, fp32_nodes
 
     class Random:
         def __init__(self) -> None:
@@ -230,7 +233,7 @@ def _quantize_random(fp32: Path, tmp: Path, size: int) -> Path:
     pre, out = tmp / "pre.onnx", tmp / "int8.onnx"
     quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
     quantize_static(str(pre), str(out), Random(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=fp32_nodes(pre, KEEPABLE))
     return out
 
 

@@ -298,7 +298,11 @@ def _field_comments(cls: type = TrainConfig) -> dict[str, str]:
     for klass in reversed(cls.__mro__):
         if not dataclasses.is_dataclass(klass):
             continue
-        for line in inspect.getsource(klass).splitlines():
+        try:
+            source = inspect.getsource(klass)
+        except (OSError, TypeError):  # installed without sources: options keep their names, without help text
+            continue
+        for line in source.splitlines():
             line = line.strip()
             if ":" in line and "#" in line and not line.startswith("#"):
                 name = line.split(":", 1)[0].strip()

@@ -92,11 +92,14 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     from ..quantize import quantize_checkpoint
 
     try:
-        r = quantize_checkpoint(args.checkpoint, args.output, args.calibration_images, args.data_dir, args.threads)
+        keep = () if args.keep_fp32 == ["none"] else tuple(args.keep_fp32)
+        r = quantize_checkpoint(args.checkpoint, args.output, args.calibration_images, args.data_dir, args.threads,
+                                keep_fp32=keep, calibration=args.calibration)
     except ValueError as e:
         raise UsageError(str(e)) from None
     print(f"wrote {r.int8_path} (int8, {r.int8_mib:.2f} MiB) and {r.fp32_path} (fp32, {r.fp32_mib:.2f} MiB)")
-    print(f"  calibrated on {r.calibration_images} {r.dataset} training images; measured on its test split, ONNX Runtime CPU:")
+    kept = f"; {' and '.join(r.kept_fp32)} kept in fp32" if r.kept_fp32 else ""
+    print(f"  calibrated ({r.calibration}) on {r.calibration_images} {r.dataset} training images{kept}; measured on its test split, ONNX Runtime CPU:")
     print(f"  top-1   fp32 {r.fp32_top1:.2f}%   int8 {r.int8_top1:.2f}%   drop {r.drop:+.2f} points")
     print(f"  latency fp32 {r.fp32_ms:.3f} ms  int8 {r.int8_ms:.3f} ms  (batch 1; {r.speedup:.2f}x)")
     return 0
@@ -160,6 +163,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("checkpoint", help="our checkpoint")
     p.add_argument("--output", required=True, help="the int8 .onnx to write (the fp32 one is written beside it)")
     p.add_argument("--calibration-images", type=positive_int, default=512)
+    p.add_argument("--calibration", choices=["minmax", "percentile", "entropy"], default="minmax", help="activation range choice")
+    p.add_argument("--keep-fp32", nargs="+", choices=["stem", "classifier", "none"], default=["stem", "classifier"],
+                   help="layers left unquantized (default: the stem conv and the classifier; 'none' quantizes all)")
     p.add_argument("--data-dir")
     p.add_argument("--threads", type=positive_int, help="ONNX Runtime threads for the latency figure")
     p.set_defaults(func=cmd_quantize)
