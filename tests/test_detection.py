@@ -258,6 +258,9 @@ def test_cli_train_resume_eval_detect(coco, tmp_path, capsys):
     code, _, err = _run(capsys, "detect", str(coco / "val" / "000000.jpg"), "--checkpoint", str(run / "last.pth"),
                         "--output-dir", str(tmp_path / "drawn"))
     assert code == 2 and "exists; pass --overwrite" in err
+    if not torch.cuda.is_available():
+        code, _, err = _run(capsys, "detect", str(coco / "val" / "000000.jpg"), "--checkpoint", str(run / "last.pth"), "--device", "cuda")
+        assert code == 2 and "CUDA is not available" in err
     code, _, err = _run(capsys, "detect-eval", str(coco / "annotations" / "instances_val.json"))
     assert code == 2 and "error" in err
 

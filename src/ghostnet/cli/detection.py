@@ -28,8 +28,11 @@ def format_class_ap(per_class: dict) -> str:
 def cmd_detect_eval(args: argparse.Namespace) -> int:
     from ..detection.engine import evaluate_checkpoint
 
-    r = evaluate_checkpoint(args.checkpoint, args.data_dir, args.images, args.annotations, args.batch_size, args.device,
-                            args.num_workers, not args.no_progress)
+    try:
+        r = evaluate_checkpoint(args.checkpoint, args.data_dir, args.images, args.annotations, args.batch_size, args.device,
+                                args.num_workers, not args.no_progress)
+    except ValueError as e:  # e.g. a CUDA device on a machine without one
+        raise UsageError(str(e)) from None
     if not r.pop("is_main"):
         return 0
     if args.json:
@@ -49,6 +52,8 @@ def cmd_detect(args: argparse.Namespace) -> int:
     if not 0 <= args.score_threshold <= 1:
         raise UsageError(f"--score-threshold must be in [0, 1], got {args.score_threshold}")
     device = "cuda" if args.device == "auto" and _cuda() else ("cpu" if args.device == "auto" else args.device)
+    if device.startswith("cuda") and not _cuda():
+        raise UsageError(f"device {device!r} asked for, but CUDA is not available")
     model, data, _ = load_detector(args.checkpoint, device)
     files = _collect_images(args.images)
     try:
