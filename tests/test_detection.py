@@ -318,3 +318,18 @@ def test_cli_exports_a_trained_detector(coco, tmp_path, capsys):
     assert code == 2 and "onnx only" in err
     code, _, err = _run(capsys, "export", "ghostnet_050", "--detector-part", "detector")
     assert code == 2 and "detect-train" in err
+
+
+def test_coco_layout_is_found_and_ambiguity_is_refused(tmp_path):
+    from ghostnet.detection.data import find_coco_split
+
+    (tmp_path / "annotations").mkdir()
+    (tmp_path / "train2017").mkdir()
+    (tmp_path / "annotations" / "instances_train2017.json").write_text("{}")
+    assert find_coco_split(tmp_path, "train") == (tmp_path / "train2017", tmp_path / "annotations" / "instances_train2017.json")
+    with pytest.raises(DatasetError, match="images folder .*val2017 does not exist"):
+        (tmp_path / "annotations" / "instances_val2017.json").write_text("{}")
+        find_coco_split(tmp_path, "val")
+    (tmp_path / "annotations" / "instances_train2014.json").write_text("{}")
+    with pytest.raises(DatasetError, match="2 .*instances_train\\*.json found"):
+        find_coco_split(tmp_path, "train")
