@@ -37,14 +37,15 @@ def _model_for_deploy(args: argparse.Namespace):
     return model.eval(), hw, in_chans
 
 
-def _detector_checkpoint(path: str | None) -> bool:
+def _detector_checkpoint(path: str | None) -> dict | None:
+    """The checkpoint at `path` if it holds a detector trained with detect-train, else None."""
     from ..checkpoint import read_checkpoint
     from ..detection import DETECTORS
 
     if not path:
-        return False
+        return None
     ckpt = read_checkpoint(path)
-    return isinstance(ckpt, dict) and ckpt.get("model_name") in DETECTORS
+    return ckpt if isinstance(ckpt, dict) and ckpt.get("model_name") in DETECTORS else None
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -52,14 +53,14 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     from ..deploy import default_suffix, export_model, fuse_bn
 
-    is_detector = _detector_checkpoint(args.checkpoint)
-    if args.detector_part and not is_detector:
+    detector_ckpt = _detector_checkpoint(args.checkpoint)
+    if args.detector_part and detector_ckpt is None:
         raise UsageError("--detector-part needs --checkpoint of a detector trained with detect-train")
-    if is_detector:
+    if detector_ckpt is not None:
         from ..detection.engine import load_detector
         from ..detection.export import export_detector
 
-        model, _, _ = load_detector(args.checkpoint)
+        model, _, _ = load_detector(detector_ckpt)
         part = args.detector_part or "backbone"
         side = model.transform.min_size[0]
         hw = tuple(args.input_size) if args.input_size else (side, side)

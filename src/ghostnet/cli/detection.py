@@ -51,9 +51,12 @@ def cmd_detect(args: argparse.Namespace) -> int:
 
     if not 0 <= args.score_threshold <= 1:
         raise UsageError(f"--score-threshold must be in [0, 1], got {args.score_threshold}")
-    device = "cuda" if args.device == "auto" and _cuda() else ("cpu" if args.device == "auto" else args.device)
-    if device.startswith("cuda") and not _cuda():
-        raise UsageError(f"device {device!r} asked for, but CUDA is not available")
+    from ..distributed import init_distributed
+
+    try:
+        _, device = init_distributed(args.device)  # resolves "auto"; a missing CUDA is a ValueError
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     model, data, _ = load_detector(args.checkpoint, device)
     files = _collect_images(args.images)
     try:
@@ -70,12 +73,6 @@ def cmd_detect(args: argparse.Namespace) -> int:
             x0, y0, x1, y1 = det["box_xyxy"]
             print(f"  {det['score'] * 100:6.2f}%  {det['label']:<16} [{x0:.0f}, {y0:.0f}, {x1:.0f}, {y1:.0f}]")
     return 0
-
-
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:

@@ -206,9 +206,11 @@ def coco_metrics(split: CocoSplit, records: list[dict[str, Any]]) -> dict[str, A
 # ---------------------------------------------------------------- a trained detector
 
 
-def load_detector(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any], dict[str, Any]]:
-    """A detector from a `ghostnet detect-train` checkpoint, in eval mode: (model, data info, training config)."""
-    ckpt = read_checkpoint(path)
+def load_detector(path: str | os.PathLike | dict[str, Any], device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any], dict[str, Any]]:
+    """A detector from a `ghostnet detect-train` checkpoint (a path, or the checkpoint already read), in eval mode:
+    (model, data info, training config)."""
+    ckpt = path if isinstance(path, dict) else read_checkpoint(path)
+    path = "the checkpoint" if isinstance(path, dict) else path
     name = ckpt.get("model_name") if isinstance(ckpt, dict) else None
     if name not in DETECTORS:
         what = f"a {name} checkpoint" if name else "not a ghostnet training checkpoint"
