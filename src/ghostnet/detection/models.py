@@ -64,8 +64,8 @@ def ghostnet_fpn_backbone(
     width: float = 1.1,
     out_indices: Sequence[int] = (2, 3, 4),
     backbone_weights: str | os.PathLike | None = None,
-    trainable_layers: int = 3,
-    frozen_bn: bool = True,
+    trainable_layers: int | None = 3,
+    frozen_bn: bool | None = True,
     out_channels: int = 256,
     extra: str = "pool",
 ) -> GhostNetFPN:
@@ -75,11 +75,17 @@ def ghostnet_fpn_backbone(
         width: GhostNet width (1.1 in the paper).
         out_indices: feature levels (2, 3, 4 = strides 8, 16, 32).
         backbone_weights: ImageNet classification weights (official/timm ``.pth``, ours); head keys are skipped.
-        trainable_layers: how many stages, from the deepest, are trained (0-10; 10 trains everything).
-        frozen_bn: use FrozenBatchNorm2d (standard with small detection batches).
+        trainable_layers: how many stages, from the deepest, are trained (0-10; 10 trains everything);
+            None = 3 with `backbone_weights`, all without (as torchvision: a randomly initialised stage must train).
+        frozen_bn: use FrozenBatchNorm2d (standard with small detection batches); None = frozen when
+            `backbone_weights` are given, trained BN otherwise (frozen identity BN would not normalise).
         out_channels: FPN width.
         extra: ``"pool"`` (one max-pooled level, Faster R-CNN) or ``"p6p7"`` (RetinaNet).
     """
+    if trainable_layers is None:
+        trainable_layers = 3 if backbone_weights else len(_STAGE_PREFIXES)
+    if frozen_bn is None:
+        frozen_bn = bool(backbone_weights)
     if not 0 <= trainable_layers <= len(_STAGE_PREFIXES):
         raise ValueError(f"trainable_layers must be in 0..{len(_STAGE_PREFIXES)}, got {trainable_layers}")
     if extra not in ("pool", "p6p7"):
@@ -118,18 +124,14 @@ def retinanet_ghostnet(
 
     Args:
         num_classes: classes including background (index 0), as torchvision counts them.
-        trainable_layers: backbone stages trained, deepest first (0-10); None = 3 with `backbone_weights`, all (10)
-            without (as torchvision: a randomly initialised stage must train).
-        frozen_bn: FrozenBatchNorm2d in the backbone; None = frozen when `backbone_weights` are given
-            (statistics from ImageNet), trained BN otherwise (from scratch, frozen identity BN would not normalise).
+        trainable_layers, frozen_bn: as `ghostnet_fpn_backbone`, where None (the default here) follows
+            `backbone_weights`: 3 stages and frozen BN with weights, everything trained without.
         kwargs: passed on to torchvision's `RetinaNet` (score_thresh, detections_per_img, ...).
     """
     from torchvision.models.detection import RetinaNet
     from torchvision.models.detection.anchor_utils import AnchorGenerator
 
-    frozen = bool(backbone_weights) if frozen_bn is None else frozen_bn
-    trainable_layers = (3 if backbone_weights else len(_STAGE_PREFIXES)) if trainable_layers is None else trainable_layers
-    backbone = ghostnet_fpn_backbone(width, out_indices, backbone_weights, trainable_layers, frozen, fpn_channels, extra="p6p7")
+    backbone = ghostnet_fpn_backbone(width, out_indices, backbone_weights, trainable_layers, frozen_bn, fpn_channels, extra="p6p7")
     sizes = tuple((s, int(s * 2 ** (1 / 3)), int(s * 2 ** (2 / 3))) for (s,) in _anchor_sizes(backbone, 2))
     anchors = AnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * len(sizes))
     return RetinaNet(backbone, num_classes, min_size=min_size, max_size=max_size, anchor_generator=anchors, **kwargs)
@@ -156,9 +158,7 @@ def fasterrcnn_ghostnet(
     from torchvision.models.detection.anchor_utils import AnchorGenerator
     from torchvision.ops import MultiScaleRoIAlign
 
-    frozen = bool(backbone_weights) if frozen_bn is None else frozen_bn
-    trainable_layers = (3 if backbone_weights else len(_STAGE_PREFIXES)) if trainable_layers is None else trainable_layers
-    backbone = ghostnet_fpn_backbone(width, out_indices, backbone_weights, trainable_layers, frozen, fpn_channels, extra="pool")
+    backbone = ghostnet_fpn_backbone(width, out_indices, backbone_weights, trainable_layers, frozen_bn, fpn_channels, extra="pool")
     sizes = _anchor_sizes(backbone, 1)
     anchors = AnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * len(sizes))
     roi_pool = MultiScaleRoIAlign([str(i) for i in range(len(out_indices))], output_size=7, sampling_ratio=2)

@@ -110,6 +110,10 @@ def make_detection_set(
 
     from ..data import load_dataset
 
+    if n_train < 1 or n_val < 1:
+        raise ValueError(f"need at least one training and one validation image, got {n_train} and {n_val}")
+    if image_size < 32:
+        raise ValueError(f"image_size must be >= 32, got {image_size}")
     if not (1 <= objects_per_image[0] <= objects_per_image[1]):
         raise ValueError(f"objects_per_image must be an increasing range starting at >= 1, got {objects_per_image}")
     if not (8 <= object_size[0] <= object_size[1] <= image_size):
