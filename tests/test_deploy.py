@@ -169,7 +169,7 @@ def test_bench_quick_end_to_end(tmp_path, capsys):
     base = [r for r in result["rows"] if f"{r['model']} / {r['form']}" == result["baseline"]]
     assert len(base) == 1 and base[0]["ratio"] == 1.0
     assert all(r["latency_ms"] > 0 and r["floor_ms"] > 0 and r["throughput"]["4"] > 0 for r in result["rows"])
-    assert "x base" in table and result["machine"]["matmul_gflops"] > 0
+    assert "x base" in table and result["machine"]["matmul_gflops"] > 0 and result["failed"] == []
     with pytest.raises(SystemExit) as e:
         main(["bench", "--quick", "--no-onnx", "--no-peers", "--baseline", "nope / eager"])
     assert e.value.code == 2
@@ -177,3 +177,65 @@ def test_bench_quick_end_to_end(tmp_path, capsys):
         with pytest.raises(SystemExit) as e:
             main(["bench", "--quick", "--device", "cuda"])
         assert e.value.code == 2 and "CUDA is not available" in capsys.readouterr().err
+
+
+def test_bench_torch_forms_match_the_model():
+    """Every PyTorch form the bench times computes the model's function (bf16 to bf16 precision), and
+    building them leaves the eager model as it was; a model whose BN cannot be folded is timed as `cl`."""
+    from ghostnet.bench import torch_forms
+
+    model = _randomise_bn(create_model("ghostnet_100", num_classes=10))
+    x = torch.randn(2, 3, 64, 64)
+    with torch.inference_mode():
+        ref = model(x)
+        forms = torch_forms(model, "cpu", bf16=True)
+        assert list(forms) == ["eager", "fused+cl", "fused+cl bf16"]
+        assert (forms["fused+cl"](x) - ref).abs().max() < 1e-4
+        low = forms["fused+cl bf16"](x).float()
+        assert (low - ref).abs().max() < 0.05 * ref.abs().max() and (low.argmax(1) == ref.argmax(1)).float().mean() >= 0.5
+        assert model.conv_stem.weight.is_contiguous() and any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+
+    class ConvThenNormAct(nn.Module):  # a BN fed through an activation: nothing to fold into
+        def __init__(self):
+            super().__init__()
+            self.conv, self.bn = nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)
+
+        def forward(self, x):
+            return self.bn(torch.relu(self.conv(x)))
+
+    peer = ConvThenNormAct().eval()
+    forms = torch_forms(peer, "cpu")
+    assert list(forms) == ["eager", "cl"]
+    with torch.inference_mode():
+        assert torch.allclose(forms["cl"](x), peer(x), atol=1e-5)
+    assert peer.conv.weight.is_contiguous()  # the `cl` copy, not the peer, went channels_last
+    assert list(torch_forms(peer, "cpu", deploy=False)) == ["eager"]
+
+
+def test_bench_keeps_going_past_a_broken_form(tmp_path, monkeypatch, capsys):
+    """A form that raises is listed as failed with its error; the others are still timed, the run still
+    written; a missing baseline leaves the ratios out rather than losing the run; outputs are never replaced."""
+    import ghostnet.bench as bench
+
+    real = bench.torch_forms
+
+    def with_a_broken_form(model, device, **kw):
+        forms = real(model, device, **kw)
+        forms["fused+cl"] = lambda x: (_ for _ in ()).throw(RuntimeError("no kernel for this\nsecond line"))
+        return forms
+
+    monkeypatch.setattr(bench, "torch_forms", with_a_broken_form)
+    out = tmp_path / "b.json"
+    assert main(["bench", "--quick", "--input-size", "32", "--runs", "2", "--no-onnx", "--no-peers",
+                 "--baseline", "ghostnet_100 / fused+cl", "--output", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert [r["form"] for r in result["rows"]] == ["eager"] and result["rows"][0]["ratio"] is None
+    assert result["failed"] == [{"model": "ghostnet_100", "form": "fused+cl", "error": "RuntimeError: no kernel for this"}]
+    table = capsys.readouterr().out
+    assert "failed: ghostnet_100 / fused+cl: RuntimeError: no kernel for this" in table and "no ratios" in table
+    with pytest.raises(SystemExit) as e:  # refused before any timing
+        main(["bench", "--quick", "--no-onnx", "--no-peers", "--output", str(out)])
+    assert e.value.code == 2 and "exists" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        main(["bench", "--quick", "--no-onnx", "--no-peers", "--baseline", "ghostnet_100 eager"])
+    assert e.value.code == 2 and "MODEL / FORM" in capsys.readouterr().err

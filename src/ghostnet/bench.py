@@ -8,6 +8,7 @@ efficient kernel library would need.
 
 from __future__ import annotations
 
+import copy
 import os
 import platform
 import statistics
@@ -26,7 +27,7 @@ from .deploy import export_model, fuse_bn, onnx_session
 from .models import create_model
 from .profile import profile_model
 
-__all__ = ["BenchRow", "run_bench", "format_bench", "plot_bench", "matmul_gflops"]
+__all__ = ["BenchRow", "run_bench", "torch_forms", "format_bench", "plot_bench", "matmul_gflops"]
 
 
 @dataclass
@@ -99,27 +100,100 @@ def _peers() -> dict[str, Callable[[], nn.Module]]:
     return peers
 
 
-def _forms_for_ours(model: nn.Module, device: str, compile: bool) -> dict[str, Callable[[torch.Tensor], Any]]:
-    forms: dict[str, Callable[[torch.Tensor], Any]] = {"eager": model}
-    fused = fuse_bn(model).to(memory_format=torch.channels_last)
-    forms["fused+cl"] = lambda x: fused(x.contiguous(memory_format=torch.channels_last))
-    if device.startswith("cuda"):
-        def bf16(x: torch.Tensor) -> Any:
-            with torch.autocast("cuda", dtype=torch.bfloat16):
-                return fused(x.contiguous(memory_format=torch.channels_last))
+def _cl(x: torch.Tensor) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last)
 
-        forms["fused+cl bf16"] = bf16
+
+def _with_bf16(fn: Callable[[torch.Tensor], Any], device_type: str) -> Callable[[torch.Tensor], Any]:
+    """`fn` under bf16 autocast (no weight-cast cache, so the form can also be captured in a CUDA graph)."""
+
+    def run(x: torch.Tensor) -> Any:
+        with torch.autocast(device_type, dtype=torch.bfloat16, cache_enabled=False):
+            return fn(x)
+
+    return run
+
+
+def _cuda_graphed(fn: Callable[[torch.Tensor], Any]) -> Callable[[torch.Tensor], Any]:
+    """`fn` captured once per input shape into a CUDA graph and replayed: one launch instead of one per kernel.
+
+    The input is copied into the graph's static buffer and the graph's own output tensor is returned (it is
+    overwritten by the next replay), which is what a serving loop does.
+    """
+    graphs: dict[tuple[int, ...], tuple[Any, torch.Tensor, Any]] = {}
+
+    def run(x: torch.Tensor) -> Any:
+        key = tuple(x.shape)
+        if key not in graphs:
+            static_x = x.clone()
+            side = torch.cuda.Stream(x.device)
+            side.wait_stream(torch.cuda.current_stream(x.device))
+            with torch.cuda.stream(side):  # warm up on a side stream, as capture requires
+                for _ in range(3):
+                    fn(static_x)
+            torch.cuda.current_stream(x.device).wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                static_y = fn(static_x)
+            graphs[key] = (graph, static_x, static_y)
+        graph, static_x, static_y = graphs[key]
+        static_x.copy_(x)
+        graph.replay()
+        return static_y
+
+    return run
+
+
+def torch_forms(model: nn.Module, device: str, *, deploy: bool = True, compile: bool = False,
+                bf16: bool = False) -> dict[str, Callable[[torch.Tensor], Any]]:
+    """The PyTorch forms of one model to time: name -> callable on an NCHW batch.
+
+    ``eager`` is the model as built (fp32). With `deploy`: ``fused+cl`` (BN folded, channels_last, fp32; ``cl``
+    where a BN cannot be folded), with `bf16` the same under bf16 autocast, and on CUDA that form replayed
+    from a CUDA graph (``... graph``). With `compile`: ``compiled``, the deploy form through `torch.compile`
+    (bf16 if `bf16`; on CUDA in "reduce-overhead" mode, which replays the compiled kernels from CUDA graphs).
+    """
+    forms: dict[str, Callable[[torch.Tensor], Any]] = {"eager": model}
+    if not deploy:
+        return forms
+    try:
+        lean, name = fuse_bn(model), "fused+cl"
+    except ValueError:  # a BN that no conv feeds directly (timm's BatchNormAct2d, say): time it unfolded
+        lean, name = copy.deepcopy(model), "cl"
+    lean = lean.to(memory_format=torch.channels_last)
+    fp32 = lambda x: lean(_cl(x))  # noqa: E731
+    forms[name] = fp32
+    cuda = device.startswith("cuda")
+    best = _with_bf16(fp32, "cuda" if cuda else "cpu") if bf16 else fp32
+    if bf16:
+        forms[f"{name} bf16"] = best
+    if cuda:
+        forms[f"{name}{' bf16' if bf16 else ''} graph"] = _cuda_graphed(best)
     if compile:
-        # On CUDA "max-autotune" also captures CUDA graphs; on CPU, inductor's C++/OpenMP kernels.
-        compiled = torch.compile(fused, mode="max-autotune" if device.startswith("cuda") else None)
-        forms["compiled"] = lambda x: compiled(x.contiguous(memory_format=torch.channels_last))
+        compiled = torch.compile(lean, mode="reduce-overhead" if cuda else None)
+        run = lambda x: compiled(_cl(x))  # noqa: E731
+        forms["compiled bf16" if bf16 else "compiled"] = _with_bf16(run, "cuda" if cuda else "cpu") if bf16 else run
     return forms
+
+
+FORM_NAMES = tuple(
+    [f"{base}{bf16}{graph}" for base in ("fused+cl", "cl") for bf16 in ("", " bf16") for graph in ("", " graph")]
+    + ["eager", "compiled", "compiled bf16", "ort-fp32", "ort-int8"]
+)
+
+
+def _check_baseline(baseline: str, models: list[str]) -> None:
+    """Refuse a baseline that no run could measure, before any timing is spent."""
+    model, sep, form = (part.strip() for part in baseline.partition(" / "))
+    if not sep or model not in models or form not in FORM_NAMES:
+        raise ValueError(f"baseline must be 'MODEL / FORM' with MODEL one of {', '.join(models)} and FORM one of "
+                         f"{', '.join(FORM_NAMES)}; got {baseline!r}")
 
 
 def run_bench(
     model_name: str = "ghostnet_100",
     input_size: int = 224,
-    batch_sizes: tuple[int, ...] = (1, 32),
+    batch_sizes: tuple[int, ...] | None = None,
     threads: int | None = None,
     runs: int = 50,
     warmup: int = 10,
@@ -130,77 +204,103 @@ def run_bench(
     peers: bool = True,
     baseline: str | None = None,
     progress: Callable[[str], None] | None = None,
+    bf16: bool | None = None,
 ) -> dict[str, Any]:
-    """Time our model in each form and the peers; returns ``{"machine": ..., "rows": [...]}``.
+    """Time our model in each form and the peers; returns ``{"machine": ..., "rows": [...], "failed": [...]}``.
 
     Args:
         model_name: the registered model to measure in every form.
         input_size: square input resolution.
-        batch_sizes: batch 1 gives the latency; the others give throughput (images/s).
+        batch_sizes: batch 1 gives the latency; the others give throughput (images/s). Default 1 and 32, and
+            256 on CUDA.
         threads: CPU threads for torch and ONNX Runtime (default: all cores).
         runs, warmup: timed and untimed calls per measurement.
         device: ``cpu`` or ``cuda``.
-        compile, onnx, int8, peers: which forms and models to include.
+        compile, onnx, int8, peers: which forms and models to include. ONNX Runtime forms are CPU-only; on
+            CUDA the peers get the same PyTorch deploy forms as ours (BN folded, channels_last, bf16, CUDA
+            graph, compiled), so that they are compared under the same settings.
         baseline: the row the ratios are relative to ("MODEL / FORM"); default timm's GhostNet eager if present.
+        bf16: add bf16-autocast forms (default: on CUDA only).
+
+    A form that fails (a compiler missing, a capture refused) does not end the run: it is listed under
+    "failed" with its error, and the rest are timed.
     """
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} asked for, but CUDA is not available")
     if device != "cpu" and not device.startswith("cuda"):
         raise ValueError(f"device must be cpu or cuda[:N], got {device!r}")
+    cuda = device.startswith("cuda")
+    bf16 = cuda if bf16 is None else bf16
+    if baseline is not None:
+        _check_baseline(baseline, [model_name, *(_peers() if peers else [])])
+    batch_sizes = tuple(batch_sizes or ((1, 32, 256) if cuda else (1, 32)))
     threads = threads or (os.cpu_count() or 1)
     torch.set_num_threads(threads)
     say = progress or (lambda s: None)
     gflops = matmul_gflops(threads, device)
     rows: list[BenchRow] = []
-    tmp = Path(tempfile.mkdtemp(prefix="ghostnet-bench-"))
+    failed: list[dict[str, str]] = []
+
+    def fail(name: str, form: str, e: Exception) -> None:
+        failed.append({"model": name, "form": form, "error": f"{type(e).__name__}: {(str(e).splitlines() or [''])[0]}"})
+        say(f"{name} / {form} failed: {failed[-1]['error']}")
 
     def measure(name: str, form: str, fn: Callable[[np.ndarray | torch.Tensor], Any], macs: int, numpy_input: bool = False) -> None:
         say(f"{name} / {form}")
         throughput: dict[str, float] = {}
         lat: list[float] = []
-        for bs in (1, *[b for b in batch_sizes if b != 1]):
-            x = torch.randn(bs, 3, input_size, input_size, device=device)
-            arg = x.cpu().numpy() if numpy_input else x
-            with torch.inference_mode():
-                times = _time(lambda: fn(arg), runs if bs == 1 else max(3, runs // 5), warmup if bs == 1 else 2, device)
-            if bs == 1:
-                lat = times
-            else:
-                throughput[str(bs)] = bs / statistics.median(times)
+        try:
+            for bs in (1, *[b for b in batch_sizes if b != 1]):
+                x = torch.randn(bs, 3, input_size, input_size, device=device)
+                arg = x.cpu().numpy() if numpy_input else x
+                with torch.inference_mode():
+                    times = _time(lambda: fn(arg), runs if bs == 1 else max(3, runs // 5), warmup if bs == 1 else 2, device)
+                if bs == 1:
+                    lat = times
+                else:
+                    throughput[str(bs)] = bs / statistics.median(times)
+        except Exception as e:  # noqa: BLE001 - one broken form must not lose the others' timings
+            return fail(name, form, e)
         rows.append(BenchRow(name, form, macs, 1000 * statistics.median(lat), 1000 * float(np.percentile(lat, 90)),
                              throughput, 1000 * 2 * macs / (gflops * 1e9)))
 
-    def onnx_forms(name: str, model: nn.Module, macs: int) -> None:
+    def onnx_forms(name: str, model: nn.Module, macs: int, tmp: Path) -> None:
         path = tmp / f"{name.replace(' ', '_')}.onnx"
-        # ours is exported BN-folded (as `ghostnet export --fuse`); peers as they are (ORT folds BN itself)
-        export_model(fuse_bn(model.cpu()) if name == model_name else model.cpu(), path, "onnx", (input_size, input_size), dynamic_batch=True)
-        sess = onnx_session(path, threads)
+        try:  # ours is exported BN-folded (as `ghostnet export --fuse`); peers as they are (ORT folds BN itself)
+            export_model(fuse_bn(model.cpu()) if name == model_name else model.cpu(), path, "onnx", (input_size, input_size), dynamic_batch=True)
+            sess = onnx_session(path, threads)
+        except Exception as e:  # noqa: BLE001
+            return fail(name, "ort-fp32", e)
         measure(name, "ort-fp32", lambda a: sess.run(None, {"input": a}), macs, numpy_input=True)
         if int8 and name == model_name:
-            q = _quantize_random(path, tmp, input_size)
-            qs = onnx_session(q, threads)
+            try:
+                qs = onnx_session(_quantize_random(path, tmp, input_size), threads)
+            except Exception as e:  # noqa: BLE001
+                return fail(name, "ort-int8", e)
             measure(name, "ort-int8", lambda a: qs.run(None, {"input": a}), macs, numpy_input=True)
 
-    ours = create_model(model_name).eval().to(device)
-    macs = profile_model(ours, (input_size, input_size)).macs
-    for form, fn in _forms_for_ours(ours, device, compile).items():
-        measure(model_name, form, fn, macs)
-    if onnx and device == "cpu":
-        onnx_forms(model_name, ours, macs)
-    if peers:
-        for name, build in _peers().items():
-            m = build().eval().to(device)
-            pm = profile_model(m, (input_size, input_size)).macs
-            measure(name, "eager", m, pm)
-            if onnx and device == "cpu":
-                onnx_forms(name, m, pm)
+    with tempfile.TemporaryDirectory(prefix="ghostnet-bench-") as tmp:
+        ours = create_model(model_name).eval().to(device)
+        macs = profile_model(ours, (input_size, input_size)).macs
+        for form, fn in torch_forms(ours, device, compile=compile, bf16=bf16).items():
+            measure(model_name, form, fn, macs)
+        if onnx and not cuda:
+            onnx_forms(model_name, ours, macs, Path(tmp))
+        if peers:
+            for name, build in _peers().items():
+                m = build().eval().to(device)
+                pm = profile_model(m, (input_size, input_size)).macs
+                for form, fn in torch_forms(m, device, deploy=cuda, compile=compile and cuda, bf16=bf16).items():
+                    measure(name, form, fn, pm)
+                if onnx and not cuda:
+                    onnx_forms(name, m, pm, Path(tmp))
 
     base = baseline or ("timm ghostnet_100 / eager" if any(r.model == "timm ghostnet_100" for r in rows) else f"{model_name} / eager")
     ref = next((r for r in rows if f"{r.model} / {r.form}" == base), None)
-    if ref is None:
-        raise ValueError(f"baseline {base!r} was not measured; rows: {', '.join(f'{r.model} / {r.form}' for r in rows)}")
+    if ref is None:  # it failed, or this configuration does not make that form: keep the timings, drop the ratios
+        say(f"baseline {base} was not measured: no ratios")
     for r in rows:
-        r.ratio = r.latency_ms / ref.latency_ms
+        r.ratio = None if ref is None else r.latency_ms / ref.latency_ms
     machine = {
         "cpu": platform.processor() or platform.machine(),
         "cores": os.cpu_count(),
@@ -211,7 +311,7 @@ def run_bench(
         "input_size": input_size,
         "runs": runs,
     }
-    return {"machine": machine, "baseline": base, "rows": [asdict(r) for r in rows]}
+    return {"machine": machine, "baseline": base, "rows": [asdict(r) for r in rows], "failed": failed}
 
 
 def _quantize_random(fp32: Path, tmp: Path, size: int) -> Path:
@@ -238,22 +338,28 @@ def _quantize_random(fp32: Path, tmp: Path, size: int) -> Path:
 
 
 def format_bench(result: dict[str, Any]) -> str:
-    """The benchmark as a table, ratios against the baseline."""
+    """The benchmark as a table, ratios against the baseline, then any forms that failed."""
     m = result["machine"]
     bs = sorted({k for r in result["rows"] for k in r["throughput"]}, key=int)
-    head = f"{'model':<24} {'form':<14} {'MACs':>8} {'lat. ms':>8} {'p90 ms':>8} {'floor ms':>8} {'x base':>7}" + "".join(f" {'img/s@' + b:>11}" for b in bs)
+    fw = max([14, *(len(r["form"]) for r in result["rows"])])
+    head = f"{'model':<24} {'form':<{fw}} {'MACs':>8} {'lat. ms':>8} {'p90 ms':>8} {'floor ms':>8} {'x base':>7}" + "".join(f" {'img/s@' + b:>11}" for b in bs)
+    measured = any(r["ratio"] is not None for r in result["rows"])
     lines = [
         f"{m['device']} ({m['cpu']}, {m['threads']} threads), torch {m['torch']}, fp32 matmul {m['matmul_gflops']} GFLOP/s, "
-        f"input {m['input_size']}x{m['input_size']}, {m['runs']} runs; ratios vs {result['baseline']}",
+        f"input {m['input_size']}x{m['input_size']}, {m['runs']} runs; "
+        + (f"ratios vs {result['baseline']}" if measured else f"no ratios: the baseline {result['baseline']} was not measured"),
         head,
         "-" * len(head),
     ]
     for r in result["rows"]:
         tp = "".join(f" {r['throughput'].get(b, float('nan')):>11.1f}" for b in bs)
+        ratio = f"{r['ratio']:>7.2f}" if r["ratio"] is not None else f"{'-':>7}"
         lines.append(
-            f"{r['model']:<24} {r['form']:<14} {r['macs'] / 1e6:>7.0f}M {r['latency_ms']:>8.2f} {r['latency_p90_ms']:>8.2f} "
-            f"{r['floor_ms']:>8.2f} {r['ratio']:>7.2f}{tp}"
+            f"{r['model']:<24} {r['form']:<{fw}} {r['macs'] / 1e6:>7.0f}M {r['latency_ms']:>8.2f} {r['latency_p90_ms']:>8.2f} "
+            f"{r['floor_ms']:>8.2f} {ratio}{tp}"
         )
+    for f in result.get("failed", []):
+        lines.append(f"failed: {f['model']} / {f['form']}: {f['error']}")
     return "\n".join(lines)
 
 

@@ -108,21 +108,28 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from ..bench import format_bench, run_bench
+    from ..deploy import check_output_path
 
     quick = args.quick
     try:
+        for out in (args.output, args.plot):
+            if out:
+                check_output_path(out)  # before the run, not after it
         result = run_bench(
-            args.model, args.input_size or (64 if quick else 224), tuple(args.batch_sizes or ([1, 4] if quick else [1, 32])),
+            args.model, args.input_size or (64 if quick else 224), tuple(args.batch_sizes or ([1, 4] if quick else [])),
             args.threads, args.runs or (3 if quick else 50), 1 if quick else 10, args.device,
             compile=args.compile, onnx=not args.no_onnx, int8=not args.no_int8, peers=not args.no_peers,
             baseline=args.baseline, progress=None if args.json else (lambda s: print(f"  timing {s}", file=sys.stderr)),
+            bf16=args.bf16,
         )
     except ValueError as e:
         raise UsageError(str(e)) from None
     if args.output:
         from pathlib import Path
 
-        Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
+        from ..runs import write_text
+
+        write_text(Path(args.output), json.dumps(result, indent=2) + "\n")
     if args.plot:
         from ..bench import plot_bench
 
@@ -180,11 +187,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--model", default="ghostnet_100")
     p.add_argument("--input-size", type=positive_int)
-    p.add_argument("--batch-sizes", type=positive_int, nargs="+", help="default 1 32 (1 gives latency)")
+    p.add_argument("--batch-sizes", type=positive_int, nargs="+", help="default 1 32, and 256 on CUDA (1 gives latency)")
     p.add_argument("--threads", type=positive_int, help="default: all cores")
     p.add_argument("--runs", type=positive_int, help="timed runs at batch 1 (default 50)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--compile", action="store_true", help="include torch.compile (slow to compile on CPU)")
+    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
+                   help="add bf16-autocast forms (default: on CUDA only)")
     p.add_argument("--no-onnx", action="store_true")
     p.add_argument("--no-int8", action="store_true")
     p.add_argument("--no-peers", action="store_true")
