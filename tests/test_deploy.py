@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -135,7 +136,7 @@ def test_cli_export(tmp_path, capsys):
     assert e.value.code == 2
 
 
-def test_quantize_a_trained_checkpoint(tmp_path, capsys):
+def test_quantize_a_trained_checkpoint(tmp_path, capsys, monkeypatch):
     pytest.importorskip("onnxruntime")
     write_cifar(tmp_path / "data", n_train=80, n_test=20)
     assert main(["train", "--dataset", "cifar10", "--data-dir", str(tmp_path / "data"), "--output-dir", str(tmp_path / "runs"),
@@ -154,6 +155,18 @@ def test_quantize_a_trained_checkpoint(tmp_path, capsys):
     weight_producers = {o: n.op_type for n in nodes for o in n.output}
     assert weight_producers.get(first_conv.input[1]) != "DequantizeLinear"  # the stem's weights stayed fp32
     assert sum(weight_producers.get(n.input[1]) == "DequantizeLinear" for n in nodes if n.op_type == "Conv") > 10
+
+    # a run that breaks half-way (here: the quantizer, after writing part of its file) leaves nothing behind
+    import onnxruntime.quantization as ortq
+
+    def breaks(model_input, model_output, *a, **kw):
+        Path(model_output).write_bytes(b"half an onnx file")
+        raise RuntimeError("interrupted")
+
+    monkeypatch.setattr(ortq, "quantize_static", breaks)
+    with pytest.raises(RuntimeError, match="interrupted"):
+        main(["quantize", str(tmp_path / "runs" / "q" / "best.pth"), "--output", str(tmp_path / "again.int8.onnx")])
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith((".again", "again"))) == []
 
 
 def test_bench_quick_end_to_end(tmp_path, capsys):

@@ -18,7 +18,7 @@ import torch
 
 from .deploy import export_model, fuse_bn, onnx_session
 
-__all__ = ["QuantizeReport", "quantize_checkpoint", "evaluate_onnx", "onnx_latency"]
+__all__ = ["QuantizeReport", "CheckpointData", "checkpoint_data", "quantize_checkpoint", "evaluate_onnx", "onnx_latency"]
 
 
 @dataclass
@@ -110,6 +110,35 @@ def fp32_nodes(onnx_path: str | os.PathLike, keep: tuple[str, ...]) -> list[str]
     return names
 
 
+@dataclass
+class CheckpointData:
+    """A trained checkpoint's model with its own dataset: calibration images (training split, no augmentation,
+    in file order) and the test split, preprocessed as in training."""
+
+    model: torch.nn.Module
+    in_chans: int
+    data: Any
+    calibration: Any
+    test: Any
+
+
+def checkpoint_data(checkpoint: str | os.PathLike, data_dir: str | None = None) -> CheckpointData:
+    """Load one of our checkpoints (eval mode) and the loaders of the dataset it was trained on."""
+    from .config import TrainConfig
+    from .data import load_dataset
+    from .inference import load_model
+    from .train import Dist, build_loaders
+
+    model, prep, trained = load_model(checkpoint)
+    if not trained.get("dataset"):
+        raise ValueError(f"{checkpoint} does not say which dataset it was trained on; quantize needs one of ours")
+    data = load_dataset(trained["dataset"], data_dir or trained.get("data_dir"), False, trained.get("image_size"))
+    cfg = TrainConfig(dataset=data.name, batch_size=32, eval_batch_size=256)
+    train_loader, test_loader = build_loaders(cfg, data, Dist(), torch.device("cpu"), prep.in_chans)
+    train_loader.train = False  # calibration images: no augmentation, in file order
+    return CheckpointData(model.eval(), prep.in_chans, data, train_loader, test_loader)
+
+
 def quantize_checkpoint(
     checkpoint: str | os.PathLike,
     output: str | os.PathLike,
@@ -136,11 +165,6 @@ def quantize_checkpoint(
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from .config import TrainConfig
-    from .data import load_dataset
-    from .inference import load_model
-    from .train import Dist, build_loaders
-
     if unknown := [k for k in keep_fp32 if k not in KEEPABLE]:
         raise ValueError(f"keep_fp32 takes {', '.join(KEEPABLE)}, not {', '.join(unknown)}")
     if calibration not in CALIBRATIONS:
@@ -151,26 +175,28 @@ def quantize_checkpoint(
     fp32_path = output.with_name(output.name.removesuffix(".onnx") + ".fp32.onnx")
     if fp32_path.exists():
         raise ValueError(f"{fp32_path} exists; remove it or choose another --output")
-    model, prep, trained = load_model(checkpoint)
-    if not trained.get("dataset"):
-        raise ValueError(f"{checkpoint} does not say which dataset it was trained on; quantize needs one of ours")
-    data = load_dataset(trained["dataset"], data_dir or trained.get("data_dir"), False, trained.get("image_size"))
-    cfg = TrainConfig(dataset=data.name, batch_size=32, eval_batch_size=256)
-    train_loader, test_loader = build_loaders(cfg, data, Dist(), torch.device("cpu"), prep.in_chans)
-    train_loader.train = False  # calibration images: no augmentation, in file order
-    hw = (data.image_size, data.image_size)
-    export_model(fuse_bn(model), fp32_path, "onnx", hw, prep.in_chans, dynamic_batch=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        pre = Path(tmp) / "pre.onnx"
-        quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
-        method = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile, "entropy": CalibrationMethod.Entropy}
-        quantize_static(
-            str(pre), str(output), _Calibration(train_loader, "input", calibration_images),
-            quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8, calibrate_method=method[calibration], nodes_to_exclude=fp32_nodes(pre, tuple(keep_fp32)),
-        )
+    d = checkpoint_data(checkpoint, data_dir)
+    hw = (d.data.image_size, d.data.image_size)
+    export_model(fuse_bn(d.model), fp32_path, "onnx", hw, d.in_chans, dynamic_batch=True)
+    out = output.with_name(f".{output.name}.tmp")
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            pre = Path(tmp) / "pre.onnx"
+            quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
+            method = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile, "entropy": CalibrationMethod.Entropy}
+            quantize_static(
+                str(pre), str(out), _Calibration(d.calibration, "input", calibration_images),
+                quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8, calibrate_method=method[calibration], nodes_to_exclude=fp32_nodes(pre, tuple(keep_fp32)),
+            )
+            os.replace(out, output)  # whole or not at all: a failed run leaves no int8 file behind
+    except BaseException:
+        out.unlink(missing_ok=True)
+        fp32_path.unlink(missing_ok=True)  # nor its fp32 half, which would block the next try
+        raise
     fp32, int8 = onnx_session(fp32_path, threads), onnx_session(output, threads)
-    shape = (1, prep.in_chans, *hw)
+    shape = (1, d.in_chans, *hw)
+    test_loader, data = d.test, d.data
     return QuantizeReport(
         str(fp32_path), str(output), data.name, calibration_images,
         evaluate_onnx(fp32, test_loader), evaluate_onnx(int8, test_loader),

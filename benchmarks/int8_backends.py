@@ -1,0 +1,153 @@
+"""int8 post-training quantization: ONNX Runtime's static quantizer against torch.ao's (FX graph mode, x86
+backend), same calibration, same layers kept in fp32, measured in one run.
+
+Accuracy: a trained checkpoint of ours, calibrated on its own training images and scored on its test split.
+Speed: ghostnet_100 at 224x224 (random weights, random calibration: right for timing only), batch-1 median
+latency and batch-32 throughput, fp32 and int8 in each runtime, interleaved.
+
+    python benchmarks/int8_backends.py --checkpoint runs/fmnist-cpu-8ep/best.pth --threads 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import platform
+import statistics
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from ghostnet import create_model
+from ghostnet.deploy import export_model, fuse_bn, onnx_session
+from ghostnet.quantize import KEEPABLE, checkpoint_data, evaluate_onnx, fp32_nodes
+
+
+def torch_ao_int8(model: torch.nn.Module, batches, example: torch.Tensor) -> torch.nn.Module:
+    """torch.ao FX-mode static int8 (x86 backend: per-channel weights, fbgemm/oneDNN kernels), stem and
+    classifier kept fp32 as `ghostnet quantize` keeps them."""
+    from torch.ao.quantization import get_default_qconfig_mapping
+    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+
+    torch.backends.quantized.engine = "x86"
+    qmap = get_default_qconfig_mapping("x86").set_module_name("conv_stem", None).set_module_name("classifier", None)
+    with warnings.catch_warnings():  # FX-mode quantization is deprecated in favour of torchao's PT2E flow
+        warnings.simplefilter("ignore")
+        prepared = prepare_fx(copy.deepcopy(model).eval(), qmap, (example,))
+        with torch.no_grad():
+            for x in batches:
+                prepared(x)
+        return convert_fx(prepared)
+
+
+def ort_int8(fp32_path: Path, batches, out: Path) -> Path:
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Feed:
+        def __init__(self) -> None:
+            self.it = iter(batches)
+
+        def get_next(self):
+            x = next(self.it, None)
+            return None if x is None else {"input": x.numpy()}
+
+    pre = out.with_name("pre.onnx")
+    quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
+    quantize_static(str(pre), str(out), Feed(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
+                    nodes_to_exclude=fp32_nodes(pre, KEEPABLE))
+    return out
+
+
+def torch_top1(model: torch.nn.Module, loader) -> float:
+    correct = total = 0
+    with torch.inference_mode():
+        for x, y in loader.batches():
+            correct += int((model(x).argmax(1) == y).sum())
+            total += len(y)
+    return 100.0 * correct / max(1, total)
+
+
+def calibration_batches(loader, limit: int) -> list[torch.Tensor]:
+    out, n = [], 0
+    for x, _ in loader.batches():
+        out.append(x[: limit - n])
+        n += len(out[-1])
+        if n >= limit:
+            break
+    return out
+
+
+def timings(fns: dict[str, tuple[Callable, bool]], batch: int, size: int, runs: int) -> dict[str, float]:
+    """Median seconds per call of each function, interleaved round by round so drift hits all alike."""
+    x = torch.randn(batch, 3, size, size)
+    xn = x.numpy()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    with torch.inference_mode():
+        for name, (fn, numpy) in fns.items():
+            for _ in range(3 if batch == 1 else 1):
+                fn(xn if numpy else x)
+        for _ in range(runs):
+            for name, (fn, numpy) in fns.items():
+                t = time.perf_counter()
+                fn(xn if numpy else x)
+                times[name].append(time.perf_counter() - t)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--checkpoint", help="a trained checkpoint of ours, for the accuracy rows (left out without it)")
+    ap.add_argument("--data-dir")
+    ap.add_argument("--calibration-images", type=int, default=512)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--runs", type=int, default=30, help="timed calls per form at batch 1 (a fifth of it at batch 32)")
+    ap.add_argument("--input-size", type=int, default=224)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"{platform.processor() or platform.machine()}, {args.threads} thread(s), torch {torch.__version__}")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        if args.checkpoint:
+            d = checkpoint_data(args.checkpoint, args.data_dir)
+            calib = calibration_batches(d.calibration, args.calibration_images)
+            hw = (d.data.image_size, d.data.image_size)
+            export_model(fuse_bn(d.model), tmp / "acc.onnx", "onnx", hw, d.in_chans, dynamic_batch=True)
+            q_ort = onnx_session(ort_int8(tmp / "acc.onnx", calib, tmp / "acc.int8.onnx"), args.threads)
+            q_ao = torch_ao_int8(d.model, calib, calib[0][:1])
+            fp32 = torch_top1(d.model, d.test)
+            print(f"\naccuracy, {d.data.name} test split, calibrated on {sum(len(b) for b in calib)} training images:")
+            print(f"  fp32 (PyTorch)          {fp32:6.2f}%")
+            for name, top1 in (("int8 ONNX Runtime", evaluate_onnx(q_ort, d.test)), ("int8 torch.ao x86", torch_top1(q_ao, d.test))):
+                print(f"  {name:<23} {top1:6.2f}%   drop {fp32 - top1:5.2f}")
+
+        size = args.input_size
+        model = create_model("ghostnet_100").eval()
+        calib = [torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(i)) for i in range(4)]
+        export_model(fuse_bn(model), tmp / "speed.onnx", "onnx", (size, size), dynamic_batch=True)
+        ort32 = onnx_session(tmp / "speed.onnx", args.threads)
+        ort8 = onnx_session(ort_int8(tmp / "speed.onnx", calib, tmp / "speed.int8.onnx"), args.threads)
+        ao8 = torch_ao_int8(model, calib, calib[0])
+        fused = fuse_bn(model).to(memory_format=torch.channels_last)
+        fns = {
+            "PyTorch fp32 (BN folded, channels_last)": (lambda x: fused(x.contiguous(memory_format=torch.channels_last)), False),
+            "torch.ao int8 (x86)": (ao8, False),
+            "ONNX Runtime fp32": (lambda a: ort32.run(None, {"input": a}), True),
+            "ONNX Runtime int8": (lambda a: ort8.run(None, {"input": a}), True),
+        }
+        lat = timings(fns, 1, size, args.runs)
+        tput = timings(fns, 32, size, max(3, args.runs // 5))
+        print(f"\nspeed, ghostnet_100 at {size}x{size}:")
+        print(f"  {'form':<40} {'batch-1 ms':>10} {'img/s @32':>10}")
+        for k in fns:
+            print(f"  {k:<40} {1000 * lat[k]:>10.2f} {32 / tput[k]:>10.1f}")
+
+
+if __name__ == "__main__":
+    main()
