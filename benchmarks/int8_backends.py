@@ -109,6 +109,8 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=30, help="timed calls per form at batch 1 (a fifth of it at batch 32)")
     ap.add_argument("--input-size", type=int, default=224)
     args = ap.parse_args()
+    # torch.ao's quantized cat requantizes when its inputs' scales differ (the two Ghost halves); it warns each call
+    warnings.filterwarnings("ignore", message="All inputs of this cat operator")
     torch.set_num_threads(args.threads)
     print(f"{platform.processor() or platform.machine()}, {args.threads} thread(s), torch {torch.__version__}")
 
