@@ -126,7 +126,9 @@ def main() -> None:
             fp32 = torch_top1(d.model, d.test)
             print(f"\naccuracy, {d.data.name} test split, calibrated on {sum(len(b) for b in calib)} training images:")
             print(f"  fp32 (PyTorch)          {fp32:6.2f}%")
-            for name, top1 in (("int8 ONNX Runtime", evaluate_onnx(q_ort, d.test)), ("int8 torch.ao x86", torch_top1(q_ao, d.test))):
+            ort32 = onnx_session(tmp / "acc.onnx", args.threads)
+            for name, top1 in (("fp32 ONNX Runtime", evaluate_onnx(ort32, d.test)), ("int8 ONNX Runtime", evaluate_onnx(q_ort, d.test)),
+                               ("int8 torch.ao x86", torch_top1(q_ao, d.test))):
                 print(f"  {name:<23} {top1:6.2f}%   drop {fp32 - top1:5.2f}")
 
         size = args.input_size
