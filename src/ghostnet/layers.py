@@ -136,6 +136,8 @@ class GhostModule(nn.Module):
             return x1
         x2 = self.cheap_operation(x1)  # (B, m(s-1), H', W') ghost maps
         out = torch.cat([x1, x2], dim=1)  # (B, m s, H', W')
+        if self.init_channels * self.ratio == self.out_channels:
+            return out  # nothing to trim: no Slice node in an export (a copy per module in ONNX Runtime)
         return out[:, : self.out_channels]  # (B, n, H', W')
 
 
