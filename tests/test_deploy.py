@@ -256,3 +256,22 @@ def test_bench_keeps_going_past_a_broken_form(tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit) as e:
         main(["bench", "--quick", "--no-onnx", "--no-peers", "--baseline", "ghostnet_100 eager"])
     assert e.value.code == 2 and "MODEL / FORM" in capsys.readouterr().err
+
+
+def test_bench_interleaves_the_forms(monkeypatch):
+    """Each round times every form once, so drift on a shared machine falls on all forms alike."""
+    import ghostnet.bench as bench
+
+    real, calls = bench.torch_forms, []
+
+    def logged(model, device, **kw):
+        def log(name, fn):
+            return lambda x: (calls.append(name), fn(x))[1]
+
+        return {name: log(name, fn) for name, fn in real(model, device, **kw).items()}
+
+    monkeypatch.setattr(bench, "torch_forms", logged)
+    result = bench.run_bench("ghostnet_small_050", 32, (1, 4), threads=1, runs=2, warmup=1, compile=False, onnx=False, peers=False)
+    e, f = "eager", "fused+cl"
+    assert calls == [e, f] + [e, f] * 2 + [e, e, f, f] + [e, f] * 3  # batch 1: warm-up, 2 rounds; batch 4: warm-up x2, 3 rounds
+    assert [r["form"] for r in result["rows"]] == [e, f] and result["rows"][0]["ratio"] == 1.0

@@ -63,25 +63,27 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def _time(fn: Callable[[], Any], runs: int, warmup: int, device: str) -> list[float]:
-    """Wall times (s) of `runs` calls after `warmup` calls; CUDA events on GPU."""
-    for _ in range(warmup):
+def _time_once(fn: Callable[[], Any], device: str) -> float:
+    """Seconds one call of `fn` takes: wall time on the CPU, CUDA events (then a sync) on a GPU."""
+    if device.startswith("cuda"):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
         fn()
-    _sync(device)
-    times = []
-    for _ in range(runs):
-        if device.startswith("cuda"):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            torch.cuda.synchronize()
-            times.append(start.elapsed_time(end) / 1000)
-        else:
-            t = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t)
-    return times
+        end.record()
+        torch.cuda.synchronize()
+        return start.elapsed_time(end) / 1000
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+@dataclass
+class _Entry:
+    model: str
+    form: str
+    fn: Callable[[Any], Any]
+    macs: int
+    numpy_input: bool
 
 
 def _peers() -> dict[str, Callable[[], nn.Module]]:
@@ -245,24 +247,36 @@ def run_bench(
         failed.append({"model": name, "form": form, "error": f"{type(e).__name__}: {(str(e).splitlines() or [''])[0]}"})
         say(f"{name} / {form} failed: {failed[-1]['error']}")
 
-    def measure(name: str, form: str, fn: Callable[[np.ndarray | torch.Tensor], Any], macs: int, numpy_input: bool = False) -> None:
-        say(f"{name} / {form}")
-        throughput: dict[str, float] = {}
-        lat: list[float] = []
-        try:
-            for bs in (1, *[b for b in batch_sizes if b != 1]):
-                x = torch.randn(bs, 3, input_size, input_size, device=device)
-                arg = x.cpu().numpy() if numpy_input else x
-                with torch.inference_mode():
-                    times = _time(lambda: fn(arg), runs if bs == 1 else max(3, runs // 5), warmup if bs == 1 else 2, device)
-                if bs == 1:
-                    lat = times
-                else:
-                    throughput[str(bs)] = bs / statistics.median(times)
-        except Exception as e:  # noqa: BLE001 - one broken form must not lose the others' timings
-            return fail(name, form, e)
-        rows.append(BenchRow(name, form, macs, 1000 * statistics.median(lat), 1000 * float(np.percentile(lat, 90)),
-                             throughput, 1000 * 2 * macs / (gflops * 1e9)))
+    entries: list[_Entry] = []
+
+    def measure(name: str, form: str, fn: Callable[[Any], Any], macs: int, numpy_input: bool = False) -> None:
+        entries.append(_Entry(name, form, fn, macs, numpy_input))
+
+    def timed_rounds(bs: int, rounds: int, warm: int) -> dict[int, list[float]]:
+        """Every live form timed once per round, round after round, so that a machine's drift (another
+        process, clock changes) falls on all forms alike; a form that raises is dropped and listed."""
+        x = torch.randn(bs, 3, input_size, input_size, device=device)
+        args = {False: x, True: x.cpu().numpy()}
+        times: dict[int, list[float]] = {id(e): [] for e in entries}
+        with torch.inference_mode():
+            for e in list(entries):
+                say(f"{e.model} / {e.form}: warming up at batch {bs}")
+                try:
+                    for _ in range(warm):
+                        e.fn(args[e.numpy_input])
+                    _sync(device)
+                except Exception as err:  # noqa: BLE001 - one broken form must not lose the others' timings
+                    fail(e.model, e.form, err)
+                    entries.remove(e)
+            say(f"batch {bs}: {rounds} rounds over {len(entries)} forms")
+            for _ in range(rounds):
+                for e in list(entries):
+                    try:
+                        times[id(e)].append(_time_once(lambda: e.fn(args[e.numpy_input]), device))
+                    except Exception as err:  # noqa: BLE001
+                        fail(e.model, e.form, err)
+                        entries.remove(e)
+        return times
 
     def onnx_forms(name: str, model: nn.Module, macs: int, tmp: Path) -> None:
         path = tmp / f"{name.replace(' ', '_')}.onnx"
@@ -294,6 +308,14 @@ def run_bench(
                     measure(name, form, fn, pm)
                 if onnx and not cuda:
                     onnx_forms(name, m, pm, Path(tmp))
+
+        latency = timed_rounds(1, runs, warmup)
+        throughput = {bs: timed_rounds(bs, max(3, runs // 5), 2) for bs in batch_sizes if bs != 1}
+    for e in entries:
+        lat = latency[id(e)]
+        rows.append(BenchRow(e.model, e.form, e.macs, 1000 * statistics.median(lat), 1000 * float(np.percentile(lat, 90)),
+                             {str(bs): bs / statistics.median(t[id(e)]) for bs, t in throughput.items()},
+                             1000 * 2 * e.macs / (gflops * 1e9)))
 
     base = baseline or ("timm ghostnet_100 / eager" if any(r.model == "timm ghostnet_100" for r in rows) else f"{model_name} / eager")
     ref = next((r for r in rows if f"{r.model} / {r.form}" == base), None)
