@@ -273,5 +273,6 @@ def test_bench_interleaves_the_forms(monkeypatch):
     monkeypatch.setattr(bench, "torch_forms", logged)
     result = bench.run_bench("ghostnet_small_050", 32, (1, 4), threads=1, runs=2, warmup=1, compile=False, onnx=False, peers=False)
     e, f = "eager", "fused+cl"
-    assert calls == [e, f] + [e, f] * 2 + [e, e, f, f] + [e, f] * 3  # batch 1: warm-up, 2 rounds; batch 4: warm-up x2, 3 rounds
+    # batch 1: warm-up, then one round of 2 settling + 3 timed calls each; batch 4: warm-up x2, 3 rounds of 1 + 1
+    assert calls == [e, f] + [e] * 5 + [f] * 5 + [e, e, f, f] + [e, e, f, f] * 3
     assert [r["form"] for r in result["rows"]] == [e, f] and result["rows"][0]["ratio"] == 1.0

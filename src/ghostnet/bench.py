@@ -9,6 +9,7 @@ efficient kernel library would need.
 from __future__ import annotations
 
 import copy
+import math
 import os
 import platform
 import statistics
@@ -252,30 +253,38 @@ def run_bench(
     def measure(name: str, form: str, fn: Callable[[Any], Any], macs: int, numpy_input: bool = False) -> None:
         entries.append(_Entry(name, form, fn, macs, numpy_input))
 
-    def timed_rounds(bs: int, rounds: int, warm: int) -> dict[int, list[float]]:
-        """Every live form timed once per round, round after round, so that a machine's drift (another
-        process, clock changes) falls on all forms alike; a form that raises is dropped and listed."""
+    def timed_rounds(bs: int, total: int, per_round: int, settle: int, warm: int) -> dict[int, list[float]]:
+        """Round after round, every live form gets `settle` untimed calls, then `per_round` timed ones, until
+        each has `total` timings: a machine's drift (another process, clock changes) falls on all forms alike,
+        and the settling calls absorb the switch between runtimes (ONNX Runtime's and OpenMP's worker threads
+        spin for a while after a call and slow whatever runs next). A form that raises is dropped and listed."""
         x = torch.randn(bs, 3, input_size, input_size, device=device)
         args = {False: x, True: x.cpu().numpy()}
         times: dict[int, list[float]] = {id(e): [] for e in entries}
+
+        def call(e: _Entry, n: int, timed: bool) -> bool:
+            try:
+                for _ in range(n):
+                    if timed:
+                        times[id(e)].append(_time_once(lambda: e.fn(args[e.numpy_input]), device))
+                    else:
+                        e.fn(args[e.numpy_input])
+                _sync(device)
+                return True
+            except Exception as err:  # noqa: BLE001 - one broken form must not lose the others' timings
+                fail(e.model, e.form, err)
+                entries.remove(e)
+                return False
+
         with torch.inference_mode():
             for e in list(entries):
                 say(f"{e.model} / {e.form}: warming up at batch {bs}")
-                try:
-                    for _ in range(warm):
-                        e.fn(args[e.numpy_input])
-                    _sync(device)
-                except Exception as err:  # noqa: BLE001 - one broken form must not lose the others' timings
-                    fail(e.model, e.form, err)
-                    entries.remove(e)
-            say(f"batch {bs}: {rounds} rounds over {len(entries)} forms")
-            for _ in range(rounds):
+                call(e, warm, timed=False)
+            say(f"batch {bs}: {total} timed calls of each of {len(entries)} forms, {per_round} a round")
+            for _ in range(math.ceil(total / per_round)):
                 for e in list(entries):
-                    try:
-                        times[id(e)].append(_time_once(lambda: e.fn(args[e.numpy_input]), device))
-                    except Exception as err:  # noqa: BLE001
-                        fail(e.model, e.form, err)
-                        entries.remove(e)
+                    if call(e, settle, timed=False):
+                        call(e, per_round, timed=True)
         return times
 
     def onnx_forms(name: str, model: nn.Module, macs: int, tmp: Path) -> None:
@@ -309,8 +318,8 @@ def run_bench(
                 if onnx and not cuda:
                     onnx_forms(name, m, pm, Path(tmp))
 
-        latency = timed_rounds(1, runs, warmup)
-        throughput = {bs: timed_rounds(bs, max(3, runs // 5), 2) for bs in batch_sizes if bs != 1}
+        latency = timed_rounds(1, runs, per_round=3, settle=2, warm=warmup)
+        throughput = {bs: timed_rounds(bs, max(3, runs // 5), per_round=1, settle=1, warm=2) for bs in batch_sizes if bs != 1}
     for e in entries:
         lat = latency[id(e)]
         rows.append(BenchRow(e.model, e.form, e.macs, 1000 * statistics.median(lat), 1000 * float(np.percentile(lat, 90)),
