@@ -400,6 +400,7 @@ def plot_bench(result: dict[str, Any], path: str | Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
 
     fig, ax = plt.subplots(figsize=(8.5, 5.2), constrained_layout=True)
     forms = sorted({r["form"] for r in result["rows"]})
@@ -414,8 +415,12 @@ def plot_bench(result: dict[str, Any], path: str | Path) -> Path:
     for f in forms:
         ax.scatter([], [], marker="o", color=colours(forms.index(f)), label=f)
     m = result["machine"]
-    ax.set(xlabel="MACs (M)", ylabel="batch-1 latency (ms, log scale)", yscale="log",
-           title=f"{m['device']} / {m['cpu']}, {m['threads']} threads, input {m['input_size']}x{m['input_size']}")
+    ax.set(xlabel="MACs (M, log scale)", ylabel="batch-1 latency (ms, log scale)", xscale="log", yscale="log",
+           title=f"{m['device']} / {m['cpu']}, {m['threads']} thread{'s' if m['threads'] != 1 else ''}, "
+                 f"input {m['input_size']}x{m['input_size']}")
+    for axis in (ax.xaxis, ax.yaxis):  # plain numbers, not powers of ten
+        axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        axis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if f"{v:g}"[0] in "25" else ""))  # 2s and 5s
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8, ncol=2, loc="best")
     path = Path(path)
