@@ -187,6 +187,10 @@ def test_bench_quick_end_to_end(tmp_path, capsys):
     assert len(base) == 1 and base[0]["ratio"] == 1.0
     assert all(r["latency_ms"] > 0 and r["floor_ms"] > 0 and r["throughput"]["4"] > 0 for r in result["rows"])
     assert "x base" in table and result["machine"]["matmul_gflops"] > 0 and result["failed"] == []
+    from ghostnet.bench import planned_forms
+
+    for r in result["rows"]:  # what the baseline check takes as planned is what was timed
+        assert r["form"] in planned_forms(r["model"] == "ghostnet_100", "cpu", False, False, True, True)
     with pytest.raises(SystemExit) as e:
         main(["bench", "--quick", "--no-onnx", "--no-peers", "--baseline", "nope / eager"])
     assert e.value.code == 2
@@ -256,6 +260,9 @@ def test_bench_keeps_going_past_a_broken_form(tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit) as e:
         main(["bench", "--quick", "--no-onnx", "--no-peers", "--baseline", "ghostnet_100 eager"])
     assert e.value.code == 2 and "MODEL / FORM" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:  # a peer is timed on the CPU in eager and ONNX Runtime only
+        main(["bench", "--quick", "--no-onnx", "--baseline", "tv resnet18 / fused+cl"])
+    assert e.value.code == 2 and "does not time tv resnet18 as 'fused+cl'; its forms: eager" in capsys.readouterr().err
 
 
 def test_bench_interleaves_the_forms(monkeypatch):

@@ -28,7 +28,7 @@ from .deploy import export_model, fuse_bn, onnx_session
 from .models import create_model
 from .profile import profile_model
 
-__all__ = ["BenchRow", "run_bench", "torch_forms", "format_bench", "plot_bench", "matmul_gflops"]
+__all__ = ["BenchRow", "run_bench", "torch_forms", "planned_forms", "format_bench", "plot_bench", "matmul_gflops"]
 
 
 @dataclass
@@ -179,18 +179,31 @@ def torch_forms(model: nn.Module, device: str, *, deploy: bool = True, compile: 
     return forms
 
 
-FORM_NAMES = tuple(
-    [f"{base}{bf16}{graph}" for base in ("fused+cl", "cl") for bf16 in ("", " bf16") for graph in ("", " graph")]
-    + ["eager", "compiled", "compiled bf16", "ort-fp32", "ort-int8"]
-)
+def planned_forms(ours: bool, device: str, compile: bool, bf16: bool, onnx: bool, int8: bool) -> set[str]:
+    """The form names a run will time for one model (ours or a peer), as `torch_forms` and the ONNX Runtime
+    forms name them; both ``fused+cl`` and ``cl`` are listed, since which one a model gets is known only
+    once its BN folding has been tried."""
+    cuda = device.startswith("cuda")
+    forms = {"eager"}
+    if ours or cuda:
+        for base in ("fused+cl", "cl"):
+            forms |= {base, f"{base} bf16"} if bf16 else {base}
+            if cuda:
+                forms.add(f"{base}{' bf16' if bf16 else ''} graph")
+        if compile:
+            forms.add("compiled bf16" if bf16 else "compiled")
+    if onnx and not cuda:
+        forms |= {"ort-fp32", "ort-int8"} if ours and int8 else {"ort-fp32"}
+    return forms
 
 
-def _check_baseline(baseline: str, models: list[str]) -> None:
-    """Refuse a baseline that no run could measure, before any timing is spent."""
+def _check_baseline(baseline: str, plan: dict[str, set[str]]) -> None:
+    """Refuse a baseline that this run will not measure, before any timing is spent."""
     model, sep, form = (part.strip() for part in baseline.partition(" / "))
-    if not sep or model not in models or form not in FORM_NAMES:
-        raise ValueError(f"baseline must be 'MODEL / FORM' with MODEL one of {', '.join(models)} and FORM one of "
-                         f"{', '.join(FORM_NAMES)}; got {baseline!r}")
+    if not sep or model not in plan:
+        raise ValueError(f"baseline must be 'MODEL / FORM' with MODEL one of {', '.join(plan)}; got {baseline!r}")
+    if form not in plan[model]:
+        raise ValueError(f"this run does not time {model} as {form!r}; its forms: {', '.join(sorted(plan[model]))}")
 
 
 def run_bench(
@@ -235,7 +248,9 @@ def run_bench(
     cuda = device.startswith("cuda")
     bf16 = cuda if bf16 is None else bf16
     if baseline is not None:
-        _check_baseline(baseline, [model_name, *(_peers() if peers else [])])
+        plan = {m: planned_forms(m == model_name, device, compile if m == model_name else compile and cuda, bf16, onnx, int8)
+                for m in [model_name, *(_peers() if peers else [])]}
+        _check_baseline(baseline, plan)
     batch_sizes = tuple(batch_sizes or ((1, 32, 256) if cuda else (1, 32)))
     threads = threads or (os.cpu_count() or 1)
     torch.set_num_threads(threads)
