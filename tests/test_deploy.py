@@ -205,6 +205,7 @@ def test_bench_torch_forms_match_the_model():
     building them leaves the eager model as it was; a model whose BN cannot be folded is timed as `cl`."""
     from ghostnet.bench import torch_forms
 
+    torch.manual_seed(0)
     model = _randomise_bn(create_model("ghostnet_100", num_classes=10))
     x = torch.randn(2, 3, 64, 64)
     with torch.inference_mode():
@@ -213,7 +214,9 @@ def test_bench_torch_forms_match_the_model():
         assert list(forms) == ["eager", "fused+cl", "fused+cl bf16"]
         assert (forms["fused+cl"](x) - ref).abs().max() < 1e-4
         low = forms["fused+cl bf16"](x).float()
-        assert (low - ref).abs().max() < 0.05 * ref.abs().max() and (low.argmax(1) == ref.argmax(1)).float().mean() >= 0.5
+        # bf16 keeps ~3 significant digits per op; over 16 blocks the logits drift by up to ~10%, not in direction
+        assert torch.nn.functional.cosine_similarity(low.flatten(), ref.flatten(), dim=0) > 0.99
+        assert (low - ref).abs().max() < 0.2 * ref.abs().max()
         assert model.conv_stem.weight.is_contiguous() and any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
 
     class ConvThenNormAct(nn.Module):  # a BN fed through an activation: nothing to fold into
@@ -243,6 +246,14 @@ def test_bench_keeps_going_past_a_broken_form(tmp_path, monkeypatch, capsys):
     def with_a_broken_form(model, device, **kw):
         forms = real(model, device, **kw)
         forms["fused+cl"] = lambda x: (_ for _ in ()).throw(RuntimeError("no kernel for this\nsecond line"))
+        eager = forms["eager"]
+
+        def small_batches_only(x):  # out of memory at batch 4, say: its batch-1 latency is still reported
+            if len(x) > 1:
+                raise MemoryError("too big")
+            return eager(x)
+
+        forms["eager"] = small_batches_only
         return forms
 
     monkeypatch.setattr(bench, "torch_forms", with_a_broken_form)
@@ -251,7 +262,9 @@ def test_bench_keeps_going_past_a_broken_form(tmp_path, monkeypatch, capsys):
                  "--baseline", "ghostnet_100 / fused+cl", "--output", str(out)]) == 0
     result = json.loads(out.read_text())
     assert [r["form"] for r in result["rows"]] == ["eager"] and result["rows"][0]["ratio"] is None
-    assert result["failed"] == [{"model": "ghostnet_100", "form": "fused+cl", "error": "RuntimeError: no kernel for this"}]
+    assert result["rows"][0]["latency_ms"] > 0 and result["rows"][0]["throughput"] == {}
+    assert result["failed"] == [{"model": "ghostnet_100", "form": "fused+cl", "error": "RuntimeError: no kernel for this"},
+                                {"model": "ghostnet_100", "form": "eager @ batch 4", "error": "MemoryError: too big"}]
     table = capsys.readouterr().out
     assert "failed: ghostnet_100 / fused+cl: RuntimeError: no kernel for this" in table and "no ratios" in table
     with pytest.raises(SystemExit) as e:  # refused before any timing

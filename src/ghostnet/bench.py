@@ -272,32 +272,37 @@ def run_bench(
         """Round after round, every live form gets `settle` untimed calls, then `per_round` timed ones, until
         each has `total` timings: a machine's drift (another process, clock changes) falls on all forms alike,
         and the settling calls absorb the switch between runtimes (ONNX Runtime's and OpenMP's worker threads
-        spin for a while after a call and slow whatever runs next). A form that raises is dropped and listed."""
+        spin for a while after a call and slow whatever runs next). A form that raises is listed and left
+        out of this batch size (and of the table, if it fails at batch 1)."""
         x = torch.randn(bs, 3, input_size, input_size, device=device)
-        args = {False: x, True: x.cpu().numpy()}
-        times: dict[int, list[float]] = {id(e): [] for e in entries}
+        args = {False: x, True: x.cpu().numpy() if any(e.numpy_input for e in entries) else None}
+        times: dict[int, list[float]] = {}
+        live = list(entries)
 
         def call(e: _Entry, n: int, timed: bool) -> bool:
             try:
                 for _ in range(n):
                     if timed:
-                        times[id(e)].append(_time_once(lambda: e.fn(args[e.numpy_input]), device))
+                        times.setdefault(id(e), []).append(_time_once(lambda: e.fn(args[e.numpy_input]), device))
                     else:
                         e.fn(args[e.numpy_input])
                 _sync(device)
                 return True
             except Exception as err:  # noqa: BLE001 - one broken form must not lose the others' timings
-                fail(e.model, e.form, err)
-                entries.remove(e)
+                fail(e.model, e.form if bs == 1 else f"{e.form} @ batch {bs}", err)
+                live.remove(e)
+                times.pop(id(e), None)
+                if bs == 1:
+                    entries.remove(e)
                 return False
 
         with torch.inference_mode():
-            for e in list(entries):
+            for e in list(live):
                 say(f"{e.model} / {e.form}: warming up at batch {bs}")
                 call(e, warm, timed=False)
-            say(f"batch {bs}: {total} timed calls of each of {len(entries)} forms, {per_round} a round")
+            say(f"batch {bs}: {total} timed calls of each of {len(live)} forms, {per_round} a round")
             for _ in range(math.ceil(total / per_round)):
-                for e in list(entries):
+                for e in list(live):
                     if call(e, settle, timed=False):
                         call(e, per_round, timed=True)
         return times
@@ -338,7 +343,7 @@ def run_bench(
     for e in entries:
         lat = latency[id(e)]
         rows.append(BenchRow(e.model, e.form, e.macs, 1000 * statistics.median(lat), 1000 * float(np.percentile(lat, 90)),
-                             {str(bs): bs / statistics.median(t[id(e)]) for bs, t in throughput.items()},
+                             {str(bs): bs / statistics.median(t[id(e)]) for bs, t in throughput.items() if id(e) in t},
                              1000 * 2 * e.macs / (gflops * 1e9)))
 
     base = baseline or ("timm ghostnet_100 / eager" if any(r.model == "timm ghostnet_100" for r in rows) else f"{model_name} / eager")
