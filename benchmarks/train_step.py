@@ -34,6 +34,8 @@ def _child(args: argparse.Namespace) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    if device.type == "cuda" and device.index is not None:
+        torch.cuda.set_device(device)  # the syncs and the peak-memory counters below then measure this GPU
     if args.which == "ours":
         from ghostnet import create_model
 

@@ -194,6 +194,10 @@ def test_bench_quick_end_to_end(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["bench", "--quick", "--no-onnx", "--no-peers", "--baseline", "nope / eager"])
     assert e.value.code == 2
+    for bad in ("cuda:abc", "tpu"):
+        with pytest.raises(SystemExit) as e:
+            main(["bench", "--quick", "--device", bad])
+        assert e.value.code == 2 and "device must be cpu or cuda[:N]" in capsys.readouterr().err
     if not torch.cuda.is_available():
         with pytest.raises(SystemExit) as e:
             main(["bench", "--quick", "--device", "cuda"])

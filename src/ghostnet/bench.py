@@ -241,11 +241,19 @@ def run_bench(
     A form that fails (a compiler missing, a capture refused) does not end the run: it is listed under
     "failed" with its error, and the rest are timed.
     """
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} asked for, but CUDA is not available")
-    if device != "cpu" and not device.startswith("cuda"):
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda"):
         raise ValueError(f"device must be cpu or cuda[:N], got {device!r}")
-    cuda = device.startswith("cuda")
+    cuda = dev.type == "cuda"
+    if cuda and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asked for, but CUDA is not available")
+    if cuda and dev.index is not None:
+        if dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device {device!r} asked for, but this machine has {torch.cuda.device_count()} GPU(s)")
+        torch.cuda.set_device(dev)  # events, syncs and graphs then all act on this GPU
     bf16 = cuda if bf16 is None else bf16
     if baseline is not None:
         plan = {m: planned_forms(m == model_name, device, compile if m == model_name else compile and cuda, bf16, onnx, int8)
