@@ -15,7 +15,6 @@ import copy
 import platform
 import statistics
 import tempfile
-import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -24,7 +23,8 @@ import torch
 
 from ghostnet import create_model
 from ghostnet.deploy import export_model, fuse_bn, onnx_session
-from ghostnet.quantize import KEEPABLE, checkpoint_data, evaluate_onnx, fp32_nodes
+from ghostnet.bench import interleaved_times
+from ghostnet.quantize import checkpoint_data, evaluate_onnx, loader_images, quantize_onnx
 
 
 def torch_ao_int8(model: torch.nn.Module, batches, example: torch.Tensor) -> torch.nn.Module:
@@ -44,26 +44,6 @@ def torch_ao_int8(model: torch.nn.Module, batches, example: torch.Tensor) -> tor
         return convert_fx(prepared)
 
 
-def ort_int8(fp32_path: Path, batches, out: Path) -> Path:
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    class Feed:
-        def __init__(self) -> None:
-            self.it = iter(batches)
-
-        def get_next(self):
-            x = next(self.it, None)
-            return None if x is None else {"input": x.numpy()}
-
-    pre = out.with_name("pre.onnx")
-    quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
-    quantize_static(str(pre), str(out), Feed(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
-                    nodes_to_exclude=fp32_nodes(pre, KEEPABLE))
-    return out
-
-
 def torch_top1(model: torch.nn.Module, loader) -> float:
     correct = total = 0
     with torch.inference_mode():
@@ -73,30 +53,15 @@ def torch_top1(model: torch.nn.Module, loader) -> float:
     return 100.0 * correct / max(1, total)
 
 
-def calibration_batches(loader, limit: int) -> list[torch.Tensor]:
-    out, n = [], 0
-    for x, _ in loader.batches():
-        out.append(x[: limit - n])
-        n += len(out[-1])
-        if n >= limit:
-            break
-    return out
-
-
 def timings(fns: dict[str, tuple[Callable, bool]], batch: int, size: int, runs: int) -> dict[str, float]:
-    """Median seconds per call of each function, interleaved round by round so drift hits all alike."""
+    """Median seconds per call of each function (numpy input if its flag is set), timed round-robin by the
+    same harness as `ghostnet bench`."""
     x = torch.randn(batch, 3, size, size)
-    xn = x.numpy()
-    times: dict[str, list[float]] = {k: [] for k in fns}
+    args = {False: x, True: x.numpy()}
+    calls = {name: (lambda fn=fn, numpy=numpy: fn(args[numpy])) for name, (fn, numpy) in fns.items()}
     with torch.inference_mode():
-        for name, (fn, numpy) in fns.items():
-            for _ in range(3 if batch == 1 else 1):
-                fn(xn if numpy else x)
-        for _ in range(runs):
-            for name, (fn, numpy) in fns.items():
-                t = time.perf_counter()
-                fn(xn if numpy else x)
-                times[name].append(time.perf_counter() - t)
+        times = (interleaved_times(calls, runs, per_round=3, settle=2, warm=3) if batch == 1
+                 else interleaved_times(calls, runs, per_round=1, settle=1, warm=1))
     return {k: statistics.median(v) for k, v in times.items()}
 
 
@@ -118,10 +83,11 @@ def main() -> None:
         tmp = Path(tmp)
         if args.checkpoint:
             d = checkpoint_data(args.checkpoint, args.data_dir)
-            calib = calibration_batches(d.calibration, args.calibration_images)
+            calib = list(loader_images(d.calibration, args.calibration_images))
             hw = (d.data.image_size, d.data.image_size)
             export_model(fuse_bn(d.model), tmp / "acc.onnx", "onnx", hw, d.in_chans, dynamic_batch=True)
-            q_ort = onnx_session(ort_int8(tmp / "acc.onnx", calib, tmp / "acc.int8.onnx"), args.threads)
+            quantize_onnx(tmp / "acc.onnx", tmp / "acc.int8.onnx", calib)
+            q_ort = onnx_session(tmp / "acc.int8.onnx", args.threads)
             q_ao = torch_ao_int8(d.model, calib, calib[0][:1])
             fp32 = torch_top1(d.model, d.test)
             print(f"\naccuracy, {d.data.name} test split, calibrated on {sum(len(b) for b in calib)} training images:")
@@ -136,7 +102,8 @@ def main() -> None:
         calib = [torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(i)) for i in range(4)]
         export_model(fuse_bn(model), tmp / "speed.onnx", "onnx", (size, size), dynamic_batch=True)
         ort32 = onnx_session(tmp / "speed.onnx", args.threads)
-        ort8 = onnx_session(ort_int8(tmp / "speed.onnx", calib, tmp / "speed.int8.onnx"), args.threads)
+        quantize_onnx(tmp / "speed.onnx", tmp / "speed.int8.onnx", calib)
+        ort8 = onnx_session(tmp / "speed.int8.onnx", args.threads)
         ao8 = torch_ao_int8(model, calib, calib[0])
         fused = fuse_bn(model).to(memory_format=torch.channels_last)
         fns = {
@@ -151,6 +118,16 @@ def main() -> None:
         print(f"  {'form':<40} {'batch-1 ms':>10} {'img/s @32':>10}")
         for k in fns:
             print(f"  {k:<40} {1000 * lat[k]:>10.2f} {32 / tput[k]:>10.1f}")
+
+        x = torch.randn(1, 3, size, size)
+        with torch.inference_mode(), torch.profiler.profile() as prof:
+            for _ in range(5):
+                ao8(x)
+        ops = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+        total = sum(e.self_cpu_time_total for e in ops)
+        print("\nwhere the torch.ao model spends its batch-1 time (torch profiler, self CPU time):")
+        for e in ops[:4]:
+            print(f"  {e.key:<32} {100 * e.self_cpu_time_total / total:5.1f}%   {e.count // 5:4d} calls a forward")
 
 
 if __name__ == "__main__":

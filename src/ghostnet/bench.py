@@ -28,7 +28,7 @@ from .deploy import export_model, fuse_bn, onnx_session
 from .models import create_model
 from .profile import profile_model
 
-__all__ = ["BenchRow", "run_bench", "torch_forms", "planned_forms", "format_bench", "plot_bench", "matmul_gflops"]
+__all__ = ["BenchRow", "run_bench", "interleaved_times", "torch_forms", "planned_forms", "format_bench", "plot_bench", "matmul_gflops"]
 
 
 @dataclass
@@ -76,6 +76,51 @@ def _time_once(fn: Callable[[], Any], device: str) -> float:
     t = time.perf_counter()
     fn()
     return time.perf_counter() - t
+
+
+def interleaved_times(
+    calls: dict[Any, Callable[[], Any]],
+    total: int,
+    per_round: int = 3,
+    settle: int = 2,
+    warm: int = 10,
+    device: str = "cpu",
+    on_error: Callable[[Any, Exception], None] | None = None,
+) -> dict[Any, list[float]]:
+    """Seconds per call of each of `calls`, timed round-robin: after `warm` untimed calls each, every round
+    gives each call `settle` untimed calls, then `per_round` timed ones, until each has `total` timings.
+
+    A machine's drift (another process, clock changes) so falls on all calls alike, and the settling calls
+    absorb the switch between runtimes (ONNX Runtime's and OpenMP's worker threads spin for a while after a
+    call and slow whatever runs next). With `on_error`, a call that raises is reported to it and left out of
+    the rest (and of the result); without, the error propagates.
+    """
+    live, times = dict(calls), {}
+
+    def run(key: Any, n: int, timed: bool) -> bool:
+        try:
+            for _ in range(n):
+                if timed:
+                    times.setdefault(key, []).append(_time_once(live[key], device))
+                else:
+                    live[key]()
+            _sync(device)
+            return True
+        except Exception as err:  # noqa: BLE001 - one broken call must not lose the others' timings
+            if on_error is None:
+                raise
+            on_error(key, err)
+            del live[key]
+            times.pop(key, None)
+            return False
+
+    for key in list(live):
+        run(key, warm, timed=False)
+    for _ in range(math.ceil(total / per_round)):
+        for key in list(live):
+            if run(key, settle, timed=False):
+                run(key, per_round, timed=True)
+    return times
 
 
 @dataclass
@@ -165,18 +210,37 @@ def torch_forms(model: nn.Module, device: str, *, deploy: bool = True, compile: 
         lean, name = copy.deepcopy(model), "cl"
     lean = lean.to(memory_format=torch.channels_last)
     fp32 = lambda x: lean(_cl(x))  # noqa: E731
-    forms[name] = fp32
     cuda = device.startswith("cuda")
+    names = _deploy_names(name, cuda, compile, bf16)
+    forms[names["fp32"]] = fp32
     best = _with_bf16(fp32, "cuda" if cuda else "cpu") if bf16 else fp32
-    if bf16:
-        forms[f"{name} bf16"] = best
-    if cuda:
-        forms[f"{name}{' bf16' if bf16 else ''} graph"] = _cuda_graphed(best)
-    if compile:
+    if "bf16" in names:
+        forms[names["bf16"]] = best
+    if "graph" in names:
+        forms[names["graph"]] = _cuda_graphed(best)
+    if "compiled" in names:
         compiled = torch.compile(lean, mode="reduce-overhead" if cuda else None)
         run = lambda x: compiled(_cl(x))  # noqa: E731
-        forms["compiled bf16" if bf16 else "compiled"] = _with_bf16(run, "cuda" if cuda else "cpu") if bf16 else run
+        forms[names["compiled"]] = _with_bf16(run, "cuda" if cuda else "cpu") if bf16 else run
     return forms
+
+
+def _deploy_names(base: str, cuda: bool, compile: bool, bf16: bool) -> dict[str, str]:
+    """The names of a model's deploy forms by role (fp32, bf16, graph, compiled); `base` is ``fused+cl`` or ``cl``."""
+    names = {"fp32": base}
+    if bf16:
+        names["bf16"] = f"{base} bf16"
+    if cuda:
+        names["graph"] = f"{base}{' bf16' if bf16 else ''} graph"
+    if compile:
+        names["compiled"] = "compiled bf16" if bf16 else "compiled"
+    return names
+
+
+def _model_settings(ours: bool, cuda: bool, compile: bool) -> dict[str, bool]:
+    """Which PyTorch forms a model gets: ours every one; peers only eager on a CPU (with ONNX Runtime beside
+    it), and the same forms as ours on CUDA."""
+    return {"deploy": ours or cuda, "compile": compile and (ours or cuda)}
 
 
 def planned_forms(ours: bool, device: str, compile: bool, bf16: bool, onnx: bool, int8: bool) -> set[str]:
@@ -184,14 +248,11 @@ def planned_forms(ours: bool, device: str, compile: bool, bf16: bool, onnx: bool
     forms name them; both ``fused+cl`` and ``cl`` are listed, since which one a model gets is known only
     once its BN folding has been tried."""
     cuda = device.startswith("cuda")
+    settings = _model_settings(ours, cuda, compile)
     forms = {"eager"}
-    if ours or cuda:
+    if settings["deploy"]:
         for base in ("fused+cl", "cl"):
-            forms |= {base, f"{base} bf16"} if bf16 else {base}
-            if cuda:
-                forms.add(f"{base}{' bf16' if bf16 else ''} graph")
-        if compile:
-            forms.add("compiled bf16" if bf16 else "compiled")
+            forms |= set(_deploy_names(base, cuda, settings["compile"], bf16).values())
     if onnx and not cuda:
         forms |= {"ort-fp32", "ort-int8"} if ours and int8 else {"ort-fp32"}
     return forms
@@ -256,8 +317,7 @@ def run_bench(
         torch.cuda.set_device(dev)  # events, syncs and graphs then all act on this GPU
     bf16 = cuda if bf16 is None else bf16
     if baseline is not None:
-        plan = {m: planned_forms(m == model_name, device, compile if m == model_name else compile and cuda, bf16, onnx, int8)
-                for m in [model_name, *(_peers() if peers else [])]}
+        plan = {m: planned_forms(m == model_name, device, compile, bf16, onnx, int8) for m in [model_name, *(_peers() if peers else [])]}
         _check_baseline(baseline, plan)
     batch_sizes = tuple(batch_sizes or ((1, 32, 256) if cuda else (1, 32)))
     threads = threads or (os.cpu_count() or 1)
@@ -273,47 +333,26 @@ def run_bench(
 
     entries: list[_Entry] = []
 
-    def measure(name: str, form: str, fn: Callable[[Any], Any], macs: int, numpy_input: bool = False) -> None:
+    def add_form(name: str, form: str, fn: Callable[[Any], Any], macs: int, numpy_input: bool = False) -> None:
         entries.append(_Entry(name, form, fn, macs, numpy_input))
 
     def timed_rounds(bs: int, total: int, per_round: int, settle: int, warm: int) -> dict[int, list[float]]:
-        """Round after round, every live form gets `settle` untimed calls, then `per_round` timed ones, until
-        each has `total` timings: a machine's drift (another process, clock changes) falls on all forms alike,
-        and the settling calls absorb the switch between runtimes (ONNX Runtime's and OpenMP's worker threads
-        spin for a while after a call and slow whatever runs next). A form that raises is listed and left
-        out of this batch size (and of the table, if it fails at batch 1)."""
+        """Every form's timings at batch `bs` (see `interleaved_times`); a form that raises is listed and left out
+        of this batch size, and of the table if it fails at batch 1."""
         x = torch.randn(bs, 3, input_size, input_size, device=device)
         args = {False: x, True: x.cpu().numpy() if any(e.numpy_input for e in entries) else None}
-        times: dict[int, list[float]] = {}
-        live = list(entries)
+        by_key = {id(e): e for e in entries}
 
-        def call(e: _Entry, n: int, timed: bool) -> bool:
-            try:
-                for _ in range(n):
-                    if timed:
-                        times.setdefault(id(e), []).append(_time_once(lambda: e.fn(args[e.numpy_input]), device))
-                    else:
-                        e.fn(args[e.numpy_input])
-                _sync(device)
-                return True
-            except Exception as err:  # noqa: BLE001 - one broken form must not lose the others' timings
-                fail(e.model, e.form if bs == 1 else f"{e.form} @ batch {bs}", err)
-                live.remove(e)
-                times.pop(id(e), None)
-                if bs == 1:
-                    entries.remove(e)
-                return False
+        def dropped(key: int, err: Exception) -> None:
+            e = by_key[key]
+            fail(e.model, e.form if bs == 1 else f"{e.form} @ batch {bs}", err)
+            if bs == 1:
+                entries.remove(e)
 
+        say(f"batch {bs}: {len(entries)} forms, {total} timed calls each, {per_round} a round")
         with torch.inference_mode():
-            for e in list(live):
-                say(f"{e.model} / {e.form}: warming up at batch {bs}")
-                call(e, warm, timed=False)
-            say(f"batch {bs}: {total} timed calls of each of {len(live)} forms, {per_round} a round")
-            for _ in range(math.ceil(total / per_round)):
-                for e in list(live):
-                    if call(e, settle, timed=False):
-                        call(e, per_round, timed=True)
-        return times
+            return interleaved_times({id(e): (lambda e=e: e.fn(args[e.numpy_input])) for e in entries},
+                                     total, per_round, settle, warm, device, dropped)
 
     def onnx_forms(name: str, model: nn.Module, macs: int, tmp: Path) -> None:
         path = tmp / f"{name.replace(' ', '_')}.onnx"
@@ -322,27 +361,27 @@ def run_bench(
             sess = onnx_session(path, threads)
         except Exception as e:  # noqa: BLE001
             return fail(name, "ort-fp32", e)
-        measure(name, "ort-fp32", lambda a: sess.run(None, {"input": a}), macs, numpy_input=True)
+        add_form(name, "ort-fp32", lambda a: sess.run(None, {"input": a}), macs, numpy_input=True)
         if int8 and name == model_name:
             try:
                 qs = onnx_session(_quantize_random(path, tmp, input_size), threads)
             except Exception as e:  # noqa: BLE001
                 return fail(name, "ort-int8", e)
-            measure(name, "ort-int8", lambda a: qs.run(None, {"input": a}), macs, numpy_input=True)
+            add_form(name, "ort-int8", lambda a: qs.run(None, {"input": a}), macs, numpy_input=True)
 
     with tempfile.TemporaryDirectory(prefix="ghostnet-bench-") as tmp:
         ours = create_model(model_name).eval().to(device)
         macs = profile_model(ours, (input_size, input_size)).macs
-        for form, fn in torch_forms(ours, device, compile=compile, bf16=bf16).items():
-            measure(model_name, form, fn, macs)
+        for form, fn in torch_forms(ours, device, bf16=bf16, **_model_settings(True, cuda, compile)).items():
+            add_form(model_name, form, fn, macs)
         if onnx and not cuda:
             onnx_forms(model_name, ours, macs, Path(tmp))
         if peers:
             for name, build in _peers().items():
                 m = build().eval().to(device)
                 pm = profile_model(m, (input_size, input_size)).macs
-                for form, fn in torch_forms(m, device, deploy=cuda, compile=compile and cuda, bf16=bf16).items():
-                    measure(name, form, fn, pm)
+                for form, fn in torch_forms(m, device, bf16=bf16, **_model_settings(False, cuda, compile)).items():
+                    add_form(name, form, fn, pm)
                 if onnx and not cuda:
                     onnx_forms(name, m, pm, Path(tmp))
 
@@ -374,25 +413,11 @@ def run_bench(
 
 
 def _quantize_random(fp32: Path, tmp: Path, size: int) -> Path:
-    """int8 (QDQ, per-channel; stem and classifier in fp32, as `ghostnet quantize` makes it) calibrated on random
-    inputs: right for timing, not for accuracy (see `ghostnet quantize`)."""
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
+    """int8 as `ghostnet quantize` makes it, calibrated on random inputs: right for timing, not for accuracy."""
+    from .quantize import quantize_onnx
 
-    from .quantize import KEEPABLE, fp32_nodes
-
-    class Random:
-        def __init__(self) -> None:
-            self.left = 4
-
-        def get_next(self):
-            self.left -= 1
-            return {"input": np.random.default_rng(self.left).standard_normal((1, 3, size, size)).astype(np.float32)} if self.left >= 0 else None
-
-    pre, out = tmp / "pre.onnx", tmp / "int8.onnx"
-    quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
-    quantize_static(str(pre), str(out), Random(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=fp32_nodes(pre, KEEPABLE))
+    out = tmp / "int8.onnx"
+    quantize_onnx(fp32, out, (np.random.default_rng(i).standard_normal((1, 3, size, size)).astype(np.float32) for i in range(4)))
     return out
 
 
