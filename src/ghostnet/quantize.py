@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -157,10 +157,12 @@ def quantize_onnx(
     keep_fp32: tuple[str, ...] = KEEPABLE,
     calibration: str = "minmax",
     input_name: str = "input",
+    also_fp32: Callable[[Any], bool] | None = None,
 ) -> None:
     """Static int8 of an fp32 ONNX file, the way `ghostnet quantize` makes it: QDQ, per-channel int8 weights,
     uint8 activations whose ranges come from running `batches` (arrays or tensors), `keep_fp32` layers left
-    in fp32. Writes `output` as it goes (`quantize_checkpoint` gives it a temporary name)."""
+    in fp32, and any node for which `also_fp32(node)` is true. Writes `output` as it goes
+    (`quantize_checkpoint` gives it a temporary name)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -169,10 +171,15 @@ def quantize_onnx(
     with tempfile.TemporaryDirectory() as tmp:
         pre = Path(tmp) / "pre.onnx"
         quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
+        exclude = fp32_nodes(pre, tuple(keep_fp32))
+        if also_fp32 is not None:
+            import onnx
+
+            exclude += [n.name for n in onnx.load(str(pre)).graph.node if also_fp32(n)]
         quantize_static(
             str(pre), str(output), _Feed(batches, input_name),
             quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8, calibrate_method=method[calibration], nodes_to_exclude=fp32_nodes(pre, tuple(keep_fp32)),
+            weight_type=QuantType.QInt8, calibrate_method=method[calibration], nodes_to_exclude=exclude,
         )
 
 
