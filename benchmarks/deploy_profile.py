@@ -27,6 +27,7 @@ from torch import nn
 
 from ghostnet import create_model
 from ghostnet.bench import interleaved_times
+from ghostnet.cli.common import positive_int
 from ghostnet.deploy import export_model, fuse_bn, onnx_session
 from ghostnet.layers import GhostModule
 from ghostnet.quantize import quantize_onnx
@@ -177,10 +178,12 @@ def main() -> None:
     global SIZE
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("what", choices=["torch-ops", "ort-ops", "int8-variants", "eager-variants"])
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--threads", type=positive_int, default=1)
     ap.add_argument("--always-slice", action="store_true", help="ort-ops: put the Ghost modules' no-op slice back")
-    ap.add_argument("--input-size", type=int, default=SIZE, help="square input (224; smaller only to check the script)")
+    ap.add_argument("--input-size", type=positive_int, default=SIZE, help="square input (224; smaller only to check the script)")
     args = ap.parse_args()
+    if args.input_size < 32:
+        ap.error("--input-size must be at least 32 (GhostNet downsamples 32x)")
     SIZE = args.input_size
     torch.set_num_threads(args.threads)
     {"torch-ops": torch_ops, "ort-ops": ort_ops, "int8-variants": int8_variants, "eager-variants": eager_variants}[args.what](args)

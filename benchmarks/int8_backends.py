@@ -24,6 +24,7 @@ import torch
 from ghostnet import create_model
 from ghostnet.deploy import export_model, fuse_bn, onnx_session
 from ghostnet.bench import interleaved_times
+from ghostnet.cli.common import positive_int
 from ghostnet.quantize import checkpoint_data, evaluate_onnx, loader_images, quantize_onnx
 
 
@@ -69,11 +70,20 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", help="a trained checkpoint of ours, for the accuracy rows (left out without it)")
     ap.add_argument("--data-dir")
-    ap.add_argument("--calibration-images", type=int, default=512)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--runs", type=int, default=30, help="timed calls per form at batch 1 (a fifth of it at batch 32)")
-    ap.add_argument("--input-size", type=int, default=224)
+    ap.add_argument("--calibration-images", type=positive_int, default=512)
+    ap.add_argument("--threads", type=positive_int, default=1)
+    ap.add_argument("--runs", type=positive_int, default=30, help="timed calls per form at batch 1 (a fifth of it at batch 32)")
+    ap.add_argument("--input-size", type=positive_int, default=224)
     args = ap.parse_args()
+    if args.input_size < 32:
+        ap.error("--input-size must be at least 32 (GhostNet downsamples 32x)")
+    try:
+        run(args)
+    except ValueError as e:  # a missing or corrupt checkpoint, a dataset not found: one line, exit 2
+        ap.exit(2, f"{ap.prog}: error: {e}\n")
+
+
+def run(args: argparse.Namespace) -> None:
     # torch.ao's quantized cat requantizes when its inputs' scales differ (the two Ghost halves); it warns each call
     warnings.filterwarnings("ignore", message="All inputs of this cat operator")
     torch.set_num_threads(args.threads)

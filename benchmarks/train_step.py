@@ -19,6 +19,17 @@ import sys
 import time
 
 
+def positive_int(text: str) -> int:
+    """argparse type (kept here rather than imported from ghostnet, whose import would land in the base memory)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
 def _child(args: argparse.Namespace) -> None:
     import resource
 
@@ -85,15 +96,17 @@ def _child(args: argparse.Namespace) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--image-size", type=int, default=224)
-    ap.add_argument("--steps", type=int, default=10)
-    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--batch-size", type=positive_int, default=32)
+    ap.add_argument("--image-size", type=positive_int, default=224)
+    ap.add_argument("--steps", type=positive_int, default=10)
+    ap.add_argument("--warmup", type=positive_int, default=3)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: the default)")
     ap.add_argument("--amp", choices=["none", "bf16"], default="none")
     ap.add_argument("--channels-last", action="store_true")
     ap.add_argument("--which", choices=["ours", "timm"], help=argparse.SUPPRESS)  # the child process
     args = ap.parse_args()
+    if args.image_size < 32:
+        ap.error("--image-size must be at least 32 (GhostNet downsamples 32x)")
     if args.which:
         _child(args)
         return
