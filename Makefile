@@ -5,13 +5,21 @@ PYTHON ?= python3
 UV := $(PYTHON) -m uv
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-all demo bench clean
+.PHONY: setup lint test test-all demo bench clean
 
 setup:
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv \
 		|| $(PYTHON) -m pip install --quiet --user uv \
 		|| $(PYTHON) -m pip install --quiet --break-system-packages uv
 	$(UV) sync --locked --extra onnx --extra detection
+
+# The structure and style checks CI runs before the tests: the import contracts (layers, no deprecated
+# paths inside the package), ruff's lint and format, and mypy on src/.
+lint: setup
+	$(UV) run --locked --extra onnx --extra detection lint-imports
+	$(UV) run --locked --extra onnx --extra detection ruff check src tests benchmarks scripts
+	$(UV) run --locked --extra onnx --extra detection ruff format --check src tests benchmarks scripts
+	$(UV) run --locked --extra onnx --extra detection mypy
 
 test: setup
 	$(UV) run --locked --extra onnx --extra detection pytest -q $(PYTEST_ARGS)

@@ -26,11 +26,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ghostnet import create_model
-from ghostnet.bench import interleaved_times
 from ghostnet.cli.common import positive_int
-from ghostnet.deploy import export_model, fuse_bn, onnx_session
-from ghostnet.layers import GhostModule
-from ghostnet.quantize import quantize_onnx
+from ghostnet.deploy.bench import interleaved_times
+from ghostnet.deploy.export import export_model, fuse_bn, onnx_session
+from ghostnet.deploy.quantize import quantize_onnx
+from ghostnet.nn import GhostModule
 
 SIZE = 224
 
@@ -63,7 +63,9 @@ def torch_ops(args: argparse.Namespace) -> None:
     x = torch.randn(1, 3, SIZE, SIZE)
     for name, model in (("ours", create_model("ghostnet_100")), ("timm", timm.create_model("ghostnet_100"))):
         events = _profile(model.eval(), x)
-        print(f"{name} eager: {sum(e.count for e in events if e.key.startswith('aten::')) // 10} aten op calls a forward")
+        print(
+            f"{name} eager: {sum(e.count for e in events if e.key.startswith('aten::')) // 10} aten op calls a forward"
+        )
     model = fuse_bn(create_model("ghostnet_100").eval()).to(memory_format=torch.channels_last)
     events = _profile(model, x.contiguous(memory_format=torch.channels_last))
     total = sum(e.self_cpu_time_total for e in events)
@@ -101,14 +103,17 @@ def ort_ops(args: argparse.Namespace) -> None:
         quantize_onnx(fp32, int8, _random_images(4))
         for name, path in (("fp32", fp32), ("int8", int8)):
             per_op = _ort_profile(path, args.threads)
-            print(f"{name}{' (slices kept)' if args.always_slice else ''}: {sum(per_op.values()):.2f} ms a batch-1 run "
-                  f"in kernels, {args.threads} thread(s)")
+            print(
+                f"{name}{' (slices kept)' if args.always_slice else ''}: {sum(per_op.values()):.2f} ms a batch-1 run "
+                f"in kernels, {args.threads} thread(s)"
+            )
             for op, ms in sorted(per_op.items(), key=lambda kv: -kv[1])[:8]:
                 print(f"  {op:<26} {ms:6.2f} ms")
 
 
 def int8_variants(args: argparse.Namespace) -> None:
     """int8 everywhere (as `ghostnet quantize`) against int8 with the depthwise convs left fp32, and fp32."""
+
     def depthwise(node) -> bool:
         return node.op_type == "Conv" and any(a.name == "group" and a.i > 1 for a in node.attribute)
 
@@ -117,11 +122,13 @@ def int8_variants(args: argparse.Namespace) -> None:
         export_model(fuse_bn(create_model("ghostnet_100").eval()), fp32, "onnx", (SIZE, SIZE), dynamic_batch=True)
         quantize_onnx(fp32, Path(tmp) / "all.onnx", _random_images(4))
         quantize_onnx(fp32, Path(tmp) / "dw.onnx", _random_images(4), also_fp32=depthwise)
-        sessions = {k: onnx_session(Path(tmp) / f"{f}.onnx", args.threads)
-                    for k, f in (("fp32", "fp32"), ("int8 everywhere", "all"), ("int8, depthwise convs fp32", "dw"))}
+        sessions = {
+            k: onnx_session(Path(tmp) / f"{f}.onnx", args.threads)
+            for k, f in (("fp32", "fp32"), ("int8 everywhere", "all"), ("int8, depthwise convs fp32", "dw"))
+        }
         for batch, total, per_round, settle in ((1, 30, 3, 2), (32, 4, 1, 1)):
             x = np.random.default_rng(0).standard_normal((batch, 3, SIZE, SIZE)).astype(np.float32)
-            calls = {k: (lambda s=s: s.run(None, {"input": x})) for k, s in sessions.items()}
+            calls = {k: (lambda s=s, x=x: s.run(None, {"input": x})) for k, s in sessions.items()}
             _report(interleaved_times(calls, total, per_round, settle, warm=2), batch)
 
 
@@ -139,7 +146,12 @@ class _PointwiseAsMatmul(nn.Module):
 
 def _pointwise_as_matmul(module: nn.Module) -> nn.Module:
     for name, child in module.named_children():
-        if isinstance(child, nn.Conv2d) and child.kernel_size == (1, 1) and child.stride == (1, 1) and child.groups == 1:
+        if (
+            isinstance(child, nn.Conv2d)
+            and child.kernel_size == (1, 1)
+            and child.stride == (1, 1)
+            and child.groups == 1
+        ):
             setattr(module, name, _PointwiseAsMatmul(child))
         else:
             _pointwise_as_matmul(child)
@@ -150,7 +162,7 @@ def eager_variants(args: argparse.Namespace) -> None:
     """timm's eager model against ours folded, compiled, compiled with inductor's freezing, and with its 1x1
     convs as matrix products."""
     import timm
-    import torch._inductor.config as inductor
+    import torch._inductor.config as inductor  # noqa: PLC2701 - the switch for inductor's freezing pass
 
     timm_model = timm.create_model("ghostnet_100").eval()
     fused = fuse_bn(create_model("ghostnet_100").eval()).to(memory_format=torch.channels_last)
@@ -168,9 +180,13 @@ def eager_variants(args: argparse.Namespace) -> None:
         for batch, total, per_round, settle in ((1, 30, 3, 2), (32, 3, 1, 1)):
             x = torch.randn(batch, 3, SIZE, SIZE)
             xc = cl(x)
-            calls = {"timm eager": lambda: timm_model(x), "ours folded + channels_last": lambda: fused(xc),
-                     "ours compiled": lambda: compiled(xc), "ours compiled, freezing": lambda: frozen(xc),
-                     "ours folded, 1x1 convs as matmul": lambda: matmul(xc)}
+            calls = {
+                "timm eager": lambda x=x: timm_model(x),
+                "ours folded + channels_last": lambda xc=xc: fused(xc),
+                "ours compiled": lambda xc=xc: compiled(xc),
+                "ours compiled, freezing": lambda xc=xc: frozen(xc),
+                "ours folded, 1x1 convs as matmul": lambda xc=xc: matmul(xc),
+            }
             _report(interleaved_times(calls, total, per_round, settle, warm=2), batch)
 
 
@@ -180,13 +196,17 @@ def main() -> None:
     ap.add_argument("what", choices=["torch-ops", "ort-ops", "int8-variants", "eager-variants"])
     ap.add_argument("--threads", type=positive_int, default=1)
     ap.add_argument("--always-slice", action="store_true", help="ort-ops: put the Ghost modules' no-op slice back")
-    ap.add_argument("--input-size", type=positive_int, default=SIZE, help="square input (224; smaller only to check the script)")
+    ap.add_argument(
+        "--input-size", type=positive_int, default=SIZE, help="square input (224; smaller only to check the script)"
+    )
     args = ap.parse_args()
     if args.input_size < 32:
         ap.error("--input-size must be at least 32 (GhostNet downsamples 32x)")
     SIZE = args.input_size
     torch.set_num_threads(args.threads)
-    {"torch-ops": torch_ops, "ort-ops": ort_ops, "int8-variants": int8_variants, "eager-variants": eager_variants}[args.what](args)
+    {"torch-ops": torch_ops, "ort-ops": ort_ops, "int8-variants": int8_variants, "eager-variants": eager_variants}[
+        args.what
+    ](args)
 
 
 if __name__ == "__main__":

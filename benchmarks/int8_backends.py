@@ -22,10 +22,10 @@ from pathlib import Path
 import torch
 
 from ghostnet import create_model
-from ghostnet.deploy import export_model, fuse_bn, onnx_session
-from ghostnet.bench import interleaved_times
 from ghostnet.cli.common import positive_int
-from ghostnet.quantize import checkpoint_data, evaluate_onnx, loader_images, quantize_onnx
+from ghostnet.deploy.bench import interleaved_times
+from ghostnet.deploy.export import export_model, fuse_bn, onnx_session
+from ghostnet.deploy.quantize import checkpoint_data, evaluate_onnx, loader_images, quantize_onnx
 
 
 def torch_ao_int8(model: torch.nn.Module, batches, example: torch.Tensor) -> torch.nn.Module:
@@ -61,8 +61,11 @@ def timings(fns: dict[str, tuple[Callable, bool]], batch: int, size: int, runs: 
     args = {False: x, True: x.numpy()}
     calls = {name: (lambda fn=fn, numpy=numpy: fn(args[numpy])) for name, (fn, numpy) in fns.items()}
     with torch.inference_mode():
-        times = (interleaved_times(calls, runs, per_round=3, settle=2, warm=3) if batch == 1
-                 else interleaved_times(calls, runs, per_round=1, settle=1, warm=1))
+        times = (
+            interleaved_times(calls, runs, per_round=3, settle=2, warm=3)
+            if batch == 1
+            else interleaved_times(calls, runs, per_round=1, settle=1, warm=1)
+        )
     return {k: statistics.median(v) for k, v in times.items()}
 
 
@@ -72,7 +75,9 @@ def main() -> None:
     ap.add_argument("--data-dir")
     ap.add_argument("--calibration-images", type=positive_int, default=512)
     ap.add_argument("--threads", type=positive_int, default=1)
-    ap.add_argument("--runs", type=positive_int, default=30, help="timed calls per form at batch 1 (a fifth of it at batch 32)")
+    ap.add_argument(
+        "--runs", type=positive_int, default=30, help="timed calls per form at batch 1 (a fifth of it at batch 32)"
+    )
     ap.add_argument("--input-size", type=positive_int, default=224)
     args = ap.parse_args()
     if args.input_size < 32:
@@ -103,8 +108,11 @@ def run(args: argparse.Namespace) -> None:
             print(f"\naccuracy, {d.data.name} test split, calibrated on {sum(len(b) for b in calib)} training images:")
             print(f"  fp32 (PyTorch)          {fp32:6.2f}%")
             ort32 = onnx_session(tmp / "acc.onnx", args.threads)
-            for name, top1 in (("fp32 ONNX Runtime", evaluate_onnx(ort32, d.test)), ("int8 ONNX Runtime", evaluate_onnx(q_ort, d.test)),
-                               ("int8 torch.ao x86", torch_top1(q_ao, d.test))):
+            for name, top1 in (
+                ("fp32 ONNX Runtime", evaluate_onnx(ort32, d.test)),
+                ("int8 ONNX Runtime", evaluate_onnx(q_ort, d.test)),
+                ("int8 torch.ao x86", torch_top1(q_ao, d.test)),
+            ):
                 print(f"  {name:<23} {top1:6.2f}%   drop {fp32 - top1:5.2f}")
 
         size = args.input_size
@@ -117,7 +125,10 @@ def run(args: argparse.Namespace) -> None:
         ao8 = torch_ao_int8(model, calib, calib[0])
         fused = fuse_bn(model).to(memory_format=torch.channels_last)
         fns = {
-            "PyTorch fp32 (BN folded, channels_last)": (lambda x: fused(x.contiguous(memory_format=torch.channels_last)), False),
+            "PyTorch fp32 (BN folded, channels_last)": (
+                lambda x: fused(x.contiguous(memory_format=torch.channels_last)),
+                False,
+            ),
             "torch.ao int8 (x86)": (ao8, False),
             "ONNX Runtime fp32": (lambda a: ort32.run(None, {"input": a}), True),
             "ONNX Runtime int8": (lambda a: ort8.run(None, {"input": a}), True),

@@ -89,8 +89,16 @@ def _child(args: argparse.Namespace) -> None:
         times.append(time.perf_counter() - t0)
     times.sort()
     median = times[len(times) // 2]
-    peak = torch.cuda.max_memory_allocated() if device.type == "cuda" else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
-    print(json.dumps({"model": args.which, "median_step_s": median, "images_per_s": args.batch_size / median, "peak_bytes": peak}))
+    peak = (
+        torch.cuda.max_memory_allocated()
+        if device.type == "cuda"
+        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
+    )
+    print(
+        json.dumps(
+            {"model": args.which, "median_step_s": median, "images_per_s": args.batch_size / median, "peak_bytes": peak}
+        )
+    )
 
 
 def main() -> None:
@@ -116,13 +124,17 @@ def main() -> None:
         out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
         rows.append(json.loads(out))
     best = {w: max((r for r in rows if r["model"] == w), key=lambda r: r["images_per_s"]) for w in ("ours", "timm")}
-    print(f"train step, ghostnet_100, batch {args.batch_size} at {args.image_size}, {args.device}, amp {args.amp}, "
-          f"channels_last {args.channels_last}, {platform.processor() or platform.machine()}")
+    print(
+        f"train step, ghostnet_100, batch {args.batch_size} at {args.image_size}, {args.device}, amp {args.amp}, "
+        f"channels_last {args.channels_last}, {platform.processor() or platform.machine()}"
+    )
     for r in rows:
         print(f"  {r['model']:>4}: {r['images_per_s']:8.1f} img/s   peak {r['peak_bytes'] / 2**20:8.1f} MiB")
     o, t = best["ours"], best["timm"]
-    print(f"ours / timm (best of two each): throughput {o['images_per_s'] / t['images_per_s']:.2f}x, "
-          f"peak memory {o['peak_bytes'] / t['peak_bytes']:.2f}x")
+    print(
+        f"ours / timm (best of two each): throughput {o['images_per_s'] / t['images_per_s']:.2f}x, "
+        f"peak memory {o['peak_bytes'] / t['peak_bytes']:.2f}x"
+    )
 
 
 if __name__ == "__main__":

@@ -8,8 +8,8 @@ scored by the same COCO evaluation as the detectors. The chance level quoted in 
 import argparse
 import random
 
-from ghostnet.detection.data import load_coco_split
-from ghostnet.detection.engine import coco_metrics
+from ghostnet.data.coco import load_coco_split
+from ghostnet.engine.detection import coco_metrics
 
 
 def main() -> None:
@@ -27,8 +27,14 @@ def main() -> None:
             for _ in range(a.per_image):
                 w, h = rng.uniform(20, 90), rng.uniform(20, 90)
                 x, y = rng.uniform(0, max(0.0, im["width"] - w)), rng.uniform(0, max(0.0, im["height"] - h))
-                records.append({"image_id": im["id"], "category_id": rng.choice(split.category_ids), "bbox": [x, y, w, h],
-                                "score": rng.random()})
+                records.append(
+                    {
+                        "image_id": im["id"],
+                        "category_id": rng.choice(split.category_ids),
+                        "bbox": [x, y, w, h],
+                        "score": rng.random(),
+                    }
+                )
         m = coco_metrics(split, records)
         print(f"trial {t + 1}: mAP {m['map']:.3f}  mAP@0.5 {m['map50']:.3f}")
 

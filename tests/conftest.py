@@ -13,7 +13,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))  # for golden.py
 
 
-def write_cifar(root: Path, n_train: int = 40, n_test: int = 20, classes: int = 10, batches: int = 5, seed: int = 0) -> Path:
+def write_cifar(
+    root: Path, n_train: int = 40, n_test: int = 20, classes: int = 10, batches: int = 5, seed: int = 0
+) -> Path:
     """A CIFAR-10-format folder `cifar-10-batches-py` (python pickle batches) with class-dependent images."""
     rng = np.random.default_rng(seed)
     folder = root / "cifar-10-batches-py"
@@ -26,13 +28,20 @@ def write_cifar(root: Path, n_train: int = 40, n_test: int = 20, classes: int = 
         for i, c in enumerate(labels):  # a bright band whose row encodes the class: learnable
             img = data[i].reshape(3, 32, 32)
             img[:, 3 * c : 3 * c + 3, :] = 250
-        return {b"batch_label": label, b"labels": labels, b"data": data, b"filenames": [f"{i}.png".encode() for i in range(n)]}
+        return {
+            b"batch_label": label,
+            b"labels": labels,
+            b"data": data,
+            b"filenames": [f"{i}.png".encode() for i in range(n)],
+        }
 
     per = n_train // batches
     for i in range(1, batches + 1):
         (folder / f"data_batch_{i}").write_bytes(pickle.dumps(batch(per, f"training batch {i}".encode()), protocol=2))
     (folder / "test_batch").write_bytes(pickle.dumps(batch(n_test, b"testing batch"), protocol=2))
-    names = [n.encode() for n in ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]]
+    names = [
+        n.encode() for n in ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    ]
     (folder / "batches.meta").write_bytes(pickle.dumps({b"label_names": names, b"num_vis": 3072}, protocol=2))
     return folder
 

@@ -2,7 +2,7 @@
 
 (input size, num_classes, kwargs, params, MACs). Params include BN affine weights; MACs count conv and
 linear multiply-adds (torch's FLOP counter / 2), the Ghost modules' cheap depthwise convs included.
-SPEC holds the paper's figures, which ours must match: params to 0.1M and MACs within 0.5% (GhostNet)
+PAPER holds the paper's figures, which ours must match: params to 0.1M and MACs within 0.5% (GhostNet)
 or 3% (CIFAR models). See docs/COMPLEXITY.md for the one row counted differently from the paper.
 """
 
@@ -26,8 +26,8 @@ GOLDEN = {
     "ghost_vgg16 d=7": (32, 10, {"dw_size": 7}, 7_734_250, 162_918_400),
 }
 
-# SPEC §3 and §4: (params, MACs) as the paper states them.
-SPEC = {
+# The paper's Table 1 (ImageNet) and Tables 2-4 (CIFAR): (params, MACs) as it states them.
+PAPER = {
     "ghostnet_050": (2_587_292, 42.3e6),
     "ghostnet_100": (5_182_508, 141.2e6),
     "ghostnet_130": (7_358_820, 227.0e6),

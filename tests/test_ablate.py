@@ -3,15 +3,23 @@ import csv
 import pytest
 
 from conftest import write_cifar
-from ghostnet.ablate import ablation_variants
 from ghostnet.cli import main
+from ghostnet.engine.ablate import ablation_variants
 from golden import GOLDEN
 
 
 def test_variants_follow_the_papers_two_tables():
     names = [v.name for v in ablation_variants("vgg16", [2, 3, 4, 5], [1, 3, 5, 7])]
-    assert names == ["vgg16", "ghost_vgg16-s2-d3", "ghost_vgg16-s3-d3", "ghost_vgg16-s4-d3", "ghost_vgg16-s5-d3",
-                     "ghost_vgg16-s2-d1", "ghost_vgg16-s2-d5", "ghost_vgg16-s2-d7"]
+    assert names == [
+        "vgg16",
+        "ghost_vgg16-s2-d3",
+        "ghost_vgg16-s3-d3",
+        "ghost_vgg16-s4-d3",
+        "ghost_vgg16-s5-d3",
+        "ghost_vgg16-s2-d1",
+        "ghost_vgg16-s2-d5",
+        "ghost_vgg16-s2-d7",
+    ]
     with pytest.raises(ValueError, match="ablation is defined for vgg16, resnet56"):
         ablation_variants("ghostnet_100", [2], [3])
 
@@ -27,9 +35,31 @@ def test_complexity_only_reproduces_the_golden_rows(tmp_path, capsys):
 
 def test_training_sweep_end_to_end_and_resume(tmp_path, capsys):
     write_cifar(tmp_path / "data", n_train=40, n_test=10)
-    argv = ["ablate", "--model", "resnet56", "--ratios", "2", "3", "--dw-sizes", "3", "--dataset", "cifar10",
-            "--data-dir", str(tmp_path / "data"), "--image-size", "16", "--epochs", "1", "--batch-size", "20",
-            "--sweep-dir", str(tmp_path / "sweep"), "--no-progress", "--seed", "1"]
+    argv = [
+        "ablate",
+        "--model",
+        "resnet56",
+        "--ratios",
+        "2",
+        "3",
+        "--dw-sizes",
+        "3",
+        "--dataset",
+        "cifar10",
+        "--data-dir",
+        str(tmp_path / "data"),
+        "--image-size",
+        "16",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "20",
+        "--sweep-dir",
+        str(tmp_path / "sweep"),
+        "--no-progress",
+        "--seed",
+        "1",
+    ]
     assert main(argv) == 0
     sweep = tmp_path / "sweep"
     rows = list(csv.DictReader(open(sweep / "results.csv")))

@@ -11,29 +11,60 @@ BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
 def test_train_step_benchmark_runs():
     pytest.importorskip("timm")
-    out = subprocess.run([sys.executable, str(BENCH / "train_step.py"), "--image-size", "32", "--batch-size", "2",
-                          "--steps", "2", "--warmup", "1", "--threads", "1"], capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(BENCH / "train_step.py"),
+            "--image-size",
+            "32",
+            "--batch-size",
+            "2",
+            "--steps",
+            "2",
+            "--warmup",
+            "1",
+            "--threads",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.count(" img/s ") == 4 and "ours / timm (best of two each)" in out.stdout
 
 
 def test_int8_backends_benchmark_runs():
     pytest.importorskip("onnxruntime")
-    out = subprocess.run([sys.executable, str(BENCH / "int8_backends.py"), "--input-size", "32", "--runs", "2"],
-                         capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, str(BENCH / "int8_backends.py"), "--input-size", "32", "--runs", "2"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     rows = [line.split() for line in out.stdout.splitlines() if "int8" in line or "fp32" in line]
     assert len(rows) == 4 and all(float(r[-2]) > 0 and float(r[-1]) > 0 for r in rows)
 
 
-@pytest.mark.parametrize("what", ["torch-ops", "ort-ops", "int8-variants", pytest.param("eager-variants", marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "what", ["torch-ops", "ort-ops", "int8-variants", pytest.param("eager-variants", marks=pytest.mark.slow)]
+)
 def test_deploy_profile_runs(what):
     pytest.importorskip("onnxruntime")
     pytest.importorskip("timm")
     extra = ["--always-slice"] if what == "ort-ops" else []
-    out = subprocess.run([sys.executable, str(BENCH / "deploy_profile.py"), what, "--input-size", "32", *extra],
-                         capture_output=True, text=True, timeout=600)
+    out = subprocess.run(
+        [sys.executable, str(BENCH / "deploy_profile.py"), what, "--input-size", "32", *extra],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
-    expect = {"torch-ops": "aten op calls a forward", "ort-ops": "Slice", "int8-variants": "int8, depthwise convs fp32",
-              "eager-variants": "ours compiled, freezing"}[what]
+    expect = {
+        "torch-ops": "aten op calls a forward",
+        "ort-ops": "Slice",
+        "int8-variants": "int8, depthwise convs fp32",
+        "eager-variants": "ours compiled, freezing",
+    }[what]
     assert expect in out.stdout

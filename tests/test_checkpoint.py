@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from ghostnet import CheckpointError, create_model, load_weights, save_weights
-from ghostnet.checkpoint import read_checkpoint, save_checkpoint
+from ghostnet.models.checkpoint import read_checkpoint, save_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +60,9 @@ def test_classification_checkpoint_into_backbone(tmp_path, source):
     path = tmp_path / "imagenet.pth"
     torch.save(source.state_dict(), path)
     backbone = create_model("ghostnet_050", features_only=True, out_indices=(2, 3), checkpoint_path=str(path))
-    assert torch.equal(backbone.blocks[3][0].ghost1.primary_conv[0].weight, source.blocks[3][0].ghost1.primary_conv[0].weight)
+    assert torch.equal(
+        backbone.blocks[3][0].ghost1.primary_conv[0].weight, source.blocks[3][0].ghost1.primary_conv[0].weight
+    )
 
 
 def test_missing_file():
@@ -112,14 +114,18 @@ def test_missing_and_unexpected_keys_are_named(tmp_path, source):
     sd = source.state_dict()
     del sd["conv_stem.weight"]
     sd["extra.weight"] = torch.zeros(1)
-    with pytest.raises(CheckpointError, match=r"1 missing key\(s\) \['conv_stem.weight'\]; 1 unexpected key\(s\) \['extra.weight'\]"):
+    with pytest.raises(
+        CheckpointError, match=r"1 missing key\(s\) \['conv_stem.weight'\]; 1 unexpected key\(s\) \['extra.weight'\]"
+    ):
         load_weights(create_model("ghostnet_050"), sd)
     report = load_weights(create_model("ghostnet_050"), sd, strict=False)
     assert report["missing"] == ["conv_stem.weight"] and report["unexpected"] == ["extra.weight"]
 
 
 def test_wrong_width_names_shapes(source):
-    with pytest.raises(CheckpointError, match=r"shape mismatch.*conv_stem.weight: checkpoint \(8, 3, 3, 3\) vs model \(16, 3, 3, 3\)"):
+    with pytest.raises(
+        CheckpointError, match=r"shape mismatch.*conv_stem.weight: checkpoint \(8, 3, 3, 3\) vs model \(16, 3, 3, 3\)"
+    ):
         load_weights(create_model("ghostnet_100"), source.state_dict())
 
 

@@ -28,14 +28,18 @@ def test_list(capsys):
 
 
 def test_profile_json_per_layer(capsys):
-    code, out, _ = run(capsys, "profile", "ghostnet", "--width", "1.3", "--json", "--per-layer", "--input-size", "224", "224")
+    code, out, _ = run(
+        capsys, "profile", "ghostnet", "--width", "1.3", "--json", "--per-layer", "--input-size", "224", "224"
+    )
     d = json.loads(out)
     assert d["params"] == 7_358_820 and abs(d["macs"] / 227.0e6 - 1) < 0.005
     assert d["layers"][0]["name"] == "conv_stem"
 
 
 def test_profile_per_layer_table(capsys):
-    code, out, _ = run(capsys, "profile", "ghostnet_050", "--per-layer", "--num-classes", "10", "--input-size", "32", "32")
+    code, out, _ = run(
+        capsys, "profile", "ghostnet_050", "--per-layer", "--num-classes", "10", "--input-size", "32", "32"
+    )
     assert code == 0
     assert "blocks.8.3.ghost2.cheap_operation.0" in out and "classifier" in out
 

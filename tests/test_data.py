@@ -7,13 +7,17 @@ import torch
 
 from conftest import make_tar, write_idx
 from ghostnet.data import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
     DatasetError,
     FolderLoader,
     TensorLoader,
     batch_indices,
+    folder_transforms,
     load_dataset,
     read_idx,
 )
+from ghostnet.data.images import Preprocess
 
 
 def test_cifar_folder_and_archive(tmp_path, cifar_dir):
@@ -137,6 +141,60 @@ def test_image_folder_errors(tmp_path, image_folder):
         load_dataset("imagenet21k")
 
 
+def _pil_images(n, size=(40, 36)):
+    """A dataset as ImageFolder gives it: (PIL image, label) pairs."""
+    from PIL import Image
+
+    return [(Image.new("RGB", size, (40 * i, 90, 200)), i % 3) for i in range(n)]
+
+
+def test_a_rank_left_without_evaluation_images_gets_no_batches():
+    """Regression: 1 evaluation image over 2 ranks left rank 1 an empty batch, and the DataLoader an IndexError."""
+    ranks = [
+        FolderLoader(_pil_images(1), 4, train=False, image_size=32, num_workers=0, rank=r, world_size=2) for r in (0, 1)
+    ]
+    first, second = (list(loader.batches()) for loader in ranks)
+    assert second == []
+    assert len(first) == 1 and first[0][0].shape == (1, 3, 32, 32) and first[0][1].tolist() == [0]
+    # a last batch of one image over two ranks: rank 1 gets the full batches only
+    ranks = [
+        FolderLoader(_pil_images(5), 2, train=False, image_size=32, num_workers=0, rank=r, world_size=2) for r in (0, 1)
+    ]
+    assert [[y.tolist() for _, y in loader.batches()] for loader in ranks] == [[[0], [2], [1]], [[1], [0]]]
+
+
+def test_image_transforms_pickle_for_spawned_workers():
+    """Regression: a lambda in the folder transforms cannot be pickled, so workers under 'spawn' (the macOS and
+    Windows default) failed to start."""
+    image = _pil_images(1, size=(50, 44))[0][0]
+    transforms = [
+        folder_transforms(True, 32, IMAGENET_MEAN, IMAGENET_STD),
+        folder_transforms(False, 32, IMAGENET_MEAN, IMAGENET_STD),
+        Preprocess(image_size=32).transform(),
+        Preprocess(image_size=32, data_chans=1).transform(),
+    ]
+    for t in transforms:
+        restored = pickle.loads(pickle.dumps(t))
+        assert repr(restored) == repr(t)
+    for t in transforms[1:]:  # the deterministic ones give the same input after the round trip
+        assert torch.equal(pickle.loads(pickle.dumps(t))(image), t(image))
+
+
+@pytest.mark.slow  # a spawned worker imports torch afresh (~10 s); the pickling test above is the quick guard
+def test_folder_loader_epoch_with_a_spawned_worker(monkeypatch):
+    """One FolderLoader epoch whose DataLoader worker is started by 'spawn': its dataset and transforms are
+    pickled, and the worker's seeded augmentation matches the in-process one."""
+    import functools
+
+    data = _pil_images(3)
+    here = list(FolderLoader(data, 3, train=True, image_size=32, num_workers=0, seed=4).batches())
+    spawned = functools.partial(torch.utils.data.DataLoader, multiprocessing_context="spawn")
+    monkeypatch.setattr(torch.utils.data, "DataLoader", spawned)
+    there = list(FolderLoader(data, 3, train=True, image_size=32, num_workers=1, seed=4).batches())
+    assert len(there) == len(here) == 1 and there[0][0].shape == (3, 3, 32, 32)
+    assert torch.equal(there[0][0], here[0][0]) and torch.equal(there[0][1], here[0][1])
+
+
 def test_batches_are_a_function_of_seed_and_epoch():
     a = batch_indices(100, 16, seed=3, epoch=2, shuffle=True, drop_last=True)
     assert all(torch.equal(x, y) for x, y in zip(a, batch_indices(100, 16, 3, 2, True, True)))
@@ -147,7 +205,10 @@ def test_batches_are_a_function_of_seed_and_epoch():
 def test_ranks_split_each_global_batch(cifar_dir):
     b = load_dataset("cifar10", cifar_dir)
     single = TensorLoader(b.train, 8, train=True, augment="crop_flip", mean=b.mean, std=b.std, seed=5)
-    ranks = [TensorLoader(b.train, 8, train=True, augment="crop_flip", mean=b.mean, std=b.std, seed=5, rank=r, world_size=2) for r in (0, 1)]
+    ranks = [
+        TensorLoader(b.train, 8, train=True, augment="crop_flip", mean=b.mean, std=b.std, seed=5, rank=r, world_size=2)
+        for r in (0, 1)
+    ]
     for (x, y), (x0, y0), (x1, y1) in zip(single.batches(1), ranks[0].batches(1), ranks[1].batches(1)):
         assert torch.equal(x[0::2], x0) and torch.equal(x[1::2], x1)
         assert torch.equal(y[0::2], y0) and torch.equal(y[1::2], y1)
@@ -159,11 +220,20 @@ def test_augmentation_crops_and_flips():
     from ghostnet.data import ImageData
 
     img = torch.arange(16, dtype=torch.uint8).view(1, 1, 4, 4).repeat(64, 1, 1, 1)
-    loader = TensorLoader(ImageData(img, torch.zeros(64, dtype=torch.long)), 64, train=True, augment="crop_flip", mean=(0,), std=(1 / 255,))
+    loader = TensorLoader(
+        ImageData(img, torch.zeros(64, dtype=torch.long)),
+        64,
+        train=True,
+        augment="crop_flip",
+        mean=(0,),
+        std=(1 / 255,),
+    )
     x, _ = next(loader.batches())
     assert x.shape == (64, 1, 4, 4)
     assert len({tuple(v.flatten().tolist()) for v in x}) > 10  # different crops/flips per sample
-    plain = TensorLoader(ImageData(img, torch.zeros(64, dtype=torch.long)), 64, train=True, augment="none", mean=(0,), std=(1 / 255,))
+    plain = TensorLoader(
+        ImageData(img, torch.zeros(64, dtype=torch.long)), 64, train=True, augment="none", mean=(0,), std=(1 / 255,)
+    )
     assert torch.equal(next(plain.batches())[0].round(), img.float())
 
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import write_cifar
+from conftest import write_cifar, write_image_folder
 from ghostnet import create_model, list_models
 from ghostnet.cli import main
 from ghostnet.deploy import export_model, fuse_bn, prepare_inference
@@ -102,9 +102,9 @@ def test_ghostified_torchvision_model_exports(tmp_path):
     pytest.importorskip("onnxruntime")
     import torchvision
 
-    from ghostnet.ghostify import ghostify
+    from ghostnet.nn import ghostify
 
-    model = _randomise_bn(ghostify(torchvision.models.resnet18()).model).eval()
+    model = _randomise_bn(ghostify(torchvision.models.resnet18())).eval()
     r = export_model(fuse_bn(model), tmp_path / "g.onnx", "onnx", (64, 64))
     assert r.max_abs_diff <= 1e-4
 
@@ -143,13 +143,49 @@ def test_cli_export(tmp_path, capsys):
 def test_quantize_a_trained_checkpoint(tmp_path, capsys, monkeypatch):
     pytest.importorskip("onnxruntime")
     write_cifar(tmp_path / "data", n_train=80, n_test=20)
-    assert main(["train", "--dataset", "cifar10", "--data-dir", str(tmp_path / "data"), "--output-dir", str(tmp_path / "runs"),
-                 "--name", "q", "--epochs", "1", "--batch-size", "16", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--dataset",
+                "cifar10",
+                "--data-dir",
+                str(tmp_path / "data"),
+                "--output-dir",
+                str(tmp_path / "runs"),
+                "--name",
+                "q",
+                "--epochs",
+                "1",
+                "--batch-size",
+                "16",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
-    assert main(["quantize", str(tmp_path / "runs" / "q" / "best.pth"), "--output", str(tmp_path / "m.int8.onnx"),
-                 "--calibration-images", "32", "--threads", "1"]) == 0
+    assert (
+        main(
+            [
+                "quantize",
+                str(tmp_path / "runs" / "q" / "best.pth"),
+                "--output",
+                str(tmp_path / "m.int8.onnx"),
+                "--calibration-images",
+                "32",
+                "--threads",
+                "1",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
-    assert "int8" in out and "drop" in out and "calibrated (minmax) on 32 cifar10 training images; stem and classifier kept" in out
+    assert (
+        "int8" in out
+        and "drop" in out
+        and "calibrated (minmax) on 32 cifar10 training images; stem and classifier kept" in out
+    )
     assert (tmp_path / "m.int8.onnx").exists() and (tmp_path / "m.int8.fp32.onnx").exists()
     assert (tmp_path / "m.int8.onnx").stat().st_size < (tmp_path / "m.int8.fp32.onnx").stat().st_size / 2
     import onnx
@@ -175,19 +211,41 @@ def test_quantize_a_trained_checkpoint(tmp_path, capsys, monkeypatch):
 
 def test_bench_quick_end_to_end(tmp_path, capsys):
     pytest.importorskip("onnxruntime")
-    assert main(["bench", "--quick", "--input-size", "32", "--runs", "2", "--output", str(tmp_path / "b.json"),
-                 "--plot", str(tmp_path / "b.png")]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "--quick",
+                "--input-size",
+                "32",
+                "--runs",
+                "2",
+                "--output",
+                str(tmp_path / "b.json"),
+                "--plot",
+                str(tmp_path / "b.png"),
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "b.png").read_bytes()[:4] == b"\x89PNG"
     table = capsys.readouterr().out
     result = json.loads((tmp_path / "b.json").read_text())
     forms = {(r["model"], r["form"]) for r in result["rows"]}
-    assert {("ghostnet_100", "eager"), ("ghostnet_100", "fused+cl"), ("ghostnet_100", "ort-fp32"), ("ghostnet_100", "ort-int8"),
-            ("tv mobilenet_v3_large", "eager"), ("tv mobilenet_v2", "ort-fp32"), ("tv resnet18", "eager")} <= forms
+    assert {
+        ("ghostnet_100", "eager"),
+        ("ghostnet_100", "fused+cl"),
+        ("ghostnet_100", "ort-fp32"),
+        ("ghostnet_100", "ort-int8"),
+        ("tv mobilenet_v3_large", "eager"),
+        ("tv mobilenet_v2", "ort-fp32"),
+        ("tv resnet18", "eager"),
+    } <= forms
     base = [r for r in result["rows"] if f"{r['model']} / {r['form']}" == result["baseline"]]
     assert len(base) == 1 and base[0]["ratio"] == 1.0
     assert all(r["latency_ms"] > 0 and r["floor_ms"] > 0 and r["throughput"]["4"] > 0 for r in result["rows"])
     assert "x base" in table and result["machine"]["matmul_gflops"] > 0 and result["failed"] == []
-    from ghostnet.bench import planned_forms
+    from ghostnet.deploy.bench import planned_forms
 
     for r in result["rows"]:  # what the baseline check takes as planned is what was timed
         assert r["form"] in planned_forms(r["model"] == "ghostnet_100", "cpu", False, False, True, True)
@@ -207,7 +265,7 @@ def test_bench_quick_end_to_end(tmp_path, capsys):
 def test_bench_torch_forms_match_the_model():
     """Every PyTorch form the bench times computes the model's function (bf16 to bf16 precision), and
     building them leaves the eager model as it was; a model whose BN cannot be folded is timed as `cl`."""
-    from ghostnet.bench import torch_forms
+    from ghostnet.deploy.bench import torch_forms
 
     torch.manual_seed(0)
     model = _randomise_bn(create_model("ghostnet_100", num_classes=10))
@@ -243,7 +301,7 @@ def test_bench_torch_forms_match_the_model():
 def test_bench_keeps_going_past_a_broken_form(tmp_path, monkeypatch, capsys):
     """A form that raises is listed as failed with its error; the others are still timed, the run still
     written; a missing baseline leaves the ratios out rather than losing the run; outputs are never replaced."""
-    import ghostnet.bench as bench
+    import ghostnet.deploy.bench as bench
 
     real = bench.torch_forms
 
@@ -262,13 +320,32 @@ def test_bench_keeps_going_past_a_broken_form(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(bench, "torch_forms", with_a_broken_form)
     out = tmp_path / "b.json"
-    assert main(["bench", "--quick", "--input-size", "32", "--runs", "2", "--no-onnx", "--no-peers",
-                 "--baseline", "ghostnet_100 / fused+cl", "--output", str(out)]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "--quick",
+                "--input-size",
+                "32",
+                "--runs",
+                "2",
+                "--no-onnx",
+                "--no-peers",
+                "--baseline",
+                "ghostnet_100 / fused+cl",
+                "--output",
+                str(out),
+            ]
+        )
+        == 0
+    )
     result = json.loads(out.read_text())
     assert [r["form"] for r in result["rows"]] == ["eager"] and result["rows"][0]["ratio"] is None
     assert result["rows"][0]["latency_ms"] > 0 and result["rows"][0]["throughput"] == {}
-    assert result["failed"] == [{"model": "ghostnet_100", "form": "fused+cl", "error": "RuntimeError: no kernel for this"},
-                                {"model": "ghostnet_100", "form": "eager @ batch 4", "error": "MemoryError: too big"}]
+    assert result["failed"] == [
+        {"model": "ghostnet_100", "form": "fused+cl", "error": "RuntimeError: no kernel for this"},
+        {"model": "ghostnet_100", "form": "eager @ batch 4", "error": "MemoryError: too big"},
+    ]
     table = capsys.readouterr().out
     assert "failed: ghostnet_100 / fused+cl: RuntimeError: no kernel for this" in table and "no ratios" in table
     with pytest.raises(SystemExit) as e:  # refused before any timing
@@ -284,7 +361,7 @@ def test_bench_keeps_going_past_a_broken_form(tmp_path, monkeypatch, capsys):
 
 def test_bench_interleaves_the_forms(monkeypatch):
     """Each round times every form once, so drift on a shared machine falls on all forms alike."""
-    import ghostnet.bench as bench
+    import ghostnet.deploy.bench as bench
 
     real, calls = bench.torch_forms, []
 
@@ -295,8 +372,62 @@ def test_bench_interleaves_the_forms(monkeypatch):
         return {name: log(name, fn) for name, fn in real(model, device, **kw).items()}
 
     monkeypatch.setattr(bench, "torch_forms", logged)
-    result = bench.run_bench("ghostnet_small_050", 32, (1, 4), threads=1, runs=2, warmup=1, compile=False, onnx=False, peers=False)
+    result = bench.run_bench(
+        "ghostnet_small_050", 32, (1, 4), threads=1, runs=2, warmup=1, compile=False, onnx=False, peers=False
+    )
     e, f = "eager", "fused+cl"
     # batch 1: warm-up, then one round of 2 settling + 3 timed calls each; batch 4: warm-up x2, 3 rounds of 1 + 1
     assert calls == [e, f] + [e] * 5 + [f] * 5 + [e, e, f, f] + [e, e, f, f] * 3
     assert [r["form"] for r in result["rows"]] == [e, f] and result["rows"][0]["ratio"] == 1.0
+
+
+def test_matmul_gflops_runs_at_the_threads_it_is_given(monkeypatch):
+    """The floor's matmul rate is measured at `threads` threads, and torch's thread count is put back after,
+    also when the measurement fails."""
+    from ghostnet.deploy import bench
+
+    before = torch.get_num_threads()
+    target = before + 1
+    seen = []
+    real_randn = torch.randn
+
+    def spy(*args, **kw):
+        seen.append(torch.get_num_threads())
+        return real_randn(*args, **kw)
+
+    monkeypatch.setattr(torch, "randn", spy)
+    assert bench.matmul_gflops(target, n=8, runs=1) > 0
+    assert seen and set(seen) == {target}
+    assert torch.get_num_threads() == before
+
+    def broken(*args, **kw):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(torch, "randn", broken)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        bench.matmul_gflops(target, n=8, runs=1)
+    assert torch.get_num_threads() == before
+
+
+def test_quantize_calibrates_on_eval_transformed_training_images(tmp_path):
+    """An image folder's calibration images are its training files as evaluation reads them (resize + centre
+    crop, no random crop, flip or jitter), in file order, the same on every read."""
+    from PIL import Image
+
+    from ghostnet.data import IMAGENET_MEAN, IMAGENET_STD, folder_transforms
+    from ghostnet.deploy.quantize import checkpoint_data, loader_images
+
+    root = write_image_folder(tmp_path / "imgs", per_class=11)  # 33 training images: one calibration batch of 32
+    args = ["--dataset", "imagefolder", "--data-dir", str(root), "--image-size", "32", "--model", "ghostnet_050"]
+    run = ["--output-dir", str(tmp_path / "runs"), "--name", "f", "--epochs", "1", "--batch-size", "4"]
+    assert main(["train", *args, *run, "--num-workers", "0", "--no-progress"]) == 0
+    checkpoint = tmp_path / "runs" / "f" / "last.pth"
+
+    files = sorted((root / "train").glob("*/*"))  # ImageFolder's order: class folders, then file names
+    first = torch.cat(list(loader_images(checkpoint_data(checkpoint).calibration, len(files))))
+    again = torch.cat(list(loader_images(checkpoint_data(checkpoint).calibration, len(files))))
+    evaluate = folder_transforms(False, 32, IMAGENET_MEAN, IMAGENET_STD)
+    expected = torch.stack([evaluate(Image.open(f).convert("RGB")) for f in files])
+    assert first.shape == (len(files), 3, 32, 32)
+    assert torch.equal(first, again)
+    assert torch.allclose(first, expected, atol=1e-6)

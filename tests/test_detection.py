@@ -7,21 +7,23 @@ import sys
 
 import pytest
 import torch
+from torchvision.ops.misc import FrozenBatchNorm2d
 
 from ghostnet import create_model, save_weights
-from ghostnet.checkpoint import read_checkpoint
 from ghostnet.cli import main
 from ghostnet.data import DatasetError
-from ghostnet.detection.data import DetectionLoader, load_coco_split
-from ghostnet.detection.engine import coco_metrics, evaluate_detector, load_detector
-from ghostnet.detection.synth import make_detection_set
-from ghostnet.detection import fasterrcnn_ghostnet, ghostnet_fpn_backbone, retinanet_ghostnet
-from torchvision.ops.misc import FrozenBatchNorm2d
+from ghostnet.data.coco import DetectionLoader, load_coco_split
+from ghostnet.data.synth import make_detection_set
+from ghostnet.engine.detection import coco_metrics, evaluate_detector, load_detector
+from ghostnet.models.checkpoint import read_checkpoint
+from ghostnet.models.detection import fasterrcnn_ghostnet, ghostnet_fpn_backbone, retinanet_ghostnet
 
 
 def _targets():
-    return [{"boxes": torch.tensor([[10.0, 12.0, 50.0, 60.0]]), "labels": torch.tensor([1])},
-            {"boxes": torch.tensor([[5.0, 5.0, 30.0, 40.0], [40.0, 30.0, 90.0, 70.0]]), "labels": torch.tensor([2, 1])}]
+    return [
+        {"boxes": torch.tensor([[10.0, 12.0, 50.0, 60.0]]), "labels": torch.tensor([1])},
+        {"boxes": torch.tensor([[5.0, 5.0, 30.0, 40.0], [40.0, 30.0, 90.0, 70.0]]), "labels": torch.tensor([2, 1])},
+    ]
 
 
 @pytest.mark.parametrize("width", [0.5, 1.1])
@@ -47,7 +49,9 @@ def test_backbone_loads_classification_weights(tmp_path):
     cls = create_model("ghostnet", width=0.5)
     path = save_weights(cls, tmp_path / "w.pth")
     b = ghostnet_fpn_backbone(width=0.5, backbone_weights=path, frozen_bn=False)
-    assert torch.equal(b.body.blocks[2][0].ghost1.primary_conv[0].weight, cls.blocks[2][0].ghost1.primary_conv[0].weight)
+    assert torch.equal(
+        b.body.blocks[2][0].ghost1.primary_conv[0].weight, cls.blocks[2][0].ghost1.primary_conv[0].weight
+    )
 
 
 @pytest.mark.parametrize("builder", [retinanet_ghostnet, fasterrcnn_ghostnet])
@@ -66,15 +70,39 @@ def test_detectors_train_and_predict(builder):
 
 # ---------------------------------------------------------------- COCO data, training, evaluation, CLI
 
-SMALL = ["--min-size", "96", "--max-size", "96", "--width", "0.5", "--fpn-channels", "32", "--batch-size", "4",
-         "--eval-batch-size", "4", "--num-workers", "0", "--no-progress"]
+SMALL = [
+    "--min-size",
+    "96",
+    "--max-size",
+    "96",
+    "--width",
+    "0.5",
+    "--fpn-channels",
+    "32",
+    "--batch-size",
+    "4",
+    "--eval-batch-size",
+    "4",
+    "--num-workers",
+    "0",
+    "--no-progress",
+]
 
 
 @pytest.fixture(scope="module")
 def coco(tmp_path_factory):
     """A tiny real-format COCO set: scikit-learn's digits pasted on its sample photographs."""
     root = tmp_path_factory.mktemp("coco") / "det"
-    make_detection_set(root, n_train=12, n_val=6, image_size=96, objects_per_image=(1, 3), object_size=(24, 48), source="digits", seed=1)
+    make_detection_set(
+        root,
+        n_train=12,
+        n_val=6,
+        image_size=96,
+        objects_per_image=(1, 3),
+        object_size=(24, 48),
+        source="digits",
+        seed=1,
+    )
     return root
 
 
@@ -84,7 +112,9 @@ def test_generated_set_is_valid_coco(coco):
     assert not split.problems
     for im in split.images:
         b = im["boxes"]
-        assert len(b) >= 1 and (b[:, 2] > b[:, 0]).all() and (b[:, 3] > b[:, 1]).all() and b.min() >= 0 and b.max() <= 96
+        assert (
+            len(b) >= 1 and (b[:, 2] > b[:, 0]).all() and (b[:, 3] > b[:, 1]).all() and b.min() >= 0 and b.max() <= 96
+        )
 
 
 def _write_bad_set(root):
@@ -99,9 +129,11 @@ def _write_bad_set(root):
     (root / "imgs" / "junk.jpg").write_bytes(b"not an image")
     shutil.copy(root / "imgs" / "0.jpg", root / "imgs" / "wrong_size.jpg")
     images = [{"id": i, "file_name": f"{i}.jpg", "width": 64, "height": 48} for i in range(3)]
-    images += [{"id": 10, "file_name": "missing.jpg", "width": 64, "height": 48},
-               {"id": 11, "file_name": "junk.jpg", "width": 64, "height": 48},
-               {"id": 12, "file_name": "wrong_size.jpg", "width": 100, "height": 48}]
+    images += [
+        {"id": 10, "file_name": "missing.jpg", "width": 64, "height": 48},
+        {"id": 11, "file_name": "junk.jpg", "width": 64, "height": 48},
+        {"id": 12, "file_name": "wrong_size.jpg", "width": 100, "height": 48},
+    ]
     anns = [
         {"id": 1, "image_id": 0, "category_id": 1, "bbox": [5, 5, 20, 20]},  # fine
         {"id": 2, "image_id": 1, "category_id": 2, "bbox": [50, 30, 30, 30]},  # sticks out: clipped
@@ -129,7 +161,9 @@ def test_malformed_annotations_are_skipped_and_counted(tmp_path):
     assert p["annotations with an unknown category id"] == 1 and p["annotations with an unknown image id"] == 1
     assert p["images with a missing file"] == 1 and p["images that cannot be read"] == 1
     assert p["images whose size differs from the JSON"] == 1 and p["boxes clipped to their image"] == 1
-    assert p["annotations of skipped images"] == 1 and p["annotations without image_id/category_id/bbox [x, y, w, h]"] == 1
+    assert (
+        p["annotations of skipped images"] == 1 and p["annotations without image_id/category_id/bbox [x, y, w, h]"] == 1
+    )
     assert "1 annotations with zero area" in split.report()
     # the evaluation ground truth holds the same cleaned annotations
     assert len(split.coco.getAnnIds()) == 2
@@ -168,23 +202,33 @@ def test_flip_mirrors_image_and_boxes(coco):
 
 def test_coco_metrics_perfect_none_and_shifted(coco):
     split = load_coco_split(coco / "val", coco / "annotations" / "instances_val.json")
-    perfect = [{"image_id": im["id"], "category_id": split.category_ids[l - 1], "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]], "score": 1.0}
-               for im in split.images for b, l in zip(im["boxes"].tolist(), im["labels"].tolist())]
+    perfect = [
+        {
+            "image_id": im["id"],
+            "category_id": split.category_ids[c - 1],
+            "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]],
+            "score": 1.0,
+        }
+        for im in split.images
+        for b, c in zip(im["boxes"].tolist(), im["labels"].tolist())
+    ]
     m = coco_metrics(split, perfect)
     assert m["map"] == pytest.approx(100.0) and m["map50"] == pytest.approx(100.0)
-    present = {split.classes[l - 1] for im in split.images for l in im["labels"].tolist()}
+    present = {split.classes[c - 1] for im in split.images for c in im["labels"].tolist()}
     assert {n for n, v in m["per_class"].items() if v is not None} == present
     assert coco_metrics(split, [])["map"] == 0.0
     shifted = [{**r, "bbox": [r["bbox"][0] + r["bbox"][2] * 0.3, *r["bbox"][1:]]} for r in perfect]  # IoU ~0.54
     s = coco_metrics(split, shifted)
     assert s["map50"] == pytest.approx(100.0) and s["map"] < 50
-    wrong_class = [{**r, "category_id": split.category_ids[(split.category_ids.index(r["category_id"]) + 1) % 10]} for r in perfect]
+    wrong_class = [
+        {**r, "category_id": split.category_ids[(split.category_ids.index(r["category_id"]) + 1) % 10]} for r in perfect
+    ]
     assert coco_metrics(split, wrong_class)["map"] == 0.0
 
 
 @pytest.mark.parametrize("name", ["retinanet_ghostnet", "fasterrcnn_ghostnet"])
 def test_a_few_steps_reduce_the_loss(coco, name):
-    from ghostnet.detection import create_detector
+    from ghostnet.models.detection import create_detector
 
     torch.manual_seed(0)
     split = load_coco_split(coco / "train", coco / "annotations" / "instances_train.json")
@@ -203,7 +247,7 @@ def test_a_few_steps_reduce_the_loss(coco, name):
 
 @pytest.mark.parametrize("width", [0.5, 1.0, 1.3])
 def test_detectors_build_at_several_widths_with_custom_levels(width):
-    from ghostnet.detection import create_detector
+    from ghostnet.models.detection import create_detector
 
     for name in ("retinanet_ghostnet", "fasterrcnn_ghostnet"):
         m = create_detector(name, 4, width=width, min_size=64, max_size=64, out_indices=(3, 4), fpn_channels=16).eval()
@@ -225,7 +269,9 @@ def _run(capsys, *argv):
 def test_cli_train_resume_eval_detect(coco, tmp_path, capsys):
     runs = tmp_path / "runs"
     base = ["detect-train", "--data-dir", str(coco), "--output-dir", str(runs), "--name", "r", "--seed", "2", *SMALL]
-    code, out, _ = _run(capsys, *base, "--model", "fasterrcnn_ghostnet", "--epochs", "1", "--optimizer", "adamw", "--lr", "0.001")
+    code, out, _ = _run(
+        capsys, *base, "--model", "fasterrcnn_ghostnet", "--epochs", "1", "--optimizer", "adamw", "--lr", "0.001"
+    )
     assert code == 0
     assert "instances_train.json: 12 images" in out and "mAP" in out
     code, _, err = _run(capsys, *base, "--epochs", "1")
@@ -242,24 +288,51 @@ def test_cli_train_resume_eval_detect(coco, tmp_path, capsys):
 
     code, out, _ = _run(capsys, "detect-eval", str(run / "last.pth"), "--json", "--no-progress", "--num-workers", "0")
     r = json.loads(out)
-    assert code == 0 and r["images"] == 6 and 0 <= r["map"] <= 100 and set(r["per_class"]) == {str(i) for i in range(10)}
+    assert (
+        code == 0 and r["images"] == 6 and 0 <= r["map"] <= 100 and set(r["per_class"]) == {str(i) for i in range(10)}
+    )
     model, data, _ = load_detector(run / "last.pth")
     split = load_coco_split(coco / "val", coco / "annotations" / "instances_val.json", categories=data["category_ids"])
     again = evaluate_detector(model, DetectionLoader(split, 2, train=False, num_workers=0), split)
     assert again["map"] == pytest.approx(r["map"])  # batch size does not change the result
 
-    code, out, _ = _run(capsys, "detect", str(coco / "val" / "000000.jpg"), str(coco / "val" / "000001.jpg"), "--checkpoint",
-                        str(run / "last.pth"), "--output-dir", str(tmp_path / "drawn"), "--score-threshold", "0.0")
+    code, out, _ = _run(
+        capsys,
+        "detect",
+        str(coco / "val" / "000000.jpg"),
+        str(coco / "val" / "000001.jpg"),
+        "--checkpoint",
+        str(run / "last.pth"),
+        "--output-dir",
+        str(tmp_path / "drawn"),
+        "--score-threshold",
+        "0.0",
+    )
     assert code == 0 and "object(s)" in out
     from PIL import Image
 
     with Image.open(tmp_path / "drawn" / "000000.png") as im:
         assert im.size == (96, 96)
-    code, _, err = _run(capsys, "detect", str(coco / "val" / "000000.jpg"), "--checkpoint", str(run / "last.pth"),
-                        "--output-dir", str(tmp_path / "drawn"))
+    code, _, err = _run(
+        capsys,
+        "detect",
+        str(coco / "val" / "000000.jpg"),
+        "--checkpoint",
+        str(run / "last.pth"),
+        "--output-dir",
+        str(tmp_path / "drawn"),
+    )
     assert code == 2 and "exists; pass --overwrite" in err
     if not torch.cuda.is_available():
-        code, _, err = _run(capsys, "detect", str(coco / "val" / "000000.jpg"), "--checkpoint", str(run / "last.pth"), "--device", "cuda")
+        code, _, err = _run(
+            capsys,
+            "detect",
+            str(coco / "val" / "000000.jpg"),
+            "--checkpoint",
+            str(run / "last.pth"),
+            "--device",
+            "cuda",
+        )
         assert code == 2 and "CUDA is not available" in err
     code, _, err = _run(capsys, "detect-eval", str(coco / "annotations" / "instances_val.json"))
     assert code == 2 and "error" in err
@@ -268,8 +341,20 @@ def test_cli_train_resume_eval_detect(coco, tmp_path, capsys):
 def test_cli_rejects_bad_detection_settings(coco, tmp_path, capsys):
     imgs, ann = _write_bad_set(tmp_path / "bad")
     common = ["detect-train", "--output-dir", str(tmp_path / "runs"), *SMALL]
-    code, _, err = _run(capsys, *common, "--train-images", str(imgs), "--train-annotations", str(ann), "--val-images", str(imgs),
-                        "--val-annotations", str(ann), "--bad-annotations", "error")
+    code, _, err = _run(
+        capsys,
+        *common,
+        "--train-images",
+        str(imgs),
+        "--train-annotations",
+        str(ann),
+        "--val-images",
+        str(imgs),
+        "--val-annotations",
+        str(ann),
+        "--bad-annotations",
+        "error",
+    )
     assert code == 2 and "annotations with zero area" in err and len(err.strip().splitlines()) == 1
     code, _, err = _run(capsys, *common, "--data-dir", str(tmp_path / "nowhere"))
     assert code == 2 and "instances_train" in err
@@ -280,8 +365,25 @@ def test_cli_rejects_bad_detection_settings(coco, tmp_path, capsys):
 
 
 def test_two_process_ddp_detection(coco, tmp_path):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29547", "-m", "ghostnet", "detect-train",
-           "--data-dir", str(coco), "--output-dir", str(tmp_path / "runs"), "--name", "ddp", "--epochs", "1", *SMALL]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "--master_port=29547",
+        "-m",
+        "ghostnet",
+        "detect-train",
+        "--data-dir",
+        str(coco),
+        "--output-dir",
+        str(tmp_path / "runs"),
+        "--name",
+        "ddp",
+        "--epochs",
+        "1",
+        *SMALL,
+    ]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert r.returncode == 0, r.stderr[-3000:]
     summary = json.loads((tmp_path / "runs" / "ddp" / "summary.json").read_text())
@@ -290,43 +392,79 @@ def test_two_process_ddp_detection(coco, tmp_path):
 
 @pytest.mark.parametrize("name", ["retinanet_ghostnet", "fasterrcnn_ghostnet"])
 def test_whole_detector_exports_to_onnx_with_matching_detections(tmp_path, name):
-    from ghostnet.detection import create_detector
-    from ghostnet.detection.export import export_detector
+    from ghostnet.deploy.detection import export_detector
+    from ghostnet.models.detection import create_detector
 
     torch.manual_seed(0)
     # score_thresh 0 keeps every candidate, so the check compares hundreds of detections rather than none
     model = create_detector(name, 4, width=0.5, min_size=96, max_size=96, fpn_channels=16, score_thresh=0.0)
-    if name == "retinanet_ghostnet":  # an untrained head scores every anchor ~0.01: spread the scores like a trained one
+    if (
+        name == "retinanet_ghostnet"
+    ):  # an untrained head scores every anchor ~0.01: spread the scores like a trained one
         torch.nn.init.normal_(model.head.classification_head.cls_logits.weight, std=0.3)
     r = export_detector(model, tmp_path / "det.onnx", "detector", input_size=(96, 96))
-    assert r.max_abs_diff <= 1e-3 and r.output_names == ["boxes", "scores", "labels"] and (tmp_path / "det.onnx").stat().st_size > 0
+    assert (
+        r.max_abs_diff <= 1e-3
+        and r.output_names == ["boxes", "scores", "labels"]
+        and (tmp_path / "det.onnx").stat().st_size > 0
+    )
     with pytest.raises(ValueError, match="onnx only"):
         export_detector(model, tmp_path / "det.pt", "detector", fmt="torchscript")
 
 
 def test_cli_exports_a_trained_detector(coco, tmp_path, capsys):
-    code, _, _ = _run(capsys, "detect-train", "--data-dir", str(coco), "--output-dir", str(tmp_path), "--name", "r", "--epochs", "1",
-                      "--max-steps", "1", *SMALL)
+    code, _, _ = _run(
+        capsys,
+        "detect-train",
+        "--data-dir",
+        str(coco),
+        "--output-dir",
+        str(tmp_path),
+        "--name",
+        "r",
+        "--epochs",
+        "1",
+        "--max-steps",
+        "1",
+        *SMALL,
+    )
     ckpt = str(tmp_path / "r" / "last.pth")
     assert code == 0
-    code, out, _ = _run(capsys, "export", "--checkpoint", ckpt, "--output", str(tmp_path / "bb.onnx"), "--dynamic-batch", "--fuse")
+    code, out, _ = _run(
+        capsys, "export", "--checkpoint", ckpt, "--output", str(tmp_path / "bb.onnx"), "--dynamic-batch", "--fuse"
+    )
     assert code == 0 and "features_3" in out and "max abs diff" in out  # P3-P5 + P6 + P7: five maps
-    code, out, _ = _run(capsys, "export", "--checkpoint", ckpt, "--detector-part", "detector", "--output", str(tmp_path / "d.onnx"))
+    code, out, _ = _run(
+        capsys, "export", "--checkpoint", ckpt, "--detector-part", "detector", "--output", str(tmp_path / "d.onnx")
+    )
     assert code == 0 and "['boxes', 'scores', 'labels']" in out
-    code, _, err = _run(capsys, "export", "--checkpoint", ckpt, "--detector-part", "detector", "--format", "torchscript",
-                        "--output", str(tmp_path / "d.pt"))
+    code, _, err = _run(
+        capsys,
+        "export",
+        "--checkpoint",
+        ckpt,
+        "--detector-part",
+        "detector",
+        "--format",
+        "torchscript",
+        "--output",
+        str(tmp_path / "d.pt"),
+    )
     assert code == 2 and "onnx only" in err
     code, _, err = _run(capsys, "export", "ghostnet_050", "--detector-part", "detector")
     assert code == 2 and "detect-train" in err
 
 
 def test_coco_layout_is_found_and_ambiguity_is_refused(tmp_path):
-    from ghostnet.detection.data import find_coco_split
+    from ghostnet.data.coco import find_coco_split
 
     (tmp_path / "annotations").mkdir()
     (tmp_path / "train2017").mkdir()
     (tmp_path / "annotations" / "instances_train2017.json").write_text("{}")
-    assert find_coco_split(tmp_path, "train") == (tmp_path / "train2017", tmp_path / "annotations" / "instances_train2017.json")
+    assert find_coco_split(tmp_path, "train") == (
+        tmp_path / "train2017",
+        tmp_path / "annotations" / "instances_train2017.json",
+    )
     with pytest.raises(DatasetError, match="images folder .*val2017 does not exist"):
         (tmp_path / "annotations" / "instances_val2017.json").write_text("{}")
         find_coco_split(tmp_path, "val")

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from ghostnet.layers import GhostBottleneck, GhostModule, SqueezeExcite, make_divisible
+from ghostnet.nn import GhostBottleneck, GhostModule, SqueezeExcite, make_divisible
 
 
 def test_make_divisible_matches_reference_rounding():

@@ -120,8 +120,10 @@ def test_named_models_fix_their_width():
 
 @pytest.mark.parametrize("name,features_only", [("ghostnet_050", False), ("ghostnet_100", True)])
 def test_torch_export_round_trip(tmp_path, name, features_only):
-    model = create_model(name, num_classes=10, features_only=features_only).eval() if not features_only else (
-        create_model(name, features_only=True, out_indices=(2, 3, 4)).eval()
+    model = (
+        create_model(name, num_classes=10, features_only=features_only).eval()
+        if not features_only
+        else (create_model(name, features_only=True, out_indices=(2, 3, 4)).eval())
     )
     x = torch.randn(2, 3, 64, 64)
     ep = torch.export.export(model, (x,))
@@ -154,3 +156,95 @@ def test_timm_state_dict_loads_strictly_with_identical_logits(name):
     x = torch.randn(2, 3, 224, 224)
     with torch.no_grad():
         torch.testing.assert_close(ours(x), theirs(x), rtol=0, atol=1e-5)
+
+
+def test_full_model_forward_intermediates_gives_all_five_levels():
+    model = create_model("ghostnet_100").eval()
+    x = torch.randn(1, 3, 64, 64)
+    feats = model.forward_intermediates(x)  # raised AttributeError on the full model
+    assert [f.shape[1] for f in feats] == [info["num_chs"] for info in model.feature_info]
+    assert [64 // f.shape[-1] for f in feats] == [2, 4, 8, 16, 32]
+    backbone = create_model("ghostnet_100", features_only=True)
+    backbone.load_state_dict(model.state_dict(), strict=False)
+    for a, b in zip(feats, backbone.eval()(x)):
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("device", ["meta", "cpu"])
+def test_reset_classifier_builds_the_head_where_the_model_lives(device):
+    model = create_model("ghostnet_050").to(device=device, dtype=torch.float64)
+    model.reset_classifier(7)  # was always a float32 head on the CPU
+    assert model.classifier.weight.device.type == device and model.classifier.weight.dtype == torch.float64
+    assert model.classifier.out_features == 7
+
+
+def test_docstring_figures_are_the_profilers():
+    import re
+
+    from ghostnet.analysis.profile import profile_model
+    from ghostnet.models import model_entry
+
+    for name in MODELS:
+        entry = model_entry(name)
+        stated = re.search(r"([\d.]+)M params, ([\d.]+)M MACs", entry.description)
+        if stated is None:
+            continue
+        size = entry.default_cfg.get("input_size", 224)
+        p = profile_model(create_model(name), (size, size))
+        places = len(stated.group(1).split(".")[1])
+        assert stated.group(1) == f"{p.params / 1e6:.{places}f}", name
+        assert stated.group(2) == f"{p.macs / 1e6:.{len(stated.group(2).split('.')[1])}f}", name
+
+
+def test_a_keyword_the_model_does_not_take_is_a_value_error():
+    with pytest.raises(ValueError, match="model 'resnet56' does not take 'width'"):
+        create_model("resnet56", width=2.0)
+    assert create_model("resnet56", drop_rate=0.2).dropout.p == 0.2
+
+
+def test_detector_builders_take_the_declared_options():
+    import dataclasses
+    import inspect
+
+    from ghostnet.models.detection import DetectorOptions, fasterrcnn_ghostnet, retinanet_ghostnet
+
+    options = {f.name: f for f in dataclasses.fields(DetectorOptions)}
+    for builder in (retinanet_ghostnet, fasterrcnn_ghostnet):
+        params = inspect.signature(builder).parameters
+        for name, f in options.items():
+            if name == "rois_per_image" and builder is retinanet_ghostnet:
+                continue
+            default = f.default_factory() if callable(f.default_factory) else f.default
+            assert name in params, f"{builder.__name__} lacks {name}"
+            expected = tuple(default) if isinstance(default, list) else default
+            assert params[name].default == expected, f"{builder.__name__}.{name}"
+            assert f.metadata.get("help"), name
+
+
+def test_old_import_paths_still_work_and_say_where_things_moved():
+    import importlib
+    import sys
+    import warnings
+
+    for old, name in [
+        ("ghostnet.layers", "GhostModule"),
+        ("ghostnet.profile", "profile_model"),
+        ("ghostnet.ghostify", "ghostify"),
+        ("ghostnet.train", "run_training"),
+        ("ghostnet.config", "load_config"),
+        ("ghostnet.detection", "retinanet_ghostnet"),
+    ]:
+        sys.modules.pop(old, None)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            module = importlib.import_module(old)
+        assert hasattr(module, name), old
+        assert any(issubclass(w.category, DeprecationWarning) and "deprecated" in str(w.message) for w in caught), old
+
+
+def test_readme_list_models_line_is_what_list_models_returns():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    line = next(ln for ln in readme.splitlines() if ln.startswith('list_models("ghostnet*")'))
+    assert line.split("#", 1)[1].strip() == repr(list_models("ghostnet*"))

@@ -11,12 +11,13 @@ import time
 import pytest
 import torch
 
-from conftest import write_cifar, write_image_folder, write_idx
-from ghostnet.checkpoint import read_checkpoint
-from ghostnet.cli import main
-from ghostnet.config import TrainConfig, load_config
-from ghostnet.train import RunDirError, TrainingDiverged, lr_factor, param_groups, train
+from conftest import write_cifar, write_idx, write_image_folder
 from ghostnet import create_model
+from ghostnet.cli import main
+from ghostnet.engine import RunDirError, TrainingDiverged, train
+from ghostnet.engine.config import TrainConfig, load_config
+from ghostnet.engine.loop import lr_factor, param_groups
+from ghostnet.models.checkpoint import read_checkpoint
 
 TINY = dict(model="ghostnet_small_050", epochs=2, batch_size=8, eval_batch_size=16, progress=False, seed=3)
 
@@ -46,7 +47,13 @@ def test_config_yaml_and_overrides(tmp_path):
     cfg = load_config(path, {"epochs": "5", "nesterov": "false"})
     assert (cfg.lr, cfg.epochs, cfg.milestones, cfg.nesterov, cfg.clip_grad) == (0.2, 5, [0.3, 0.6], False, None)
     imagenet = load_config("imagenet")
-    assert (imagenet.lr, imagenet.batch_size, imagenet.weight_decay, imagenet.label_smoothing, imagenet.warmup_epochs) == (0.4, 1024, 4e-5, 0.1, 5)
+    assert (
+        imagenet.lr,
+        imagenet.batch_size,
+        imagenet.weight_decay,
+        imagenet.label_smoothing,
+        imagenet.warmup_epochs,
+    ) == (0.4, 1024, 4e-5, 0.1, 5)
     with pytest.raises(ValueError, match=r"unknown config field\(s\) \['lr_max'\]"):
         load_config(None, {"lr_max": 1})
     with pytest.raises(ValueError, match="epochs: expected int, got 2.5"):
@@ -60,10 +67,19 @@ def test_config_yaml_and_overrides(tmp_path):
 
 def test_train_cifar_end_to_end(tmp_path):
     write_cifar(tmp_path / "data", n_train=80, n_test=20)
-    cfg = TrainConfig(dataset="cifar10", data_dir=str(tmp_path / "data"), output_dir=str(tmp_path / "runs"), name="r", **TINY)
+    cfg = TrainConfig(
+        dataset="cifar10", data_dir=str(tmp_path / "data"), output_dir=str(tmp_path / "runs"), name="r", **TINY
+    )
     summary = train(cfg)
     run = tmp_path / "runs" / "r"
-    assert {p.name for p in run.iterdir()} == {"config.yaml", "log.jsonl", "last.pth", "best.pth", "summary.json", "curves.png"}
+    assert {p.name for p in run.iterdir()} == {
+        "config.yaml",
+        "log.jsonl",
+        "last.pth",
+        "best.pth",
+        "summary.json",
+        "curves.png",
+    }
     rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2] and rows[-1]["step"] == 20
     assert summary["final_top1"] == rows[-1]["eval_top1"] and summary["params"] > 0 and summary["macs"] > 0
@@ -84,8 +100,14 @@ def test_train_cifar_end_to_end(tmp_path):
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     write_cifar(tmp_path / "data", n_train=80, n_test=20)
     cfg = TrainConfig(
-        dataset="cifar10", data_dir=str(tmp_path / "data"), output_dir=str(tmp_path / "runs"), name="nan",
-        save_every_steps=1, lr=1e30, momentum=0.0, **TINY,
+        dataset="cifar10",
+        data_dir=str(tmp_path / "data"),
+        output_dir=str(tmp_path / "runs"),
+        name="nan",
+        save_every_steps=1,
+        lr=1e30,
+        momentum=0.0,
+        **TINY,
     )
     with pytest.raises(TrainingDiverged, match=r"loss is (nan|inf) at step (\d+)") as e:
         train(cfg)
@@ -98,8 +120,17 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
 def test_optimizers_ema_and_clipping(tmp_path):
     write_cifar(tmp_path / "data", n_train=40, n_test=10)
     cfg = TrainConfig(
-        dataset="cifar10", data_dir=str(tmp_path / "data"), output_dir=str(tmp_path / "runs"), name="adamw",
-        optimizer="adamw", lr=1e-3, ema_decay=0.9, clip_grad=1.0, schedule="multistep", warmup_epochs=0.5, **TINY,
+        dataset="cifar10",
+        data_dir=str(tmp_path / "data"),
+        output_dir=str(tmp_path / "runs"),
+        name="adamw",
+        optimizer="adamw",
+        lr=1e-3,
+        ema_decay=0.9,
+        clip_grad=1.0,
+        schedule="multistep",
+        warmup_epochs=0.5,
+        **TINY,
     )
     summary = train(cfg)
     ckpt = read_checkpoint(tmp_path / "runs" / "adamw" / "last.pth")
@@ -118,17 +149,40 @@ def _weights(path):
 def test_sigkill_at_any_point_then_resume_is_bit_identical(tmp_path):
     """Kill -9 twice (mid-epoch and later), resume each time: the final weights equal an uninterrupted run's."""
     write_cifar(tmp_path / "data", n_train=160, n_test=20)
-    common = ["train", "--dataset", "cifar10", "--data-dir", str(tmp_path / "data"), "--output-dir", str(tmp_path / "runs"),
-              "--model", "ghostnet_small_050", "--epochs", "3", "--batch-size", "16", "--save-every-steps", "3",
-              "--deterministic", "--seed", "7", "--no-progress", "--ema-decay", "0.9"]
+    common = [
+        "train",
+        "--dataset",
+        "cifar10",
+        "--data-dir",
+        str(tmp_path / "data"),
+        "--output-dir",
+        str(tmp_path / "runs"),
+        "--model",
+        "ghostnet_small_050",
+        "--epochs",
+        "3",
+        "--batch-size",
+        "16",
+        "--save-every-steps",
+        "3",
+        "--deterministic",
+        "--seed",
+        "7",
+        "--no-progress",
+        "--ema-decay",
+        "0.9",
+    ]
     r = _cli(*common, "--name", "straight")
     assert r.returncode == 0, r.stderr
 
     last = tmp_path / "runs" / "broken" / "last.pth"
     kills = 0
     for delay in (0.0, 1.5):
-        proc = subprocess.Popen([sys.executable, "-m", "ghostnet", *common, "--name", "broken", *(["--resume"] if kills else [])],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "ghostnet", *common, "--name", "broken", *(["--resume"] if kills else [])],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         before = last.stat().st_mtime_ns if last.exists() else None
         deadline = time.time() + 120
         while time.time() < deadline and proc.poll() is None:
@@ -161,9 +215,33 @@ def test_sigkill_at_any_point_then_resume_is_bit_identical(tmp_path):
 def test_two_process_ddp_agrees_with_single_process_eval(tmp_path):
     write_cifar(tmp_path / "data", n_train=80, n_test=21)  # 21: the eval split does not divide evenly
     run = tmp_path / "runs" / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533", "-m", "ghostnet", "train",
-           "--dataset", "cifar10", "--data-dir", str(tmp_path / "data"), "--output-dir", str(tmp_path / "runs"), "--name", "ddp",
-           "--model", "ghostnet_small_050", "--epochs", "2", "--batch-size", "16", "--eval-batch-size", "8", "--no-progress"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "--master_port=29533",
+        "-m",
+        "ghostnet",
+        "train",
+        "--dataset",
+        "cifar10",
+        "--data-dir",
+        str(tmp_path / "data"),
+        "--output-dir",
+        str(tmp_path / "runs"),
+        "--name",
+        "ddp",
+        "--model",
+        "ghostnet_small_050",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "16",
+        "--eval-batch-size",
+        "8",
+        "--no-progress",
+    ]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -183,8 +261,28 @@ def test_two_process_ddp_agrees_with_single_process_eval(tmp_path):
 
 def test_cli_train_eval_predict_on_idx(tmp_path, capsys):
     write_idx(tmp_path / "data" / "fashion-mnist", n_train=60, n_test=20)
-    code = main(["train", "--dataset", "fashion_mnist", "--data-dir", str(tmp_path / "data"), "--output-dir", str(tmp_path / "runs"),
-                 "--name", "fm", "--epochs", "1", "--batch-size", "10", "--no-progress", "--in-chans", "3", "--train-subset", "40"])
+    code = main(
+        [
+            "train",
+            "--dataset",
+            "fashion_mnist",
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--output-dir",
+            str(tmp_path / "runs"),
+            "--name",
+            "fm",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "10",
+            "--no-progress",
+            "--in-chans",
+            "3",
+            "--train-subset",
+            "40",
+        ]
+    )
     assert code == 0
     assert json.loads((tmp_path / "runs" / "fm" / "log.jsonl").read_text())["step"] == 4  # 40 of the 60 images
     out = capsys.readouterr().out
@@ -203,18 +301,60 @@ def test_cli_train_eval_predict_on_idx(tmp_path, capsys):
     assert main(["predict", str(img_dir), "--checkpoint", str(ckpt), "--topk", "3", "--json"]) == 0
     preds = json.loads(capsys.readouterr().out)
     assert len(preds) == 3 and len(preds[0]["top"]) == 3
-    assert preds[0]["top"][0][0] in ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+    assert preds[0]["top"][0][0] in [
+        "T-shirt/top",
+        "Trouser",
+        "Pullover",
+        "Dress",
+        "Coat",
+        "Sandal",
+        "Shirt",
+        "Sneaker",
+        "Bag",
+        "Ankle boot",
+    ]
     assert abs(sum(p for _, p in preds[0]["top"])) <= 1.0 + 1e-6
 
 
 def test_cli_train_on_image_folder(tmp_path, capsys):
     root = write_image_folder(tmp_path / "imgs")
-    code = main(["train", "--dataset", "imagefolder", "--data-dir", str(root), "--image-size", "32", "--model", "ghostnet_050",
-                 "--output-dir", str(tmp_path / "runs"), "--name", "folder", "--epochs", "1", "--batch-size", "4",
-                 "--num-workers", "0", "--no-progress"])
+    code = main(
+        [
+            "train",
+            "--dataset",
+            "imagefolder",
+            "--data-dir",
+            str(root),
+            "--image-size",
+            "32",
+            "--model",
+            "ghostnet_050",
+            "--output-dir",
+            str(tmp_path / "runs"),
+            "--name",
+            "folder",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "4",
+            "--num-workers",
+            "0",
+            "--no-progress",
+        ]
+    )
     assert code == 0
     assert read_checkpoint(tmp_path / "runs" / "folder" / "last.pth")["data"]["classes"] == ["cat", "dog", "fox"]
-    assert main(["predict", str(root / "val" / "dog" / "0.png"), "--checkpoint", str(tmp_path / "runs" / "folder" / "last.pth")]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                str(root / "val" / "dog" / "0.png"),
+                "--checkpoint",
+                str(tmp_path / "runs" / "folder" / "last.pth"),
+            ]
+        )
+        == 0
+    )
     assert "dog" in capsys.readouterr().out
 
 
@@ -224,7 +364,10 @@ def test_predict_with_released_style_state_dict(tmp_path, capsys):
     path = tmp_path / "state_dict_73.98.pth"
     torch.save(create_model("ghostnet_050").state_dict(), path)
     Image.new("RGB", (300, 260), "red").save(tmp_path / "x.jpg")
-    assert main(["predict", str(tmp_path / "x.jpg"), "--checkpoint", str(path), "--model", "ghostnet_050", "--topk", "2"]) == 0
+    assert (
+        main(["predict", str(tmp_path / "x.jpg"), "--checkpoint", str(path), "--model", "ghostnet_050", "--topk", "2"])
+        == 0
+    )
     out = capsys.readouterr().out.splitlines()
     assert len(out) == 3 and out[1].strip().endswith(tuple("abcdefghijklmnopqrstuvwxyz)"))  # ImageNet class names
 
@@ -265,7 +408,23 @@ def test_predict_rejects_bad_images(tmp_path, capsys):
 def test_resume_uses_the_runs_own_config_and_refuses_another_model(tmp_path, capsys):
     write_cifar(tmp_path / "data", n_train=40, n_test=10)
     base = ["train", "--output-dir", str(tmp_path / "runs"), "--name", "r", "--no-progress"]
-    assert main([*base[:5], "--dataset", "cifar10", "--data-dir", str(tmp_path / "data"), "--epochs", "1", "--batch-size", "8", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                *base[:5],
+                "--dataset",
+                "cifar10",
+                "--data-dir",
+                str(tmp_path / "data"),
+                "--epochs",
+                "1",
+                "--batch-size",
+                "8",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert main([*base, "--resume", "--epochs", "2"]) == 0  # continues the cifar10 run for one more epoch
     rows = (tmp_path / "runs" / "r" / "log.jsonl").read_text().splitlines()
     assert [json.loads(r)["epoch"] for r in rows] == [1, 2]
@@ -273,3 +432,68 @@ def test_resume_uses_the_runs_own_config_and_refuses_another_model(tmp_path, cap
     with pytest.raises(SystemExit) as e:
         main([*base, "--resume", "--model", "ghostnet_small_100"])
     assert e.value.code == 2 and "shape mismatch" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "model,drop_rate,expected",
+    [
+        ("vgg16", 0.2, 0.2),
+        ("vgg16", None, 0.5),
+        ("resnet56", 0.2, 0.2),
+        ("resnet56", None, 0.0),
+        ("ghostnet_050", None, 0.2),
+    ],
+)
+def test_drop_rate_reaches_every_model(model, drop_rate, expected):
+    from ghostnet.data import load_dataset
+    from ghostnet.engine.classification import build_model_for_data
+
+    cfg = load_config(None, {"model": model, "drop_rate": drop_rate})
+    net = build_model_for_data(cfg, load_dataset("digits"))  # 0.2 was ignored for vgg16, a TypeError for resnet56
+    assert [m.p for m in net.modules() if isinstance(m, torch.nn.Dropout)] == [expected]
+
+
+def test_every_option_has_help_from_its_field_and_shows_its_default(capsys):
+    import dataclasses
+
+    from ghostnet.engine.config import DetectConfig, TrainConfig
+
+    for cls in (TrainConfig, DetectConfig):
+        missing = [f.name for f in dataclasses.fields(cls) if not f.metadata.get("help")]
+        assert not missing, f"{cls.__name__} fields without help: {missing}"
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "peak learning rate for the global batch (default: 0.1)" in out
+    with pytest.raises(SystemExit):
+        main(["detect-train", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "--fpn-channels" in out and "FPN (and head) width (default: 256)" in out
+    assert "--augment" not in out and "--dataset" not in out  # classification-only options are not offered
+
+
+def test_a_detection_config_saved_with_the_old_classification_fields_still_loads(tmp_path):
+    from ghostnet.engine.config import DetectConfig
+
+    saved = tmp_path / "config.yaml"
+    saved.write_text("dataset: coco\naugment: null\ndrop_rate: 0.2\nmodel: fasterrcnn_ghostnet\nfpn_channels: 64\n")
+    cfg = load_config(saved, cls=DetectConfig)
+    assert (cfg.model, cfg.fpn_channels, cfg.data_name()) == ("fasterrcnn_ghostnet", 64, "coco")
+    assert cfg.detector_options()["out_indices"] == (2, 3, 4)
+
+
+def test_eval_errors_are_one_line(tmp_path, capsys):
+    from ghostnet import save_weights
+
+    ckpt = tmp_path / "w.pth"
+    save_weights(create_model("ghostnet_small_050", num_classes=10), ckpt)
+    for argv, message in [
+        (["eval", str(ckpt), "--device", "cuda:0"], "CUDA is not available"),
+        (["eval", str(ckpt), "--dataset", "nope"], "nope"),
+    ]:
+        if argv[-1] == "cuda:0" and torch.cuda.is_available():
+            continue
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert e.value.code == 2 and len(err) == 1 and message in err[0], err

@@ -4,8 +4,8 @@ from PIL import Image
 
 from conftest import write_cifar
 from ghostnet import create_model
+from ghostnet.analysis.visualize import map_similarity, plot_dataset_preview, plot_ghost_maps, plot_redundant_pairs
 from ghostnet.cli import main
-from ghostnet.visualize import map_similarity, plot_ghost_maps, plot_redundant_pairs
 
 
 @pytest.fixture
@@ -34,7 +34,12 @@ def test_ghost_figure_pairs_each_intrinsic_map_with_its_own_ghosts(tmp_path):
     model = create_model("ghost_resnet56", ratio=3)
     x = torch.randn(1, 3, 32, 32)
     info = plot_ghost_maps(model, x, "layer2.0.conv2", tmp_path / "g.png", n_maps=4)
-    assert info == {"layer": "layer2.0.conv2", "ratio": 3, "rows": 4, "mean_correlation": pytest.approx(info["mean_correlation"])}
+    assert info == {
+        "layer": "layer2.0.conv2",
+        "ratio": 3,
+        "rows": 4,
+        "mean_correlation": pytest.approx(info["mean_correlation"]),
+    }
     assert _is_png(tmp_path / "g.png")
     # the cheap op is grouped by intrinsic map: ghost channels 2i and 2i+1 come from intrinsic map i only
     g = model.get_submodule("layer2.0.conv2").cheap_operation[0]
@@ -51,12 +56,70 @@ def test_redundancy_figure_finds_a_duplicated_map(tmp_path):
     assert _is_png(tmp_path / "r.png")
 
 
+@pytest.fixture
+def user_backend():
+    """A backend the user chose that is not Agg (the figures' own PNG writer), put back afterwards."""
+    import matplotlib
+
+    before = matplotlib.get_backend()
+    matplotlib.use("svg")
+    yield "svg"
+    matplotlib.use(before)
+
+
+def test_plotting_leaves_the_users_backend_alone(tmp_path, user_backend):
+    """Library code must not switch the user's matplotlib backend (it used to call matplotlib.use("Agg"))."""
+    import matplotlib
+
+    model = create_model("ghost_resnet56", ratio=2)
+    plot_ghost_maps(model, torch.randn(1, 3, 32, 32), "layer2.0.conv2", tmp_path / "g.png", n_maps=2)
+    plot_redundant_pairs(torch.nn.Conv2d(3, 16, 3), torch.randn(1, 3, 16, 16), "", tmp_path / "r.png", n_pairs=2)
+    images = torch.randint(0, 256, (6, 3, 8, 8), dtype=torch.uint8)
+    plot_dataset_preview(images, torch.tensor([0, 1, 2, 0, 1, 2]), ["a", "b", "c"], tmp_path / "d.png", per_class=2)
+    assert matplotlib.get_backend() == user_backend
+    assert all(_is_png(tmp_path / f"{c}.png") for c in "grd")
+
+
 def test_cli_visualize_end_to_end(tmp_path, image, capsys):
     assert main(["visualize", "ghost", str(image), "--model", "ghost_vgg16", "--output", str(tmp_path / "a.png")]) == 0
-    assert main(["visualize", "ghost", str(image), "--model", "resnet18", "--ghostify", "--output", str(tmp_path / "b.png")]) == 0
-    assert main(["visualize", "redundancy", str(image), "--model", "resnet18", "--layer", "layer1.0", "--output", str(tmp_path / "c.png")]) == 0
+    assert (
+        main(
+            ["visualize", "ghost", str(image), "--model", "resnet18", "--ghostify", "--output", str(tmp_path / "b.png")]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "visualize",
+                "redundancy",
+                str(image),
+                "--model",
+                "resnet18",
+                "--layer",
+                "layer1.0",
+                "--output",
+                str(tmp_path / "c.png"),
+            ]
+        )
+        == 0
+    )
     write_cifar(tmp_path / "data")
-    assert main(["visualize", "dataset", "--dataset", "cifar10", "--data-dir", str(tmp_path / "data"), "--output", str(tmp_path / "d.png")]) == 0
+    assert (
+        main(
+            [
+                "visualize",
+                "dataset",
+                "--dataset",
+                "cifar10",
+                "--data-dir",
+                str(tmp_path / "data"),
+                "--output",
+                str(tmp_path / "d.png"),
+            ]
+        )
+        == 0
+    )
     assert all(_is_png(tmp_path / f"{c}.png") for c in "abcd")
     out = capsys.readouterr().out
     assert "intrinsic maps of" in out and "most similar pairs" in out

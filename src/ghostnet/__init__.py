@@ -1,8 +1,8 @@
 """GhostNet in PyTorch: Ghost modules, GhostNet at any width, training, complexity analysis and deployment."""
 
-from .checkpoint import CheckpointError, load_weights, save_weights
-from .layers import GhostBottleneck, GhostModule, SqueezeExcite, make_divisible
 from .models import GhostNet, create_model, list_models
+from .models.checkpoint import CheckpointError, load_weights, save_weights
+from .nn import GhostBottleneck, GhostModule, SqueezeExcite, ghostify, make_divisible
 
 __version__ = "0.1.0"
 
@@ -13,6 +13,7 @@ __all__ = [
     "GhostNet",
     "SqueezeExcite",
     "create_model",
+    "ghostify",
     "list_models",
     "load_weights",
     "make_divisible",

@@ -38,18 +38,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
-    from ..checkpoint import CheckpointError
-    from ..data import DatasetError
-    from ..train import RunDirError
+    from ..engine.loop import TrainingDiverged
 
     try:
         return func(args)
-    except (UsageError, CheckpointError, DatasetError, RunDirError) as e:
+    except ValueError as e:  # bad input (UsageError, CheckpointError, DatasetError, RunDirError are ValueErrors)
         parser.exit(2, f"ghostnet {args.command}: error: {e}\n")
+    except TrainingDiverged as e:
+        print(f"ghostnet {args.command}: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    return 0
 
 
 if __name__ == "__main__":

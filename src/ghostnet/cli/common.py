@@ -7,7 +7,7 @@ import argparse
 __all__ = ["UsageError", "positive_int", "positive_float"]
 
 
-class UsageError(Exception):
+class UsageError(ValueError):
     """Bad input from the user: printed as one line, exit code 2."""
 
 

@@ -5,19 +5,20 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import Any
 
 from .common import UsageError, positive_int
-
 
 # ---------------------------------------------------------------- export
 
 
 def _model_for_deploy(args: argparse.Namespace):
     """(model in eval mode, input size, in_chans) from --checkpoint and/or a model name."""
-    from ..inference import load_model
+    from ..engine.evaluate import load_model
     from ..models import create_model, list_models, model_entry
 
-    kwargs = {}
+    kwargs: dict[str, Any] = {}
+    size: int | tuple[int, ...]
     if getattr(args, "features_only", False):
         kwargs = {"features_only": True, "out_indices": tuple(args.out_indices)}
     if args.checkpoint:
@@ -26,10 +27,7 @@ def _model_for_deploy(args: argparse.Namespace):
     else:
         if args.model not in list_models():
             raise UsageError(f"unknown model {args.model!r}; known models: {', '.join(list_models())}")
-        try:
-            model = create_model(args.model, **kwargs)
-        except ValueError as e:
-            raise UsageError(str(e)) from None
+        model = create_model(args.model, **kwargs)
         size, in_chans = model_entry(args.model).default_cfg.get("input_size", 224), 3
     if args.input_size:
         size = args.input_size[0] if args.input_size[0] == args.input_size[1] else tuple(args.input_size)
@@ -39,8 +37,8 @@ def _model_for_deploy(args: argparse.Namespace):
 
 def _detector_checkpoint(path: str | None) -> dict | None:
     """The checkpoint at `path` if it holds a detector trained with detect-train, else None."""
-    from ..checkpoint import read_checkpoint
-    from ..detection import DETECTORS
+    from ..models.checkpoint import read_checkpoint
+    from ..models.detection import DETECTORS
 
     if not path:
         return None
@@ -51,87 +49,99 @@ def _detector_checkpoint(path: str | None) -> dict | None:
 def cmd_export(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ..deploy import default_suffix, export_model, fuse_bn
+    from ..deploy.export import default_suffix, export_model
+    from ..nn.surgery import fuse_bn
 
     detector_ckpt = _detector_checkpoint(args.checkpoint)
     if args.detector_part and detector_ckpt is None:
         raise UsageError("--detector-part needs --checkpoint of a detector trained with detect-train")
     if detector_ckpt is not None:
-        from ..detection.engine import load_detector
-        from ..detection.export import export_detector
+        from ..deploy.detection import export_detector
+        from ..engine.detection import load_detector
 
-        model, _, _ = load_detector(detector_ckpt)
+        model: Any = load_detector(detector_ckpt)[0]
         part = args.detector_part or "backbone"
         side = model.transform.min_size[0]
         hw = tuple(args.input_size) if args.input_size else (side, side)
         in_chans = 3
         output = Path(args.output or f"{Path(args.checkpoint).stem}-{part}{default_suffix(args.format)}")
-        try:
-            if args.fuse and part == "backbone":
-                model.backbone = fuse_bn(model.backbone.eval())
-            elif args.fuse:
-                raise ValueError("--fuse applies to --detector-part backbone (torchvision's detector keeps its own layers)")
-            r = export_detector(model, output, part, args.format, hw, args.dynamic_batch, args.opset)
-        except ValueError as e:
-            raise UsageError(str(e)) from None
+        if args.fuse and part == "backbone":
+            model.backbone = fuse_bn(model.backbone.eval())
+        elif args.fuse:
+            raise ValueError("--fuse applies to --detector-part backbone (torchvision's detector keeps its own layers)")
+        r = export_detector(model, output, part, args.format, hw, args.dynamic_batch, args.opset)
     else:
         model, hw, in_chans = _model_for_deploy(args)
-        output = Path(args.output or f"{args.model or Path(args.checkpoint).stem}{'-fused' if args.fuse else ''}{default_suffix(args.format)}")
-        try:
-            if args.fuse:
-                model = fuse_bn(model)
-            r = export_model(model, output, args.format, hw, in_chans, args.dynamic_batch, args.opset)
-        except ValueError as e:
-            raise UsageError(str(e)) from None
+        output = Path(
+            args.output
+            or f"{args.model or Path(args.checkpoint).stem}{'-fused' if args.fuse else ''}{default_suffix(args.format)}"
+        )
+        if args.fuse:
+            model = fuse_bn(model)
+        r = export_model(model, output, args.format, hw, in_chans, args.dynamic_batch, args.opset)
     print(f"wrote {r.path} ({r.format}, {r.size_bytes / 2**20:.2f} MiB{f', opset {r.opset}' if r.opset else ''})")
-    print(f"  inputs {r.input_names}  outputs {r.output_names}  {'dynamic' if r.dynamic_batch else 'fixed'} batch, input {in_chans}x{hw[0]}x{hw[1]}")
+    print(
+        f"  inputs {r.input_names}  outputs {r.output_names}  {'dynamic' if r.dynamic_batch else 'fixed'} batch, input {in_chans}x{hw[0]}x{hw[1]}"
+    )
     print(f"  checked with {', '.join(r.checks)}: max abs diff vs PyTorch {r.max_abs_diff:.2e}")
     return 0
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
-    from ..quantize import quantize_checkpoint
+    from ..deploy.quantize import quantize_checkpoint
 
-    try:
-        keep = () if args.keep_fp32 == ["none"] else tuple(args.keep_fp32)
-        r = quantize_checkpoint(args.checkpoint, args.output, args.calibration_images, args.data_dir, args.threads,
-                                keep_fp32=keep, calibration=args.calibration)
-    except ValueError as e:
-        raise UsageError(str(e)) from None
+    keep = () if args.keep_fp32 == ["none"] else tuple(args.keep_fp32)
+    r = quantize_checkpoint(
+        args.checkpoint,
+        args.output,
+        args.calibration_images,
+        args.data_dir,
+        args.threads,
+        keep_fp32=keep,
+        calibration=args.calibration,
+    )
     print(f"wrote {r.int8_path} (int8, {r.int8_mib:.2f} MiB) and {r.fp32_path} (fp32, {r.fp32_mib:.2f} MiB)")
     kept = f"; {' and '.join(r.kept_fp32)} kept in fp32" if r.kept_fp32 else ""
-    print(f"  calibrated ({r.calibration}) on {r.calibration_images} {r.dataset} training images{kept}; measured on its test split, ONNX Runtime CPU:")
+    print(
+        f"  calibrated ({r.calibration}) on {r.calibration_images} {r.dataset} training images{kept}; measured on its test split, ONNX Runtime CPU:"
+    )
     print(f"  top-1   fp32 {r.fp32_top1:.2f}%   int8 {r.int8_top1:.2f}%   drop {r.drop:+.2f} points")
     print(f"  latency fp32 {r.fp32_ms:.3f} ms  int8 {r.int8_ms:.3f} ms  (batch 1; {r.speedup:.2f}x)")
     return 0
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from ..bench import format_bench, run_bench
-    from ..deploy import check_output_path
+    from ..deploy.bench import format_bench, run_bench
+    from ..deploy.export import check_output_path
 
     quick = args.quick
-    try:
-        for out in (args.output, args.plot):
-            if out:
-                check_output_path(out)  # before the run, not after it
-        result = run_bench(
-            args.model, args.input_size or (64 if quick else 224), tuple(args.batch_sizes or ([1, 4] if quick else [])),
-            args.threads, args.runs or (3 if quick else 50), 1 if quick else 10, args.device,
-            compile=args.compile, onnx=not args.no_onnx, int8=not args.no_int8, peers=not args.no_peers,
-            baseline=args.baseline, progress=None if args.json else (lambda s: print(f"  timing {s}", file=sys.stderr)),
-            bf16=args.bf16,
-        )
-    except ValueError as e:
-        raise UsageError(str(e)) from None
+    for out in (args.output, args.plot):
+        if out:
+            check_output_path(out)  # before the run, not after it
+    result = run_bench(
+        args.model,
+        args.input_size or (64 if quick else 224),
+        tuple(args.batch_sizes or ([1, 4] if quick else [])),
+        args.threads,
+        args.runs or (3 if quick else 50),
+        1 if quick else 10,
+        args.device,
+        compile=args.compile,
+        onnx=not args.no_onnx,
+        int8=not args.no_int8,
+        peers=not args.no_peers,
+        baseline=args.baseline,
+        progress=None if args.json else (lambda s: print(f"  timing {s}", file=sys.stderr)),
+        bf16=args.bf16,
+    )
     if args.output:
         from pathlib import Path
 
-        from ..runs import write_text
+        from ..engine.runs import write_text
 
         write_text(Path(args.output), json.dumps(result, indent=2) + "\n")
     if args.plot:
-        from ..bench import plot_bench
+        from ..deploy.bench import plot_bench
 
         plot_bench(result, args.plot)
     print(json.dumps(result, indent=2) if args.json else format_bench(result))
@@ -139,7 +149,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    from ..deploy import FORMATS
+    _add_export(sub)
+    _add_quantize(sub)
+    _add_bench(sub)
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    from ..deploy.export import FORMATS
 
     p = sub.add_parser(
         "export",
@@ -157,11 +173,16 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--input-size", type=positive_int, nargs=2, metavar=("H", "W"))
     p.add_argument("--features-only", action="store_true", help="export the multi-scale backbone")
     p.add_argument("--out-indices", type=int, nargs="+", default=[2, 3, 4])
-    p.add_argument("--detector-part", choices=["backbone", "detector"],
-                   help="with a detect-train checkpoint: GhostNet + FPN (default, any format) or the whole detector (onnx)")
+    p.add_argument(
+        "--detector-part",
+        choices=["backbone", "detector"],
+        help="with a detect-train checkpoint: GhostNet + FPN (default, any format) or the whole detector (onnx)",
+    )
     p.add_argument("--opset", type=positive_int, default=18)
     p.set_defaults(func=cmd_export)
 
+
+def _add_quantize(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "quantize",
         help="int8 post-training quantization (ONNX Runtime), accuracy and speed vs fp32",
@@ -171,13 +192,22 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("checkpoint", help="our checkpoint")
     p.add_argument("--output", required=True, help="the int8 .onnx to write (the fp32 one is written beside it)")
     p.add_argument("--calibration-images", type=positive_int, default=512)
-    p.add_argument("--calibration", choices=["minmax", "percentile", "entropy"], default="minmax", help="activation range choice")
-    p.add_argument("--keep-fp32", nargs="+", choices=["stem", "classifier", "none"], default=["stem", "classifier"],
-                   help="layers left unquantized (default: the stem conv and the classifier; 'none' quantizes all)")
+    p.add_argument(
+        "--calibration", choices=["minmax", "percentile", "entropy"], default="minmax", help="activation range choice"
+    )
+    p.add_argument(
+        "--keep-fp32",
+        nargs="+",
+        choices=["stem", "classifier", "none"],
+        default=["stem", "classifier"],
+        help="layers left unquantized (default: the stem conv and the classifier; 'none' quantizes all)",
+    )
     p.add_argument("--data-dir")
     p.add_argument("--threads", type=positive_int, help="ONNX Runtime threads for the latency figure")
     p.set_defaults(func=cmd_quantize)
 
+
+def _add_bench(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "bench",
         help="latency/throughput of our model in each deploy form against peers, in one run",
@@ -187,13 +217,19 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--model", default="ghostnet_100")
     p.add_argument("--input-size", type=positive_int)
-    p.add_argument("--batch-sizes", type=positive_int, nargs="+", help="default 1 32, and 256 on CUDA (1 gives latency)")
+    p.add_argument(
+        "--batch-sizes", type=positive_int, nargs="+", help="default 1 32, and 256 on CUDA (1 gives latency)"
+    )
     p.add_argument("--threads", type=positive_int, help="default: all cores")
     p.add_argument("--runs", type=positive_int, help="timed runs at batch 1 (default 50)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--compile", action="store_true", help="include torch.compile (slow to compile on CPU)")
-    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
-                   help="add bf16-autocast forms (default: on CUDA only)")
+    p.add_argument(
+        "--bf16",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="add bf16-autocast forms (default: on CUDA only)",
+    )
     p.add_argument("--no-onnx", action="store_true")
     p.add_argument("--no-int8", action="store_true")
     p.add_argument("--no-peers", action="store_true")

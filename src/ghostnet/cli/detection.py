@@ -9,8 +9,8 @@ from .common import UsageError, positive_int
 
 
 def cmd_detect_train(args: argparse.Namespace) -> int:
-    from ..config import DetectConfig
-    from ..detection.engine import train_detector
+    from ..engine.config import DetectConfig
+    from ..engine.detection import train_detector
     from .training import run_train_command
 
     return run_train_command(args, DetectConfig, train_detector)
@@ -21,48 +21,56 @@ def format_class_ap(per_class: dict) -> str:
     width = max(5, *(len(n) for n in per_class))
     lines = [f"{'class':<{width}}  {'AP':>6}  {'AP@0.5':>6}"]
     for name, v in per_class.items():
-        lines.append(f"{name:<{width}}  {'no boxes in this split':>14}" if v is None else f"{name:<{width}}  {v['ap']:6.2f}  {v['ap50']:6.2f}")
+        lines.append(
+            f"{name:<{width}}  {'no boxes in this split':>14}"
+            if v is None
+            else f"{name:<{width}}  {v['ap']:6.2f}  {v['ap50']:6.2f}"
+        )
     return "\n".join(lines)
 
 
 def cmd_detect_eval(args: argparse.Namespace) -> int:
-    from ..detection.engine import evaluate_checkpoint
+    from ..engine.detection import evaluate_checkpoint
 
-    try:
-        r = evaluate_checkpoint(args.checkpoint, args.data_dir, args.images, args.annotations, args.batch_size, args.device,
-                                args.num_workers, not args.no_progress)
-    except ValueError as e:  # e.g. a CUDA device on a machine without one
-        raise UsageError(str(e)) from None
+    r = evaluate_checkpoint(
+        args.checkpoint,
+        args.data_dir,
+        args.images,
+        args.annotations,
+        args.batch_size,
+        args.device,
+        args.num_workers,
+        not args.no_progress,
+    )
     if not r.pop("is_main"):
         return 0
     if args.json:
         print(json.dumps(r, indent=2))
         return 0
     print(r["report"])
-    print(f"{r['checkpoint']} on {r['annotations']} ({r['images']:,} images, {r['detections']:,} detections): "
-          f"mAP {r['map']:.2f}  mAP@0.5 {r['map50']:.2f}  mAP@0.75 {r['map75']:.2f}\n")
+    print(
+        f"{r['checkpoint']} on {r['annotations']} ({r['images']:,} images, {r['detections']:,} detections): "
+        f"mAP {r['map']:.2f}  mAP@0.5 {r['map50']:.2f}  mAP@0.75 {r['map75']:.2f}\n"
+    )
     print(format_class_ap(r["per_class"]))
     return 0
 
 
 def cmd_detect(args: argparse.Namespace) -> int:
-    from ..detection.engine import detect_images, load_detector
-    from ..inference import _collect_images
+    from ..data.images import collect_images
+    from ..deploy.predict import detect_images
+    from ..engine.detection import load_detector
 
     if not 0 <= args.score_threshold <= 1:
         raise UsageError(f"--score-threshold must be in [0, 1], got {args.score_threshold}")
-    from ..distributed import init_distributed
+    from ..engine.distributed import init_distributed
 
-    try:
-        _, device = init_distributed(args.device)  # resolves "auto"; a missing CUDA is a ValueError
-    except ValueError as e:
-        raise UsageError(str(e)) from None
+    _, device = init_distributed(args.device)  # resolves "auto"; a missing CUDA is a ValueError
     model, data, _ = load_detector(args.checkpoint, device)
-    files = _collect_images(args.images)
-    try:
-        results = detect_images(model, data["classes"], files, None if args.no_draw else args.output_dir, args.score_threshold, args.overwrite)
-    except ValueError as e:
-        raise UsageError(str(e)) from None
+    files = collect_images(args.images)
+    results = detect_images(
+        model, data["classes"], files, None if args.no_draw else args.output_dir, args.score_threshold, args.overwrite
+    )
     if args.json:
         print(json.dumps(results, indent=2))
         return 0
@@ -76,7 +84,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    from ..config import DETECT_UNUSED, DetectConfig, add_config_arguments
+    from ..engine.config import DetectConfig, add_config_arguments
 
     p = sub.add_parser(
         "detect-train",
@@ -86,12 +94,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "--train-images/--train-annotations/--val-images/--val-annotations. COCO mAP on the val split picks best.pth.",
     )
     p.add_argument("--config", help="a YAML file of settings")
-    add_config_arguments(p, exclude=DETECT_UNUSED, cls=DetectConfig)
+    add_config_arguments(p, cls=DetectConfig)
     p.set_defaults(func=cmd_detect_train)
 
     p = sub.add_parser("detect-eval", help="COCO mAP, mAP@0.5 and per-class AP of a trained detector")
     p.add_argument("checkpoint", help="a checkpoint written by detect-train")
-    p.add_argument("--data-dir", help="a COCO-layout folder (its val split); default: the split the detector was validated on")
+    p.add_argument(
+        "--data-dir", help="a COCO-layout folder (its val split); default: the split the detector was validated on"
+    )
     p.add_argument("--images", help="images folder (with --annotations)")
     p.add_argument("--annotations", help="a COCO instances JSON")
     p.add_argument("--batch-size", type=positive_int, default=4)

@@ -20,7 +20,6 @@ def _model_kwargs(args: argparse.Namespace) -> dict:
     return kwargs
 
 
-
 # ---------------------------------------------------------------- list
 
 
@@ -38,24 +37,21 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
-    from ..profile import format_ghost_module, format_profile, profile_ghost_module, profile_model
+    from ..analysis.profile import format_ghost_module, format_profile, profile_ghost_module, profile_model
 
     size = tuple(args.input_size) if args.input_size else None
     if args.model == "ghost_module":
         if args.in_chans is None or args.out_chans is None:
             raise UsageError("profile ghost_module needs --in-chans and --out-chans")
-        try:
-            r = profile_ghost_module(
-                args.in_chans,
-                args.out_chans,
-                args.kernel_size,
-                args.ratio,
-                args.dw_size,
-                args.stride,
-                size or (56, 56),
-            )
-        except ValueError as e:
-            raise UsageError(str(e)) from None
+        r = profile_ghost_module(
+            args.in_chans,
+            args.out_chans,
+            args.kernel_size,
+            args.ratio,
+            args.dw_size,
+            args.stride,
+            size or (56, 56),
+        )
         print(json.dumps(r, indent=2) if args.json else format_ghost_module(r))
         return 0
 
@@ -64,10 +60,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     kwargs = _model_kwargs(args)
     if args.features_only:
         kwargs["features_only"] = True
-    try:
-        model = create_model(args.model, **kwargs)
-    except ValueError as e:
-        raise UsageError(str(e)) from None
+    model = create_model(args.model, **kwargs)
     p = profile_model(model, size or (224, 224), name=args.model + (f" (width {args.width})" if args.width else ""))
     if args.json:
         d = p.to_dict()
@@ -84,7 +77,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
 def _build_any_model(name: str):
     """A model of our registry, or of torchvision's (random weights), by name."""
-    from ..models import list_models, create_model
+    from ..models import create_model, list_models
 
     if name in list_models():
         return create_model(name)
@@ -97,20 +90,33 @@ def _build_any_model(name: str):
 
 
 def cmd_ghostify(args: argparse.Namespace) -> int:
-    from ..ghostify import ghostify
+    from ..analysis.profile import profile_model
+    from ..nn.ghostify import ghostify_report
 
     model = _build_any_model(args.model)
-    try:
-        report = ghostify(model, args.ratio, args.dw_size, skip=args.skip, keep_first=not args.replace_first,
-                          input_size=tuple(args.input_size))
-    except ValueError as e:
-        raise UsageError(str(e)) from None
+    report = ghostify_report(model, args.ratio, args.dw_size, skip=args.skip, keep_first=not args.replace_first)
+    size = tuple(args.input_size)
+    for when, net in (("before", model), ("after", report.model)):
+        p = profile_model(net, size)
+        setattr(report, when, {"params": p.params, "macs": p.macs, "input_size": list(size)})
     if args.json:
         from dataclasses import asdict
 
         rows = [asdict(r) for r in report.layers]
-        print(json.dumps({"model": args.model, "ratio": args.ratio, "dw_size": args.dw_size, "message": report.message,
-                          "before": report.before, "after": report.after, "layers": rows}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "model": args.model,
+                    "ratio": args.ratio,
+                    "dw_size": args.dw_size,
+                    "message": report.message,
+                    "before": report.before,
+                    "after": report.after,
+                    "layers": rows,
+                },
+                indent=2,
+            )
+        )
     else:
         print(report.format())
     return 0
@@ -120,27 +126,41 @@ def cmd_ghostify(args: argparse.Namespace) -> int:
 
 
 def cmd_visualize(args: argparse.Namespace) -> int:
-    from .. import visualize as viz
-    from ..data import load_dataset
-
     if args.figure == "dataset":
-        data = load_dataset(args.dataset, args.data_dir, False, None)
-        if not data.in_memory:
-            raise UsageError("the dataset preview works on in-memory datasets (digits, mnist, fashion_mnist, cifar10/100)")
-        path = viz.plot_dataset_preview(
-            data.train.images, data.train.labels, data.classes, args.output or f"{args.dataset}_preview.png", title=data.name
-        )
-        print(f"wrote {path}")
-        return 0
-
+        return _visualize_dataset(args)
     if not args.image:
         raise UsageError(f"the {args.figure} figure needs an input IMAGE")
+    model, x = _model_and_image(args)
+    out = args.output or f"{args.figure}_maps.png"
+    return _visualize_maps(args.figure, model, x, args.layer, out)
 
-    import torch
+
+def _visualize_dataset(args: argparse.Namespace) -> int:
+    from ..analysis import visualize as viz
+    from ..data import load_dataset
+
+    data = load_dataset(args.dataset, args.data_dir, False, None)
+    if not data.in_memory:
+        raise UsageError("the dataset preview works on in-memory datasets (digits, mnist, fashion_mnist, cifar10/100)")
+    path = viz.plot_dataset_preview(
+        data.train.images,
+        data.train.labels,
+        data.classes,
+        args.output or f"{args.dataset}_preview.png",
+        title=data.name,
+    )
+    print(f"wrote {path}")
+    return 0
+
+
+def _model_and_image(args: argparse.Namespace):
+    """The model to look into (a checkpoint's, or a registry/torchvision one) and the image as its input batch."""
     from PIL import Image, UnidentifiedImageError
 
-    from ..inference import Preprocess, load_model
+    from ..data.images import Preprocess
+    from ..engine.evaluate import load_model
     from ..models import list_models, model_entry
+    from ..nn.ghostify import ghostify
 
     if args.checkpoint:
         model, prep, _ = load_model(args.checkpoint, args.model)
@@ -153,35 +173,48 @@ def cmd_visualize(args: argparse.Namespace) -> int:
     if args.image_size:
         prep.image_size = args.image_size
     if args.ghostify:
-        from ..ghostify import ghostify
-
-        model = ghostify(model, args.ratio, args.dw_size).model
+        model = ghostify(model, args.ratio, args.dw_size)
     try:
         with Image.open(args.image) as im:
             x = prep.transform()(im).unsqueeze(0)
     except (FileNotFoundError, UnidentifiedImageError, OSError) as e:
         raise UsageError(f"cannot read image {args.image}: {e}") from None
-    out = args.output or f"{args.figure}_maps.png"
-    try:
-        with torch.no_grad():
-            if args.figure == "ghost":
-                info = viz.plot_ghost_maps(model, x, args.layer, out)
-                print(f"wrote {out}: {info['rows']} intrinsic maps of {info['layer']} with their ghosts "
-                      f"(mean correlation ghost-to-source {info['mean_correlation']:.2f})")
-            else:
-                info = viz.plot_redundant_pairs(model, x, args.layer, out)
-                pairs = ", ".join(f"{i}&{j} ({s:.2f})" for i, j, s in info["pairs"][:3])
-                print(f"wrote {out}: {info['maps']} maps of {info['layer']}; most similar pairs: {pairs}")
-    except ValueError as e:
-        raise UsageError(str(e)) from None
+    return model, x
+
+
+def _visualize_maps(figure: str, model, x, layer: str | None, out: str) -> int:
+    import torch
+
+    from ..analysis import visualize as viz
+
+    with torch.no_grad():
+        if figure == "ghost":
+            info = viz.plot_ghost_maps(model, x, layer, out)
+            print(
+                f"wrote {out}: {info['rows']} intrinsic maps of {info['layer']} with their ghosts "
+                f"(mean correlation ghost-to-source {info['mean_correlation']:.2f})"
+            )
+        else:
+            info = viz.plot_redundant_pairs(model, x, layer, out)
+            pairs = ", ".join(f"{i}&{j} ({s:.2f})" for i, j, s in info["pairs"][:3])
+            print(f"wrote {out}: {info['maps']} maps of {info['layer']}; most similar pairs: {pairs}")
     return 0
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
+    _add_list(sub)
+    _add_profile(sub)
+    _add_ghostify(sub)
+    _add_visualize(sub)
+
+
+def _add_list(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("list", help="list the registered models")
     p.add_argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. 'ghostnet_*'")
     p.set_defaults(func=cmd_list)
 
+
+def _add_profile(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "profile",
         help="params, MACs and activation memory of a model (or of one Ghost module)",
@@ -190,7 +223,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("model", help="a registered model name (see `ghostnet list`), or 'ghost_module'")
     p.add_argument("--width", type=positive_float, help="width multiplier (with MODEL 'ghostnet')")
-    p.add_argument("--input-size", type=positive_int, nargs=2, metavar=("H", "W"), help="default 224 224 (56 56 for ghost_module)")
+    p.add_argument(
+        "--input-size", type=positive_int, nargs=2, metavar=("H", "W"), help="default 224 224 (56 56 for ghost_module)"
+    )
     p.add_argument("--num-classes", type=positive_int)
     p.add_argument("--in-chans", type=positive_int, help="input channels (ghost_module: c)")
     p.add_argument("--out-chans", type=positive_int, help="ghost_module: output channels n")
@@ -203,6 +238,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_profile)
 
+
+def _add_ghostify(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "ghostify",
         help="turn a CNN's convolutions into Ghost modules and report the saving",
@@ -212,12 +249,16 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model", help="a registered model or a torchvision model name (resnet50, vgg16_bn, ...)")
     p.add_argument("--ratio", type=positive_int, default=2, help="s")
     p.add_argument("--dw-size", type=positive_int, default=3, help="d")
-    p.add_argument("--skip", nargs="+", default=[], metavar="NAME", help="layer names or patterns to keep (e.g. 'layer4.*')")
+    p.add_argument(
+        "--skip", nargs="+", default=[], metavar="NAME", help="layer names or patterns to keep (e.g. 'layer4.*')"
+    )
     p.add_argument("--replace-first", action="store_true", help="also replace the first conv")
     p.add_argument("--input-size", type=positive_int, nargs=2, default=(224, 224), metavar=("H", "W"))
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_ghostify)
 
+
+def _add_visualize(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "visualize",
         help="feature-map figures (paper Fig. 1 and 6) and a dataset preview, as PNG",

@@ -4,72 +4,66 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
-from .common import UsageError, positive_int
+from .common import positive_int
 
 
 def cmd_ablate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ..ablate import run_ablation
-    from ..config import config_from_args
+    from ..engine.ablate import run_ablation
+    from ..engine.config import config_from_args
 
-    try:
-        base = config_from_args(args, args.config)
-        sweep = args.sweep_dir or f"{base.output_dir}/ablate-{args.model}-{base.dataset}"
-        run_ablation(args.model, args.ratios, args.dw_sizes, base, sweep, args.complexity_only)
-    except ValueError as e:
-        raise UsageError(str(e)) from None
+    base = config_from_args(args, args.config)
+    sweep = args.sweep_dir or f"{base.output_dir}/ablate-{args.model}-{base.dataset}"
+    run_ablation(args.model, args.ratios, args.dw_sizes, base, sweep, args.complexity_only)
     print((Path(sweep) / "results.md").read_text())
     plot = "" if args.complexity_only else " and acc_vs_macs.png"
     print(f"results.md, results.csv{plot} in {sweep}/")
     return 0
 
 
-
 # ---------------------------------------------------------------- train / eval / predict
 
 
 def run_train_command(args: argparse.Namespace, config_cls: type, train_fn) -> int:
-    """Resolve the config (recipe/YAML + options), train; usage errors exit 2, a diverged run exits 1."""
-    from ..config import config_from_args
-    from ..train import TrainingDiverged
+    """Resolve the config (recipe/YAML + options) and train."""
+    from ..engine.config import config_from_args
 
-    try:
-        cfg = config_from_args(args, args.config, config_cls)
-    except ValueError as e:
-        raise UsageError(str(e)) from None
-    try:
-        train_fn(cfg)
-    except TrainingDiverged as e:
-        print(f"ghostnet {args.command}: {e}", file=sys.stderr)
-        return 1
-    except ValueError as e:  # bad settings found once the data and model are known
-        raise UsageError(str(e)) from None
+    train_fn(config_from_args(args, args.config, config_cls))
     return 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from ..config import TrainConfig
-    from ..train import train
+    from ..engine.classification import train
+    from ..engine.config import TrainConfig
 
     return run_train_command(args, TrainConfig, train)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from ..inference import evaluate_checkpoint
-    from ..reporting import format_confusion
+    from ..engine.evaluate import evaluate_checkpoint
+    from ..engine.reporting import format_confusion
 
     r = evaluate_checkpoint(
-        args.checkpoint, args.model, args.dataset, args.data_dir, args.image_size, args.batch_size, args.ema, args.device, not args.no_progress
+        args.checkpoint,
+        args.model,
+        args.dataset,
+        args.data_dir,
+        args.image_size,
+        args.batch_size,
+        args.ema,
+        args.device,
+        not args.no_progress,
     )
     if not r.pop("is_main"):
         return 0
     if args.json:
         print(json.dumps(r, indent=2))
         return 0
-    print(f"{r['checkpoint']} on {r['dataset']} ({r['count']:,} images): top-1 {r['top1']:.2f}%  top-5 {r['top5']:.2f}%  loss {r['loss']:.4f}")
+    print(
+        f"{r['checkpoint']} on {r['dataset']} ({r['count']:,} images): top-1 {r['top1']:.2f}%  top-5 {r['top5']:.2f}%  loss {r['loss']:.4f}"
+    )
     if "confusion" in r:
         print("\nconfusion matrix (rows: true class, columns: predicted)")
         print(format_confusion(r["confusion"], r["classes"]))
@@ -77,7 +71,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from ..inference import load_model, predict_images
+    from ..deploy.predict import predict_images
+    from ..engine.evaluate import load_model
 
     model, prep, _ = load_model(args.checkpoint, args.model, use_ema=args.ema)
     results = predict_images(model, prep, args.images, args.topk)
@@ -92,7 +87,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    from ..config import add_config_arguments, list_recipes
+    from ..engine.config import add_config_arguments, list_recipes
 
     p = sub.add_parser(
         "train",

@@ -12,10 +12,10 @@ import os
 import pickle
 import struct
 import tarfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import torch
@@ -117,7 +117,9 @@ def _download(url: str, dest: Path, md5: str) -> None:
         download_url(url, str(dest.parent), filename=tmp_name, md5=None)
     except Exception as e:  # noqa: BLE001 - URLError, HTTPError, socket errors, ...
         (dest.parent / tmp_name).unlink(missing_ok=True)
-        raise DatasetError(f"could not download {url}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+        raise DatasetError(
+            f"could not download {url}: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+        ) from None
     tmp = dest.parent / tmp_name
     if not check_integrity(str(tmp), md5):
         tmp.unlink(missing_ok=True)
@@ -127,7 +129,19 @@ def _download(url: str, dest: Path, md5: str) -> None:
 
 # ---------------------------------------------------------------- CIFAR (python pickle batches)
 
-_CIFAR = {
+
+class _CifarSpec(TypedDict):
+    url: str
+    md5: str
+    folder: str  # the archive's top folder
+    train: list[str]  # batch files
+    test: list[str]
+    meta: str
+    label_key: bytes  # keys in the unpickled batches
+    names_key: bytes
+
+
+_CIFAR: dict[str, _CifarSpec] = {
     "cifar10": {
         "url": "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
         "md5": "c58f30108f718f92721af3b95e74349a",
@@ -198,7 +212,7 @@ def load_cifar(
             folder, archive = base / spec["folder"], base / archive_name
             looked += [str(folder), str(archive)]
             if folder.is_dir():
-                return (*_read_cifar(spec, lambda n, f=folder: (f / n).read_bytes(), str(folder)), str(folder))
+                return (*_read_cifar(spec, _file_reader(folder), str(folder)), str(folder))
             if archive.is_file():
                 return (*_read_cifar_archive(spec, archive), str(archive))
     if download:
@@ -211,7 +225,12 @@ def load_cifar(
     )
 
 
-def _read_cifar_archive(spec: dict, archive: Path):
+def _file_reader(folder: Path) -> Callable[[str], bytes]:
+    """Reads the file of `folder` with a given name."""
+    return lambda name: (folder / name).read_bytes()
+
+
+def _read_cifar_archive(spec: _CifarSpec, archive: Path) -> tuple[ImageData, ImageData, list[str]]:
     try:
         with tarfile.open(archive, "r:gz") as tar:
             members = {Path(m.name).name: m for m in tar.getmembers() if m.isfile()}
@@ -228,7 +247,7 @@ def _read_cifar_archive(spec: dict, archive: Path):
         raise DatasetError(f"{archive} is not a readable CIFAR archive: {e}") from None
 
 
-def _read_cifar(spec: dict, read, where: str) -> tuple[ImageData, ImageData, list[str]]:
+def _read_cifar(spec: _CifarSpec, read: Callable[[str], bytes], where: str) -> tuple[ImageData, ImageData, list[str]]:
     def split(names: Sequence[str]) -> ImageData:
         images, labels = [], []
         for n in names:
@@ -264,7 +283,19 @@ def _check_labels(train: ImageData, test: ImageData, num_classes: int, where: st
 
 # ---------------------------------------------------------------- MNIST / Fashion-MNIST (IDX)
 
-_IDX = {
+
+class _IdxSpec(TypedDict):
+    folders: tuple[str, ...]  # subfolders searched, the first one downloaded into
+    mirror: str
+    md5: dict[str, str]  # file name -> checksum
+    classes: list[str]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    augment: str
+    how: str  # how to get it, for the error message
+
+
+_IDX: dict[str, _IdxSpec] = {
     "fashion_mnist": {
         "folders": ("fashion-mnist", "fashion_mnist", "FashionMNIST/raw", "FashionMNIST"),
         "mirror": "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
@@ -274,7 +305,18 @@ _IDX = {
             "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
             "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
         },
-        "classes": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"],
+        "classes": [
+            "T-shirt/top",
+            "Trouser",
+            "Pullover",
+            "Dress",
+            "Coat",
+            "Sandal",
+            "Shirt",
+            "Sneaker",
+            "Bag",
+            "Ankle boot",
+        ],
         "mean": (0.2860,),
         "std": (0.3530,),
         "augment": "crop_flip",
@@ -366,7 +408,9 @@ def load_idx(
         images, labels = read_idx(img_path), read_idx(lab_path)
         if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
             raise DatasetError(f"{folder}: {split} images {images.shape} and labels {labels.shape} do not pair up")
-        splits.append(ImageData(torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.astype(np.int64))))
+        splits.append(
+            ImageData(torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.astype(np.int64)))
+        )
     _check_labels(splits[0], splits[1], len(spec["classes"]), str(folder))
     return splits[0], splits[1], str(folder)
 
@@ -465,18 +509,33 @@ def load_dataset(
         train, test, src = load_idx(name, data_dir, download)
         spec = _IDX[name]
         train, test = _resize(train, image_size), _resize(test, image_size)
-        return DataBundle(name, train, test, list(spec["classes"]), 1, train.images.shape[-1], spec["mean"], spec["std"], spec["augment"], src)
+        return DataBundle(
+            name,
+            train,
+            test,
+            list(spec["classes"]),
+            1,
+            train.images.shape[-1],
+            spec["mean"],
+            spec["std"],
+            spec["augment"],
+            src,
+        )
     if name in _CIFAR:
         train, test, classes, src = load_cifar(name, data_dir, download)
         train, test = _resize(train, image_size), _resize(test, image_size)
-        return DataBundle(name, train, test, classes, 3, train.images.shape[-1], CIFAR_MEAN, CIFAR_STD, "crop_flip", src)
+        return DataBundle(
+            name, train, test, classes, 3, train.images.shape[-1], CIFAR_MEAN, CIFAR_STD, "crop_flip", src
+        )
     if name == "imagefolder":
         if not data_dir:
             raise DatasetError("the imagefolder dataset needs --data-dir pointing at a folder with train/ and val/")
         if download:
             raise DatasetError("image folders cannot be downloaded; point --data-dir at your copy")
         train, test, classes = load_image_folder(data_dir)
-        return DataBundle(name, train, test, classes, 3, image_size or 224, IMAGENET_MEAN, IMAGENET_STD, "imagenet", str(data_dir))
+        return DataBundle(
+            name, train, test, classes, 3, image_size or 224, IMAGENET_MEAN, IMAGENET_STD, "imagenet", str(data_dir)
+        )
     raise DatasetError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
 
 

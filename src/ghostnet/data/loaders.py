@@ -15,10 +15,12 @@ import torch
 import torch.nn.functional as F
 
 from .datasets import IMAGENET_MEAN, IMAGENET_STD, ImageData
+from .images import ConvertMode
 
 __all__ = ["FolderLoader", "TensorLoader", "batch_indices", "folder_transforms"]
 
-def _seed(*parts: int) -> int:
+
+def sample_seed(*parts: int) -> int:
     """A 63-bit seed from integers, stable across runs and platforms."""
     h = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
     return int.from_bytes(h, "little") & ((1 << 63) - 1)
@@ -27,7 +29,7 @@ def _seed(*parts: int) -> int:
 def batch_indices(n: int, batch_size: int, seed: int, epoch: int, shuffle: bool, drop_last: bool) -> list[torch.Tensor]:
     """The global batches of one epoch: a permutation that depends only on (seed, epoch), cut into batches."""
     if shuffle:
-        g = torch.Generator().manual_seed(_seed(seed, epoch))
+        g = torch.Generator().manual_seed(sample_seed(seed, epoch))
         order = torch.randperm(n, generator=g)
     else:
         order = torch.arange(n)
@@ -72,7 +74,9 @@ class TensorLoader:
         data_chans = data.images.shape[1]
         self.in_chans = in_chans or data_chans
         if self.in_chans != data_chans and not (data_chans == 1 and self.in_chans == 3):
-            raise ValueError(f"the data has {data_chans} channel(s); a model with in_chans={self.in_chans} cannot take it")
+            raise ValueError(
+                f"the data has {data_chans} channel(s); a model with in_chans={self.in_chans} cannot take it"
+            )
         reps = self.in_chans // data_chans
         self.mean = torch.tensor(list(mean) * reps if len(mean) == 1 else mean, device=self.device).view(1, -1, 1, 1)
         self.std = torch.tensor(list(std) * reps if len(std) == 1 else std, device=self.device).view(1, -1, 1, 1)
@@ -88,7 +92,9 @@ class TensorLoader:
             idx = all_batches[i]
             x = self.data.images[idx]  # (B, c, H, W) uint8, the global batch
             if self.train and self.augment != "none":
-                x = _augment(x, self.augment == "crop_flip", torch.Generator().manual_seed(_seed(self.seed, epoch, i, 1)))
+                x = _augment(
+                    x, self.augment == "crop_flip", torch.Generator().manual_seed(sample_seed(self.seed, epoch, i, 1))
+                )
             mine = slice(self.rank, None, self.world_size)  # this rank's share of the global batch
             yield self._prepare(x[mine]), self.data.labels[idx][mine].to(self.device, non_blocking=True)
 
@@ -127,21 +133,24 @@ class _SeededTransform(torch.utils.data.Dataset):
     def __getitem__(self, i: int):
         img, label = self.dataset[i]
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(_seed(self.seed, self.epoch, i))
+            torch.manual_seed(sample_seed(self.seed, self.epoch, i))
             return self.transform(img), label
 
 
 def folder_transforms(train: bool, image_size: int, mean, std, color_jitter: float = 0.0, in_chans: int = 3):
-    """ImageNet-style transforms (SPEC §3): RandomResizedCrop + flip [+ jitter]; or resize 256/224 + centre crop."""
+    """ImageNet-style transforms (the paper's ImageNet recipe): RandomResizedCrop + flip [+ jitter]; or resize 256/224 + centre crop."""
     from torchvision import transforms as T
 
-    ops: list[Any] = [T.Grayscale(1)] if in_chans == 1 else [T.Lambda(lambda im: im.convert("RGB"))]
+    ops: list[Any] = [T.Grayscale(1)] if in_chans == 1 else [ConvertMode("RGB")]
     if train:
         ops += [T.RandomResizedCrop(image_size), T.RandomHorizontalFlip()]
         if color_jitter > 0:
             ops.append(T.ColorJitter(color_jitter, color_jitter, color_jitter))
     else:
-        ops += [T.Resize(int(round(image_size * 256 / 224)), interpolation=T.InterpolationMode.BILINEAR), T.CenterCrop(image_size)]
+        ops += [
+            T.Resize(int(round(image_size * 256 / 224)), interpolation=T.InterpolationMode.BILINEAR),
+            T.CenterCrop(image_size),
+        ]
     m, s = (list(mean)[:1], list(std)[:1]) if in_chans == 1 else (mean, std)
     ops += [T.ToTensor(), T.Normalize(m, s)]
     return T.Compose(ops)
@@ -180,7 +189,8 @@ class FolderLoader:
 
     def batches(self, epoch: int = 0, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         all_batches = batch_indices(len(self.dataset), self.batch_size, self.seed, epoch, self.train, self.train)
-        mine = [b[self.rank :: self.world_size].tolist() for b in all_batches[start:]]
+        # A last eval batch smaller than the number of ranks leaves some ranks nothing: skip empty batches.
+        mine = [m for m in (b[self.rank :: self.world_size].tolist() for b in all_batches[start:]) if m]
         self.dataset.epoch = epoch
         loader = torch.utils.data.DataLoader(
             self.dataset,

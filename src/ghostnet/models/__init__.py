@@ -2,7 +2,7 @@
 
 from .cifar import VGG, CifarResNet, ghost_resnet56, ghost_vgg16, resnet56, vgg16
 from .ghostnet import GHOSTNET_STAGES, GhostNet, ghostnet, ghostnet_050, ghostnet_100, ghostnet_130
-from .registry import ModelEntry, create_model, list_models, model_entry, register_model
+from .registry import ModelEntry, create_model, list_models, model_entry, model_spec, register_model
 
 __all__ = [
     "VGG",
@@ -21,5 +21,6 @@ __all__ = [
     "ghostnet_130",
     "list_models",
     "model_entry",
+    "model_spec",
     "register_model",
 ]

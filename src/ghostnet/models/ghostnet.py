@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
-from ..layers import ConvBnAct, Fusable, GhostBottleneck, init_weights, make_divisible
+from ..nn.blocks import ConvBnAct, GhostBottleneck, init_weights, make_divisible
+from ..nn.surgery import Fusable
 from .registry import register_model
 
-__all__ = ["GhostNet", "GHOSTNET_STAGES", "ghostnet", "ghostnet_050", "ghostnet_100", "ghostnet_130",
-           "ghostnet_small_050", "ghostnet_small_100"]
+__all__ = [
+    "GhostNet",
+    "GHOSTNET_STAGES",
+    "ghostnet",
+    "ghostnet_050",
+    "ghostnet_100",
+    "ghostnet_130",
+    "ghostnet_small_050",
+    "ghostnet_small_100",
+]
 
 # Paper Table 1, one list per stage, one tuple per Ghost bottleneck:
 #   (k: depthwise kernel, exp: hidden channels, out: output channels, se: SE ratio (0 = none), s: stride)
@@ -78,18 +88,8 @@ class GhostNet(Fusable, nn.Module):
         out_indices: Sequence[int] = (0, 1, 2, 3, 4),
     ) -> None:
         super().__init__()
-        if not isinstance(num_classes, int) or num_classes < 0:
-            raise ValueError(f"num_classes must be an integer >= 0, got {num_classes!r}")
-        if not width > 0:
-            raise ValueError(f"width must be > 0, got {width!r}")
-        if not isinstance(in_chans, int) or in_chans < 1:
-            raise ValueError(f"in_chans must be a positive integer, got {in_chans!r}")
-        if not 0.0 <= drop_rate < 1.0:
-            raise ValueError(f"drop_rate must be in [0, 1), got {drop_rate!r}")
         out_indices = tuple(out_indices)
-        if features_only and (not out_indices or any(i not in range(len(_FEATURE_BLOCKS)) for i in out_indices)):
-            raise ValueError(f"out_indices must be a non-empty subset of 0..{len(_FEATURE_BLOCKS) - 1}, got {out_indices}")
-
+        _check_args(num_classes, width, in_chans, drop_rate, features_only, out_indices)
         self.num_classes = num_classes
         self.width = width
         self.drop_rate = drop_rate
@@ -103,28 +103,13 @@ class GhostNet(Fusable, nn.Module):
         self.bn1 = nn.BatchNorm2d(stem_chs)
         self.act1 = nn.ReLU(inplace=True)
 
-        feature_info = [{"num_chs": stem_chs, "reduction": stem_stride, "module": "conv_stem"}]
-        stages: list[nn.Module] = []
-        prev_chs, reduction = stem_chs, stem_stride
-        for stage_idx, stage in enumerate(GHOSTNET_STAGES):
-            blocks = []
-            for k, exp, out, se, s in stage:
-                if small_input and stage_idx == 1:
-                    s = 1
-                out_chs = make_divisible(out * width, 4)
-                mid_chs = make_divisible(exp * width, 4)
-                blocks.append(GhostBottleneck(prev_chs, mid_chs, out_chs, k, s, se, ratio=ratio, dw_size=dw_size))
-                prev_chs, reduction = out_chs, reduction * s
-            stages.append(nn.Sequential(*blocks))
-            if stage_idx in _FEATURE_BLOCKS:
-                feature_info.append({"num_chs": prev_chs, "reduction": reduction, "module": f"blocks.{stage_idx}"})
-        last_chs = make_divisible(LAST_STAGE_CHANNELS * width, 4)
-        stages.append(nn.Sequential(ConvBnAct(prev_chs, last_chs, 1)))
-        self.num_features = last_chs
+        stages, feature_info = _build_stages(stem_chs, stem_stride, width, ratio, dw_size, small_input)
+        self.num_features = make_divisible(LAST_STAGE_CHANNELS * width, 4)
         self.head_hidden_size = HEAD_CHANNELS
-
+        levels = out_indices if features_only else tuple(range(len(_FEATURE_BLOCKS)))
+        self._out_blocks = {_FEATURE_BLOCKS[i]: i for i in levels}  # block index -> feature level
+        self.feature_info = [feature_info[i] for i in levels]
         if features_only:
-            self.feature_info = [feature_info[i] for i in out_indices]
             keep = _FEATURE_BLOCKS[max(out_indices)] + 1  # blocks after the deepest level are not built
             self.blocks = nn.Sequential(*stages[:keep])
             # Checkpoint keys of the layers left out; load_weights drops these instead of failing.
@@ -132,13 +117,11 @@ class GhostNet(Fusable, nn.Module):
                 "conv_head.",
                 "classifier.",
             )
-            self._out_blocks = {_FEATURE_BLOCKS[i]: i for i in out_indices}
         else:
-            self.feature_info = feature_info
             self.blocks = nn.Sequential(*stages)
             self.dropped_prefixes = ()
             self.global_pool = nn.AdaptiveAvgPool2d(1)
-            self.conv_head = nn.Conv2d(last_chs, HEAD_CHANNELS, 1, bias=True)
+            self.conv_head = nn.Conv2d(self.num_features, HEAD_CHANNELS, 1, bias=True)
             self.act2 = nn.ReLU(inplace=True)
             self.flatten = nn.Flatten(1)
             self.dropout = nn.Dropout(drop_rate)
@@ -156,7 +139,8 @@ class GhostNet(Fusable, nn.Module):
             raise ValueError(f"num_classes must be an integer >= 0, got {num_classes!r}")
         self.num_classes = num_classes
         if num_classes > 0:
-            self.classifier = nn.Linear(HEAD_CHANNELS, num_classes)
+            like = self.conv_head.weight  # the new head lives where the model lives, in its dtype
+            self.classifier = nn.Linear(HEAD_CHANNELS, num_classes, device=like.device, dtype=like.dtype)
             nn.init.normal_(self.classifier.weight, 0, 0.01)
             nn.init.zeros_(self.classifier.bias)
         else:
@@ -176,7 +160,7 @@ class GhostNet(Fusable, nn.Module):
         return self.classifier(self.dropout(x))
 
     def forward_intermediates(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """The feature maps at ``out_indices`` (features_only models): a list of (B, C_i, H/r_i, W/r_i)."""
+        """The feature maps at ``out_indices`` (all five levels on a full model): a list of (B, C_i, H/r_i, W/r_i)."""
         features: list[torch.Tensor] = []
         x = self.act1(self.bn1(self.conv_stem(x)))
         if -1 in self._out_blocks:
@@ -191,6 +175,43 @@ class GhostNet(Fusable, nn.Module):
         if self.features_only:
             return self.forward_intermediates(x)
         return self.forward_head(self.forward_features(x))
+
+
+def _check_args(
+    num_classes: int, width: float, in_chans: int, drop_rate: float, features_only: bool, out_indices: tuple[int, ...]
+) -> None:
+    if not isinstance(num_classes, int) or num_classes < 0:
+        raise ValueError(f"num_classes must be an integer >= 0, got {num_classes!r}")
+    if not width > 0:
+        raise ValueError(f"width must be > 0, got {width!r}")
+    if not isinstance(in_chans, int) or in_chans < 1:
+        raise ValueError(f"in_chans must be a positive integer, got {in_chans!r}")
+    if not 0.0 <= drop_rate < 1.0:
+        raise ValueError(f"drop_rate must be in [0, 1), got {drop_rate!r}")
+    if features_only and (not out_indices or any(i not in range(len(_FEATURE_BLOCKS)) for i in out_indices)):
+        raise ValueError(f"out_indices must be a non-empty subset of 0..{len(_FEATURE_BLOCKS) - 1}, got {out_indices}")
+
+
+def _build_stages(
+    stem_chs: int, stem_stride: int, width: float, ratio: int, dw_size: int, small_input: bool
+) -> tuple[list[nn.Module], list[dict[str, Any]]]:
+    """The nine bottleneck stages of Table 1 and the 1x1 conv stage, with the five feature levels' info."""
+    feature_info = [{"num_chs": stem_chs, "reduction": stem_stride, "module": "conv_stem"}]
+    stages: list[nn.Module] = []
+    prev_chs, reduction = stem_chs, stem_stride
+    for stage_idx, stage in enumerate(GHOSTNET_STAGES):
+        blocks = []
+        for k, exp, out, se, s in stage:
+            if small_input and stage_idx == 1:
+                s = 1
+            out_chs, mid_chs = make_divisible(out * width, 4), make_divisible(exp * width, 4)
+            blocks.append(GhostBottleneck(prev_chs, mid_chs, out_chs, k, s, se, ratio=ratio, dw_size=dw_size))
+            prev_chs, reduction = out_chs, reduction * s
+        stages.append(nn.Sequential(*blocks))
+        if stage_idx in _FEATURE_BLOCKS:
+            feature_info.append({"num_chs": prev_chs, "reduction": reduction, "module": f"blocks.{stage_idx}"})
+    stages.append(nn.Sequential(ConvBnAct(prev_chs, make_divisible(LAST_STAGE_CHANNELS * width, 4), 1)))
+    return stages, feature_info
 
 
 def _ghostnet(fixed_width: float, **kwargs) -> GhostNet:
@@ -211,29 +232,29 @@ def ghostnet(width: float = 1.0, **kwargs) -> GhostNet:
 
 @register_model(default_width=0.5, input_size=32)
 def ghostnet_small_050(**kwargs) -> GhostNet:
-    """GhostNet 0.5x for 32x32 images (output stride 8): 2.59M params, 14M MACs at 32."""
+    """GhostNet 0.5x for 32x32 images (output stride 8): 2.59M params, 13.4M MACs at 32."""
     return _ghostnet(0.5, small_input=True, **kwargs)
 
 
 @register_model(default_width=1.0, input_size=32)
 def ghostnet_small_100(**kwargs) -> GhostNet:
-    """GhostNet 1.0x for 32x32 images (output stride 8): 5.18M params, 46M MACs at 32."""
+    """GhostNet 1.0x for 32x32 images (output stride 8): 5.18M params, 43.9M MACs at 32."""
     return _ghostnet(1.0, small_input=True, **kwargs)
 
 
 @register_model(default_width=0.5)
 def ghostnet_050(**kwargs) -> GhostNet:
-    """GhostNet 0.5x: 2.59M params, 42M MACs at 224 (paper: 66.2 top-1)."""
+    """GhostNet 0.5x: 2.59M params, 42.3M MACs at 224 (paper: 66.2 top-1)."""
     return _ghostnet(0.5, **kwargs)
 
 
 @register_model(default_width=1.0, url=_OFFICIAL_1X_URL)
 def ghostnet_100(**kwargs) -> GhostNet:
-    """GhostNet 1.0x: 5.18M params, 141M MACs at 224 (paper: 73.9 top-1)."""
+    """GhostNet 1.0x: 5.18M params, 141.2M MACs at 224 (paper: 73.9 top-1)."""
     return _ghostnet(1.0, **kwargs)
 
 
 @register_model(default_width=1.3)
 def ghostnet_130(**kwargs) -> GhostNet:
-    """GhostNet 1.3x: 7.36M params, 227M MACs at 224 (paper: 75.7 top-1)."""
+    """GhostNet 1.3x: 7.36M params, 227.0M MACs at 224 (paper: 75.7 top-1)."""
     return _ghostnet(1.3, **kwargs)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import fnmatch
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from torch import nn
 
-__all__ = ["register_model", "create_model", "list_models", "model_entry", "ModelEntry"]
+__all__ = ["register_model", "create_model", "list_models", "model_entry", "model_spec", "ModelEntry"]
 
 
 @dataclass(frozen=True)
@@ -49,13 +50,11 @@ def register_model(url: str | None = None, **default_cfg: Any) -> Callable:
 
 def list_models(pattern: str = "*") -> list[str]:
     """Names of the registered models matching a shell-style `pattern` (e.g. ``"ghostnet_*"``), sorted."""
-    _ensure_loaded()
     return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
 
 
 def model_entry(name: str) -> ModelEntry:
     """The registry entry of `name`; `ValueError` listing the known names when there is none."""
-    _ensure_loaded()
     if name not in _REGISTRY:
         close = [n for n in _REGISTRY if name.split("_")[0] in n] or sorted(_REGISTRY)
         raise ValueError(f"unknown model {name!r}; known models: {', '.join(sorted(close))}")
@@ -79,11 +78,17 @@ def create_model(
         **kwargs: the model's constructor arguments (``num_classes``, ``in_chans``, ``drop_rate``, ...).
     """
     entry = model_entry(name)
-    model = entry.builder(**kwargs)
+    try:
+        model = entry.builder(**kwargs)
+    except TypeError as e:  # a keyword this model does not take: the user's mistake, not a crash
+        bad = re.search(r"unexpected keyword argument '(\w+)'", str(e))
+        if bad is None:
+            raise
+        raise ValueError(f"model {name!r} does not take {bad.group(1)!r}") from None
     if pretrained and checkpoint_path:
         raise ValueError("give either pretrained=True or checkpoint_path, not both")
     if pretrained or checkpoint_path:
-        from ..checkpoint import load_pretrained, load_weights
+        from .checkpoint import load_pretrained, load_weights
 
         if checkpoint_path:
             load_weights(model, checkpoint_path, ignore_classifier="mismatched")
@@ -95,6 +100,9 @@ def create_model(
     return model
 
 
-def _ensure_loaded() -> None:
-    # Registration happens when the model modules are imported; importing the package does that.
-    from . import cifar, ghostnet  # noqa: F401
+def model_spec(model: nn.Module) -> tuple[str, dict[str, Any]]:
+    """The registered name and keyword arguments that rebuild `model` (set by `create_model`/`create_detector`)."""
+    name, kwargs = getattr(model, "model_name", None), getattr(model, "model_kwargs", None)
+    if not isinstance(name, str) or not isinstance(kwargs, dict):
+        raise ValueError(f"this {type(model).__name__} was not built by create_model, so it cannot be rebuilt by name")
+    return name, dict(kwargs)

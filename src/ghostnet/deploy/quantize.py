@@ -7,20 +7,36 @@ ONNX Runtime's quantizer is used rather than torch.ao's because, at the same acc
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from .deploy import export_model, fuse_bn, onnx_session
+from ..nn.surgery import fuse_bn
+from .export import export_model, onnx_session
 
-__all__ = ["QuantizeReport", "CheckpointData", "checkpoint_data", "loader_images", "quantize_onnx", "quantize_checkpoint", "evaluate_onnx", "onnx_latency"]
+if TYPE_CHECKING:
+    from ..data import DataBundle, FolderLoader, TensorLoader
+    from ..engine.config import TrainConfig
+
+__all__ = [
+    "QuantizeReport",
+    "CheckpointData",
+    "checkpoint_data",
+    "loader_images",
+    "calibration_loader",
+    "quantize_onnx",
+    "quantize_checkpoint",
+    "evaluate_onnx",
+    "onnx_latency",
+]
 
 
 @dataclass
@@ -116,8 +132,8 @@ def fp32_nodes(onnx_path: str | os.PathLike, keep: tuple[str, ...]) -> list[str]
 
 @dataclass
 class CheckpointData:
-    """A trained checkpoint's model with its own dataset: calibration images (training split, no augmentation,
-    in file order) and the test split, preprocessed as in training."""
+    """A trained checkpoint's model with its own dataset: calibration images (the training split, in file order,
+    preprocessed as for evaluation: no augmentation) and the test split, preprocessed as in training."""
 
     model: torch.nn.Module
     in_chans: int
@@ -128,19 +144,33 @@ class CheckpointData:
 
 def checkpoint_data(checkpoint: str | os.PathLike, data_dir: str | None = None) -> CheckpointData:
     """Load one of our checkpoints (eval mode) and the loaders of the dataset it was trained on."""
-    from .config import TrainConfig
-    from .data import load_dataset
-    from .inference import load_model
-    from .train import Dist, build_loaders
+    from ..data import load_dataset
+    from ..engine.classification import build_loaders
+    from ..engine.config import TrainConfig
+    from ..engine.distributed import Dist
+    from ..engine.evaluate import load_model
 
     model, prep, trained = load_model(checkpoint)
     if not trained.get("dataset"):
         raise ValueError(f"{checkpoint} does not say which dataset it was trained on; quantize needs one of ours")
     data = load_dataset(trained["dataset"], data_dir or trained.get("data_dir"), False, trained.get("image_size"))
     cfg = TrainConfig(dataset=data.name, batch_size=32, eval_batch_size=256)
-    train_loader, test_loader = build_loaders(cfg, data, Dist(), torch.device("cpu"), prep.in_chans)
-    train_loader.train = False  # calibration images: no augmentation, in file order
-    return CheckpointData(model.eval(), prep.in_chans, data, train_loader, test_loader)
+    _, test_loader = build_loaders(cfg, data, Dist(), torch.device("cpu"), prep.in_chans)
+    return CheckpointData(model.eval(), prep.in_chans, data, calibration_loader(cfg, data, prep.in_chans), test_loader)
+
+
+def calibration_loader(cfg: TrainConfig, data: DataBundle, in_chans: int) -> TensorLoader | FolderLoader:
+    """The training split of `data` read the way evaluation reads a split, in batches of ``cfg.batch_size``: in
+    file order and never augmented (an image folder's files resized and centre-cropped, not randomly cropped,
+    flipped or jittered). That is the loader `build_loaders` makes for a test split; turning off `train` on its
+    training loader is not enough, since an image folder's transforms are fixed when its loader is built."""
+    from ..engine.classification import build_loaders
+    from ..engine.distributed import Dist
+
+    as_test = dataclasses.replace(data, test=data.train)
+    cfg = dataclasses.replace(cfg, eval_batch_size=cfg.batch_size)
+    _, loader = build_loaders(cfg, as_test, Dist(), torch.device("cpu"), in_chans)
+    return loader
 
 
 def _check_options(keep_fp32: Iterable[str], calibration: str) -> None:
@@ -167,7 +197,11 @@ def quantize_onnx(
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     _check_options(keep_fp32, calibration)
-    method = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile, "entropy": CalibrationMethod.Entropy}
+    method = {
+        "minmax": CalibrationMethod.MinMax,
+        "percentile": CalibrationMethod.Percentile,
+        "entropy": CalibrationMethod.Entropy,
+    }
     with tempfile.TemporaryDirectory() as tmp:
         pre = Path(tmp) / "pre.onnx"
         quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
@@ -177,9 +211,15 @@ def quantize_onnx(
 
             exclude += [n.name for n in onnx.load(str(pre)).graph.node if also_fp32(n)]
         quantize_static(
-            str(pre), str(output), _Feed(batches, input_name),
-            quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8, calibrate_method=method[calibration], nodes_to_exclude=exclude,
+            str(pre),
+            str(output),
+            _Feed(batches, input_name),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=method[calibration],
+            nodes_to_exclude=exclude,
         )
 
 
@@ -227,8 +267,16 @@ def quantize_checkpoint(
     fp32, int8 = onnx_session(fp32_path, threads), onnx_session(output, threads)
     shape = (1, d.in_chans, *hw)
     return QuantizeReport(
-        str(fp32_path), str(output), d.data.name, calibration_images,
-        evaluate_onnx(fp32, d.test), evaluate_onnx(int8, d.test),
-        onnx_latency(fp32, shape, latency_runs), onnx_latency(int8, shape, latency_runs),
-        fp32_path.stat().st_size / 2**20, output.stat().st_size / 2**20, tuple(keep_fp32), calibration,
+        str(fp32_path),
+        str(output),
+        d.data.name,
+        calibration_images,
+        evaluate_onnx(fp32, d.test),
+        evaluate_onnx(int8, d.test),
+        onnx_latency(fp32, shape, latency_runs),
+        onnx_latency(int8, shape, latency_runs),
+        fp32_path.stat().st_size / 2**20,
+        output.stat().st_size / 2**20,
+        tuple(keep_fp32),
+        calibration,
     )

@@ -9,24 +9,25 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import GhostModule
+from ..nn.blocks import GhostModule
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = ["capture", "plot_ghost_maps", "plot_redundant_pairs", "plot_dataset_preview", "map_similarity"]
 
 
-def _plt():
-    import matplotlib
+def _figure(figsize: tuple[float, float]) -> Figure:
+    """A figure of its own: no pyplot state and no backend switch, so the user's matplotlib setup is left alone."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    return Figure(figsize=figsize, layout="constrained")
 
 
 def _module(model: nn.Module, name: str) -> nn.Module:
@@ -41,7 +42,10 @@ def _module(model: nn.Module, name: str) -> nn.Module:
 def capture(model: nn.Module, modules: list[nn.Module], x: torch.Tensor) -> list[torch.Tensor]:
     """The outputs of `modules` (first sample) when `model` runs on `x`."""
     store: dict[int, torch.Tensor] = {}
-    hooks = [m.register_forward_hook(lambda mod, a, out, i=i: store.__setitem__(i, out.detach()[0].clone())) for i, m in enumerate(modules)]
+    hooks = [
+        m.register_forward_hook(lambda mod, a, out, i=i: store.__setitem__(i, out.detach()[0].clone()))
+        for i, m in enumerate(modules)
+    ]
     try:
         model.eval()(x)
     finally:
@@ -61,7 +65,9 @@ def map_similarity(maps: torch.Tensor) -> torch.Tensor:
     return flat @ flat.T
 
 
-def plot_ghost_maps(model: nn.Module, x: torch.Tensor, layer: str | None, path: str | Path, n_maps: int = 8) -> dict[str, Any]:
+def plot_ghost_maps(
+    model: nn.Module, x: torch.Tensor, layer: str | None, path: str | Path, n_maps: int = 8
+) -> dict[str, Any]:
     """Rows of [intrinsic map i | its s-1 ghost maps], with each ghost's cosine similarity to its source.
 
     Args:
@@ -78,16 +84,20 @@ def plot_ghost_maps(model: nn.Module, x: torch.Tensor, layer: str | None, path: 
         layer = next((n for n, m in ghosts if m.new_channels and m.init_channels >= n_maps), ghosts[0][0])
     module = _module(model, layer)
     if not isinstance(module, GhostModule) or module.new_channels == 0:
-        raise ValueError(f"{layer!r} is not a Ghost module with ghost maps (ratio >= 2); Ghost modules: {', '.join(n for n, _ in ghosts[:8])}")
+        raise ValueError(
+            f"{layer!r} is not a Ghost module with ghost maps (ratio >= 2); Ghost modules: {', '.join(n for n, _ in ghosts[:8])}"
+        )
     intrinsic, ghost = capture(model, [module.primary_conv, module.cheap_operation], x)
     s = module.ratio
     rows = min(n_maps, module.init_channels)
     shown = intrinsic.flatten(1).std(dim=1).argsort(descending=True)[:rows].sort().values.tolist()  # the liveliest maps
-    plt = _plt()
-    fig, axes = plt.subplots(rows, s, figsize=(2.6 * s + 0.4, 2.1 * rows + 0.5), squeeze=False, constrained_layout=True)
+    fig = _figure((2.6 * s + 0.4, 2.1 * rows + 0.5))
+    axes = fig.subplots(rows, s, squeeze=False)
     sims = []
     for r, i in enumerate(shown):
-        row_maps = [intrinsic[i]] + [ghost[i * (s - 1) + j] for j in range(s - 1)]  # groups=m: ghosts of map i are adjacent
+        row_maps = [intrinsic[i]] + [
+            ghost[i * (s - 1) + j] for j in range(s - 1)
+        ]  # groups=m: ghosts of map i are adjacent
         for j, fmap in enumerate(row_maps):
             ax = axes[r][j]
             im = ax.imshow(fmap.cpu().numpy(), cmap="viridis")  # each map on its own scale: the pattern is what matters
@@ -101,11 +111,13 @@ def plot_ghost_maps(model: nn.Module, x: torch.Tensor, layer: str | None, path: 
                 sims.append(sim)
                 ax.set_title(f"ghost {i}.{j}  r = {sim:.2f}", fontsize=9)
     fig.suptitle(f"{layer}\nintrinsic maps | ghosts made from them (s={s}, d={module.dw_size})", fontsize=10)
-    _save(fig, path, plt)
+    _save(fig, path)
     return {"layer": layer, "ratio": s, "rows": rows, "mean_correlation": sum(sims) / max(1, len(sims))}
 
 
-def plot_redundant_pairs(model: nn.Module, x: torch.Tensor, layer: str | None, path: str | Path, n_pairs: int = 6) -> dict[str, Any]:
+def plot_redundant_pairs(
+    model: nn.Module, x: torch.Tensor, layer: str | None, path: str | Path, n_pairs: int = 6
+) -> dict[str, Any]:
     """The `n_pairs` most similar pairs of a layer's output maps, side by side, and the full similarity matrix.
 
     Args:
@@ -128,9 +140,8 @@ def plot_redundant_pairs(model: nn.Module, x: torch.Tensor, layer: str | None, p
     order = sim[iu[0], iu[1]].argsort(descending=True)[: min(n_pairs, iu.shape[1])]
     pairs = [(int(iu[0, k]), int(iu[1, k]), float(sim[iu[0, k], iu[1, k]])) for k in order]
 
-    plt = _plt()
     n = len(pairs)
-    fig = plt.figure(figsize=(4.4 * 2 + 4.5, 2.1 * max(n, 2)), constrained_layout=True)
+    fig = _figure((4.4 * 2 + 4.5, 2.1 * max(n, 2)))
     grid = fig.add_gridspec(max(n, 2), 3, width_ratios=[1, 1, 2.2])
     for r, (i, j, s) in enumerate(pairs):
         lo, hi = float(torch.minimum(maps[i].min(), maps[j].min())), float(torch.maximum(maps[i].max(), maps[j].max()))
@@ -145,12 +156,17 @@ def plot_redundant_pairs(model: nn.Module, x: torch.Tensor, layer: str | None, p
     ax.set(title=f"correlation between the {c} maps", xlabel="map", ylabel="map")
     fig.colorbar(im, ax=ax, shrink=0.7)
     fig.suptitle(f"{layer}: the most similar pairs of output maps (candidates for cheap ghosts)", fontsize=10)
-    _save(fig, path, plt)
+    _save(fig, path)
     return {"layer": layer, "maps": c, "pairs": pairs}
 
 
 def plot_dataset_preview(
-    images: torch.Tensor, labels: torch.Tensor, classes: list[str], path: str | Path, per_class: int = 4, title: str = ""
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    classes: list[str],
+    path: str | Path,
+    per_class: int = 4,
+    title: str = "",
 ) -> Path:
     """A grid with `per_class` images of each class (rows), titled with the class names.
 
@@ -159,9 +175,9 @@ def plot_dataset_preview(
         labels: (N,).
         classes: class names.
     """
-    plt = _plt()
     n_cls = len(classes)
-    fig, axes = plt.subplots(n_cls, per_class, figsize=(1.5 * per_class + 1.2, 1.45 * n_cls), squeeze=False, constrained_layout=True)
+    fig = _figure((1.5 * per_class + 1.2, 1.45 * n_cls))
+    axes = fig.subplots(n_cls, per_class, squeeze=False)
     for c in range(n_cls):
         idx = (labels == c).nonzero().flatten()[:per_class].tolist()
         for k in range(per_class):
@@ -176,13 +192,16 @@ def plot_dataset_preview(
                     ax.imshow(img.permute(1, 2, 0).cpu().numpy())
             if k == 0:
                 ax.set_ylabel(classes[c], rotation=0, ha="right", va="center", fontsize=9)
-    fig.suptitle(f"{title}: {len(labels):,} images, {n_cls} classes" if title else f"{len(labels):,} images, {n_cls} classes", fontsize=10)
-    return _save(fig, path, plt)
+    fig.suptitle(
+        f"{title}: {len(labels):,} images, {n_cls} classes" if title else f"{len(labels):,} images, {n_cls} classes",
+        fontsize=10,
+    )
+    return _save(fig, path)
 
 
-def _save(fig, path: str | Path, plt) -> Path:
+def _save(fig: Figure, path: str | Path) -> Path:
+    """Write `fig` as a PNG; the PNG writer is picked for the file, whatever the user's backend."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path

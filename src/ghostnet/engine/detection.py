@@ -1,9 +1,8 @@
-"""Training, evaluating and running the detectors: the detection task for the shared training engine,
-COCO mAP (pycocotools), loading a trained detector, and drawing its boxes.
+"""Training and evaluating the detectors: the detection task for the shared loop, COCO mAP (pycocotools),
+loading a trained detector.
 
     ghostnet detect-train --data-dir DATA --model fasterrcnn_ghostnet --min-size 512
     ghostnet detect-eval runs/RUN/best.pth
-    ghostnet detect photo.jpg --checkpoint runs/RUN/best.pth --output-dir detections
 """
 
 from __future__ import annotations
@@ -12,38 +11,26 @@ import contextlib
 import io
 import math
 import os
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from ..checkpoint import CheckpointError, load_weights, read_checkpoint
-from ..config import DetectConfig
-from ..data import DatasetError
-from ..distributed import Dist, broadcast, gather
-from ..train import Task, _autocast
-from .data import CocoSplit, DetectionLoader, find_coco_split, load_coco_split, read_image
-from .models import DETECTORS, create_detector
+from ..data.coco import CocoSplit, DetectionLoader, find_coco_split, load_coco_split
+from ..models import model_spec
+from ..models.checkpoint import CheckpointError, load_weights, read_checkpoint
+from ..models.detection import DETECTORS, create_detector
+from .config import DetectConfig
+from .distributed import Dist, broadcast, gather, init_distributed
+from .loop import Task, autocast, run_training
 
-__all__ = ["DetectionTask", "coco_metrics", "detect_images", "draw_detections", "evaluate_detector", "load_detector",
-           "train_detector"]
+__all__ = ["DetectionTask", "coco_metrics", "evaluate_detector", "load_detector", "train_detector"]
 
 # What each detector's training losses are called (torchvision's names), in a fixed order for the epoch sums.
 LOSS_NAMES = {
     "retinanet_ghostnet": ["classification", "bbox_regression"],
     "fasterrcnn_ghostnet": ["loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg"],
 }
-
-
-def detector_kwargs(cfg: DetectConfig) -> dict[str, Any]:
-    kwargs: dict[str, Any] = dict(
-        width=cfg.width, backbone_weights=cfg.backbone_weights, trainable_layers=cfg.trainable_layers, min_size=cfg.min_size,
-        max_size=cfg.max_size, out_indices=tuple(cfg.out_indices), fpn_channels=cfg.fpn_channels, frozen_bn=cfg.frozen_bn,
-    )
-    if cfg.model == "fasterrcnn_ghostnet":
-        kwargs["rois_per_image"] = cfg.rois_per_image
-    return kwargs
 
 
 def load_splits(cfg: DetectConfig, verbose: bool = True) -> tuple[CocoSplit, CocoSplit]:
@@ -67,24 +54,30 @@ class DetectionTask(Task):
         self.train_split, self.val_split = load_splits(cfg, verbose=d.is_main)
         if cfg.train_subset:
             if cfg.train_subset > len(self.train_split):
-                raise ValueError(f"train_subset {cfg.train_subset} is larger than the training split ({len(self.train_split)} images)")
+                raise ValueError(
+                    f"train_subset {cfg.train_subset} is larger than the training split ({len(self.train_split)} images)"
+                )
             self.train_split.images = self.train_split.images[: cfg.train_subset]
         if cfg.batch_size % d.world_size:
             raise ValueError(f"batch_size {cfg.batch_size} must be divisible by the number of processes {d.world_size}")
-        model = create_detector(cfg.model, self.train_split.num_classes, **detector_kwargs(cfg))
+        model = create_detector(cfg.model, self.train_split.num_classes, **cfg.detector_options())
         if cfg.init_checkpoint:
             load_weights(model, cfg.init_checkpoint, ignore_classifier="mismatched")
         self.model = model.to(device)
-        self.model_name, self.model_kwargs = model.model_name, model.model_kwargs
-        common = dict(seed=cfg.seed, rank=d.rank, world_size=d.world_size, num_workers=cfg.num_workers, device=device)
+        self.model_name, self.model_kwargs = model_spec(model)
+        common: dict[str, Any] = dict(
+            seed=cfg.seed, rank=d.rank, world_size=d.world_size, num_workers=cfg.num_workers, device=device
+        )
         self.train_loader = DetectionLoader(self.train_split, cfg.batch_size, train=True, flip=cfg.flip, **common)
         self.eval_loader = DetectionLoader(self.val_split, cfg.eval_batch_size, train=False, **common)
         if len(self.train_loader) == 0:
-            raise ValueError(f"the training split has {len(self.train_split)} images, fewer than one batch of {cfg.batch_size}")
+            raise ValueError(
+                f"the training split has {len(self.train_split)} images, fewer than one batch of {cfg.batch_size}"
+            )
         self.losses = LOSS_NAMES[cfg.model]
 
     def describe(self) -> str:
-        from ..profile import count_params
+        from ..analysis.profile import count_params
 
         n_train = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
         return (
@@ -98,7 +91,7 @@ class DetectionTask(Task):
 
     def step(self, net: nn.Module, batch: Any) -> tuple[torch.Tensor, list[float]]:
         images, targets = batch
-        with _autocast(images[0].device, self.cfg.amp):
+        with autocast(images[0].device, self.cfg.amp):
             parts = net(images, targets)
         parts = {k: v.float() for k, v in parts.items()}
         loss = sum(parts[k] for k in self.losses)
@@ -113,13 +106,18 @@ class DetectionTask(Task):
 
     def evaluate(self, model: nn.Module, d: Dist, device: torch.device, cfg: Any) -> dict[str, Any]:
         m = evaluate_detector(model, self.eval_loader, self.val_split, d, cfg.amp, progress=cfg.progress)
-        return {"eval_map": m["map"], "eval_map50": m["map50"], "eval_map75": m["map75"], "eval_class_ap": m["per_class"]}
+        return {
+            "eval_map": m["map"],
+            "eval_map50": m["map50"],
+            "eval_map75": m["map75"],
+            "eval_class_ap": m["per_class"],
+        }
 
     def checkpoint_data(self) -> dict[str, Any]:
         return {"classes": self.train_split.classes, "category_ids": self.train_split.category_ids, "task": "detection"}
 
     def summarize(self, model: nn.Module, history: list[dict[str, Any]], best: float) -> tuple[dict[str, Any], str]:
-        from ..profile import count_params
+        from ..analysis.profile import count_params
 
         final = history[-1] if history else {}
         summary = {
@@ -135,8 +133,6 @@ class DetectionTask(Task):
 
 def train_detector(cfg: DetectConfig) -> dict[str, Any]:
     """Train and evaluate a detector (`ghostnet detect-train`); returns the run summary."""
-    from ..train import run_training
-
     return run_training(cfg, DetectionTask())
 
 
@@ -144,16 +140,24 @@ def train_detector(cfg: DetectConfig) -> dict[str, Any]:
 
 
 @torch.no_grad()
-def evaluate_detector(model: nn.Module, loader: DetectionLoader, split: CocoSplit, d: Dist | None = None, amp: str = "none",
-                      progress: bool = False) -> dict[str, Any]:
+def evaluate_detector(
+    model: nn.Module,
+    loader: DetectionLoader,
+    split: CocoSplit,
+    d: Dist | None = None,
+    amp: str = "none",
+    progress: bool = False,
+) -> dict[str, Any]:
     """COCO box AP of `model` over the whole split (every rank's detections gathered on rank 0, result shared)."""
     from tqdm import tqdm
 
     d = d or Dist()
     model.eval()
     records: list[dict[str, Any]] = []
-    for images, targets in tqdm(loader.batches(), total=len(loader), desc="eval", leave=False, disable=not (progress and d.is_main)):
-        with _autocast(images[0].device, amp):
+    for images, targets in tqdm(
+        loader.batches(), total=len(loader), desc="eval", leave=False, disable=not (progress and d.is_main)
+    ):
+        with autocast(images[0].device, amp):
             outputs = model(images)
         for t, o in zip(targets, outputs):
             records.extend(_records(t["image_id"], o, split.category_ids))
@@ -167,7 +171,14 @@ def _records(image_id: int, out: dict[str, torch.Tensor], category_ids: list[int
     rows = []
     for (x0, y0, x1, y1), s, label in zip(boxes.tolist(), scores.tolist(), labels.tolist()):
         if 1 <= label <= len(category_ids):  # 0 is the background
-            rows.append({"image_id": image_id, "category_id": category_ids[label - 1], "bbox": [x0, y0, x1 - x0, y1 - y0], "score": s})
+            rows.append(
+                {
+                    "image_id": image_id,
+                    "category_id": category_ids[label - 1],
+                    "bbox": [x0, y0, x1 - x0, y1 - y0],
+                    "score": s,
+                }
+            )
     return rows
 
 
@@ -181,8 +192,13 @@ def coco_metrics(split: CocoSplit, records: list[dict[str, Any]]) -> dict[str, A
 
     gt = split.coco
     names = dict(zip(split.category_ids, split.classes))
-    empty = {"map": 0.0, "map50": 0.0, "map75": 0.0, "detections": 0,
-             "per_class": {n: ({"ap": 0.0, "ap50": 0.0} if gt.getAnnIds(catIds=[c]) else None) for c, n in names.items()}}
+    empty = {
+        "map": 0.0,
+        "map50": 0.0,
+        "map75": 0.0,
+        "detections": 0,
+        "per_class": {n: ({"ap": 0.0, "ap50": 0.0} if gt.getAnnIds(catIds=[c]) else None) for c, n in names.items()},
+    }
     if not records:
         return empty
     with contextlib.redirect_stdout(io.StringIO()):
@@ -198,7 +214,9 @@ def coco_metrics(split: CocoSplit, records: list[dict[str, Any]]) -> dict[str, A
     for k, c in enumerate(ev.params.catIds):
         p_all, p50 = precision[:, :, k, 0, -1], precision[0, :, k, 0, -1]
         valid = p_all[p_all > -1]
-        per_class[names[c]] = None if valid.size == 0 else {"ap": 100 * float(valid.mean()), "ap50": 100 * float(p50[p50 > -1].mean())}
+        per_class[names[c]] = (
+            None if valid.size == 0 else {"ap": 100 * float(valid.mean()), "ap50": 100 * float(p50[p50 > -1].mean())}
+        )
     stats = [max(0.0, float(v)) * 100 for v in ev.stats[:3]]
     return {"map": stats[0], "map50": stats[1], "map75": stats[2], "per_class": per_class, "detections": len(records)}
 
@@ -206,7 +224,9 @@ def coco_metrics(split: CocoSplit, records: list[dict[str, Any]]) -> dict[str, A
 # ---------------------------------------------------------------- a trained detector
 
 
-def load_detector(path: str | os.PathLike | dict[str, Any], device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any], dict[str, Any]]:
+def load_detector(
+    path: str | os.PathLike | dict[str, Any], device: str | torch.device = "cpu"
+) -> tuple[nn.Module, dict[str, Any], dict[str, Any]]:
     """A detector from a `ghostnet detect-train` checkpoint (a path, or the checkpoint already read), in eval mode:
     (model, data info, training config)."""
     ckpt = path if isinstance(path, dict) else read_checkpoint(path)
@@ -224,81 +244,35 @@ def load_detector(path: str | os.PathLike | dict[str, Any], device: str | torch.
     return model.to(device).eval(), ckpt.get("data", {}), ckpt.get("config", {})
 
 
-def evaluate_checkpoint(path: str | os.PathLike, data_dir: str | None = None, images: str | None = None, annotations: str | None = None,
-                        batch_size: int = 4, device: str = "auto", num_workers: int = 2, progress: bool = True) -> dict[str, Any]:
+def evaluate_checkpoint(
+    path: str | os.PathLike,
+    data_dir: str | None = None,
+    images: str | None = None,
+    annotations: str | None = None,
+    batch_size: int = 4,
+    device: str = "auto",
+    num_workers: int = 2,
+    progress: bool = True,
+) -> dict[str, Any]:
     """COCO mAP of a trained detector on a split: the given one, or the validation split it was trained with."""
-    from ..distributed import init_distributed
-
     d, dev = init_distributed(device)
     model, data, config = load_detector(path, dev)
     if images or annotations or data_dir:
         img_dir, ann = find_coco_split(data_dir, "val", images, annotations)
     else:
-        img_dir, ann = find_coco_split(config.get("data_dir"), "val", config.get("val_images"), config.get("val_annotations"))
+        img_dir, ann = find_coco_split(
+            config.get("data_dir"), "val", config.get("val_images"), config.get("val_annotations")
+        )
     split = load_coco_split(img_dir, ann, config.get("bad_annotations", "skip"), categories=data["category_ids"])
-    loader = DetectionLoader(split, batch_size, train=False, rank=d.rank, world_size=d.world_size, num_workers=num_workers, device=dev)
+    loader = DetectionLoader(
+        split, batch_size, train=False, rank=d.rank, world_size=d.world_size, num_workers=num_workers, device=dev
+    )
     m = evaluate_detector(model, loader, split, d, progress=progress)
-    return {**m, "checkpoint": str(path), "annotations": str(ann), "images": len(split), "report": split.report(), "is_main": d.is_main}
-
-
-_PALETTE = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45", "#fabed4", "#469990",
-            "#dcbeff", "#9a6324", "#800000", "#aaffc3", "#808000", "#000075"]
-
-
-def draw_detections(image: torch.Tensor, det: dict[str, torch.Tensor], classes: list[str]) -> torch.Tensor:
-    """`image` (float (3, H, W) in [0, 1]) with its boxes drawn and labelled ``class score``: uint8 (3, H, W)."""
-    from torchvision.utils import draw_bounding_boxes
-
-    img = (image.clamp(0, 1) * 255).round().to(torch.uint8)
-    if len(det["boxes"]) == 0:
-        return img
-    labels = det["labels"].tolist()
-    text = [f"{classes[i - 1] if 1 <= i <= len(classes) else i} {s:.2f}" for i, s in zip(labels, det["scores"].tolist())]
-    colors = [_PALETTE[i % len(_PALETTE)] for i in labels]
-    width = max(2, round(min(img.shape[1:]) / 200))
-    return draw_bounding_boxes(img, det["boxes"].float(), text, colors=colors, width=width)
-
-
-@torch.no_grad()
-def detect_images(model: nn.Module, classes: list[str], paths: list[Path], output_dir: str | os.PathLike | None,
-                  score_threshold: float = 0.5, overwrite: bool = False) -> list[dict[str, Any]]:
-    """Run `model` on image files; with `output_dir`, write each image with its labelled boxes drawn (PNG).
-
-    Refuses to replace an existing output file unless `overwrite`, and never writes over an input.
-    """
-    from PIL import Image
-
-    device = next(model.parameters()).device
-    out_dir = Path(output_dir) if output_dir is not None else None
-    targets = {}
-    if out_dir is not None:
-        for p in paths:
-            dest = out_dir / f"{p.stem}.png"
-            if dest in targets.values():
-                raise ValueError(f"two inputs would both be drawn to {dest}; run them separately")
-            if dest.resolve() in {q.resolve() for q in paths} or (dest.exists() and not overwrite):
-                raise ValueError(f"{dest} exists; pass --overwrite to replace it or choose another --output-dir")
-            targets[p] = dest
-        out_dir.mkdir(parents=True, exist_ok=True)
-    results = []
-    for p in paths:
-        try:
-            x = read_image(p)
-        except OSError as e:
-            raise DatasetError(f"cannot read image {p}: {e}") from None
-        det = model([x.to(device)])[0]
-        keep = det["scores"] >= score_threshold
-        det = {k: v[keep].cpu() for k, v in det.items()}
-        boxes = [
-            {"label": classes[i - 1] if 1 <= i <= len(classes) else str(i), "score": round(s, 4), "box_xyxy": [round(v, 1) for v in b]}
-            for b, s, i in zip(det["boxes"].tolist(), det["scores"].tolist(), det["labels"].tolist())
-        ]
-        row: dict[str, Any] = {"path": str(p), "detections": boxes}
-        if out_dir is not None:
-            drawn = draw_detections(x, det, classes).permute(1, 2, 0).numpy()
-            tmp = targets[p].with_name(f".{targets[p].name}.tmp.png")
-            Image.fromarray(drawn).save(tmp)
-            os.replace(tmp, targets[p])
-            row["output"] = str(targets[p])
-        results.append(row)
-    return results
+    return {
+        **m,
+        "checkpoint": str(path),
+        "annotations": str(ann),
+        "images": len(split),
+        "report": split.report(),
+        "is_main": d.is_main,
+    }

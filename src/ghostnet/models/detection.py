@@ -13,6 +13,8 @@ from __future__ import annotations
 import os
 from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -20,14 +22,34 @@ from torchvision.ops import FeaturePyramidNetwork
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP6P7
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from ..checkpoint import load_weights
-from ..ghostify import set_submodule
-from ..models import GhostNet
+from ..nn.surgery import set_submodule
+from .checkpoint import load_weights
+from .ghostnet import GhostNet
 
-__all__ = ["DETECTORS", "GhostNetFPN", "create_detector", "ghostnet_fpn_backbone", "retinanet_ghostnet", "fasterrcnn_ghostnet", "freeze_bn"]
+__all__ = [
+    "DetectorOptions",
+    "DETECTORS",
+    "GhostNetFPN",
+    "create_detector",
+    "ghostnet_fpn_backbone",
+    "retinanet_ghostnet",
+    "fasterrcnn_ghostnet",
+    "freeze_bn",
+]
 
 # The stem and the nine bottleneck stages, deepest first: what "trainable_layers" counts, as torchvision does.
-_STAGE_PREFIXES = ["blocks.7.", "blocks.6.", "blocks.5.", "blocks.4.", "blocks.3.", "blocks.2.", "blocks.1.", "blocks.0.", "conv_stem", "bn1"]
+_STAGE_PREFIXES = [
+    "blocks.7.",
+    "blocks.6.",
+    "blocks.5.",
+    "blocks.4.",
+    "blocks.3.",
+    "blocks.2.",
+    "blocks.1.",
+    "blocks.0.",
+    "conv_stem",
+    "bn1",
+]
 
 
 class GhostNetFPN(nn.Module):
@@ -39,10 +61,12 @@ class GhostNetFPN(nn.Module):
             raise ValueError("the body must be a features_only GhostNet")
         self.body = body
         extra_block = LastLevelP6P7(out_channels, out_channels) if extra == "p6p7" else LastLevelMaxPool()
-        self.fpn = FeaturePyramidNetwork([f["num_chs"] for f in body.feature_info], out_channels, extra_blocks=extra_block)
+        self.fpn = FeaturePyramidNetwork(
+            [f["num_chs"] for f in body.feature_info], out_channels, extra_blocks=extra_block
+        )
         self.out_channels = out_channels  # what torchvision's detectors read
 
-    def forward(self, x: torch.Tensor) -> "OrderedDict[str, torch.Tensor]":
+    def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
         feats = self.body(x)  # [(B, C_i, H/r_i, W/r_i)]
         return self.fpn(OrderedDict((str(i), f) for i, f in enumerate(feats)))
 
@@ -58,6 +82,56 @@ def freeze_bn(model: nn.Module) -> nn.Module:
             frozen.running_var.copy_(m.running_var)
             set_submodule(model, name, frozen)
     return model
+
+
+@dataclass
+class DetectorOptions:
+    """The detectors' own options, declared once: the builders' defaults, the detection config's fields and
+    ``ghostnet detect-train``'s options all come from here (a test holds the builders' signatures to it)."""
+
+    width: float = field(default=1.1, metadata={"help": "GhostNet backbone width (1.1 in the paper)"})
+    backbone_weights: str | None = field(
+        default=None, metadata={"help": "ImageNet classification weights for the backbone (official/timm .pth or ours)"}
+    )
+    trainable_layers: int | None = field(
+        default=None,
+        metadata={
+            "help": "backbone stages trained, deepest first (0-10; 10 = all); None = 3 with backbone_weights, else all"
+        },
+    )
+    frozen_bn: bool | None = field(
+        default=None,
+        metadata={"help": "FrozenBatchNorm2d in the backbone; None = frozen when backbone_weights are given"},
+    )
+    min_size: int = field(default=800, metadata={"help": "images are resized to this short side ..."})
+    max_size: int = field(default=1333, metadata={"help": "... unless the long side would pass this"})
+    out_indices: list[int] = field(
+        default_factory=lambda: [2, 3, 4],
+        metadata={"help": "backbone levels fed to the FPN (2, 3, 4 = strides 8, 16, 32)"},
+    )
+    fpn_channels: int = field(default=256, metadata={"help": "FPN (and head) width"})
+    rois_per_image: int = field(
+        default=512, metadata={"help": "Faster R-CNN: RoIs sampled per image for the box head in training"}
+    )
+
+    def validate(self) -> None:
+        """Raise `ValueError` naming the first option out of range."""
+        levels = list(self.out_indices)
+        checks = [
+            (self.width > 0, "width must be > 0"),
+            (self.min_size >= 32, "min_size must be >= 32"),
+            (self.max_size >= self.min_size, "max_size must be >= min_size"),
+            (
+                len(levels) > 0 and levels == sorted(set(levels)) and all(0 <= i <= 4 for i in levels),
+                "out_indices must be increasing levels in 0..4",
+            ),
+            (self.fpn_channels >= 8, "fpn_channels must be >= 8"),
+            (self.trainable_layers is None or 0 <= self.trainable_layers <= 10, "trainable_layers must be in 0..10"),
+            (self.rois_per_image >= 1, "rois_per_image must be >= 1"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
 
 
 def ghostnet_fpn_backbone(
@@ -131,7 +205,9 @@ def retinanet_ghostnet(
     from torchvision.models.detection import RetinaNet
     from torchvision.models.detection.anchor_utils import AnchorGenerator
 
-    backbone = ghostnet_fpn_backbone(width, out_indices, backbone_weights, trainable_layers, frozen_bn, fpn_channels, extra="p6p7")
+    backbone = ghostnet_fpn_backbone(
+        width, out_indices, backbone_weights, trainable_layers, frozen_bn, fpn_channels, extra="p6p7"
+    )
     sizes = tuple((s, int(s * 2 ** (1 / 3)), int(s * 2 ** (2 / 3))) for (s,) in _anchor_sizes(backbone, 2))
     anchors = AnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * len(sizes))
     return RetinaNet(backbone, num_classes, min_size=min_size, max_size=max_size, anchor_generator=anchors, **kwargs)
@@ -158,12 +234,22 @@ def fasterrcnn_ghostnet(
     from torchvision.models.detection.anchor_utils import AnchorGenerator
     from torchvision.ops import MultiScaleRoIAlign
 
-    backbone = ghostnet_fpn_backbone(width, out_indices, backbone_weights, trainable_layers, frozen_bn, fpn_channels, extra="pool")
+    backbone = ghostnet_fpn_backbone(
+        width, out_indices, backbone_weights, trainable_layers, frozen_bn, fpn_channels, extra="pool"
+    )
     sizes = _anchor_sizes(backbone, 1)
     anchors = AnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * len(sizes))
     roi_pool = MultiScaleRoIAlign([str(i) for i in range(len(out_indices))], output_size=7, sampling_ratio=2)
-    return FasterRCNN(backbone, num_classes, min_size=min_size, max_size=max_size, rpn_anchor_generator=anchors,
-                      box_roi_pool=roi_pool, box_batch_size_per_image=rois_per_image, **kwargs)
+    return FasterRCNN(
+        backbone,
+        num_classes,
+        min_size=min_size,
+        max_size=max_size,
+        rpn_anchor_generator=anchors,
+        box_roi_pool=roi_pool,
+        box_batch_size_per_image=rois_per_image,
+        **kwargs,
+    )
 
 
 DETECTORS = {"retinanet_ghostnet": retinanet_ghostnet, "fasterrcnn_ghostnet": fasterrcnn_ghostnet}
@@ -173,12 +259,14 @@ def create_detector(name: str, num_classes: int, **kwargs) -> nn.Module:
     """A detector by name; it remembers its name and arguments (``model_name``, ``model_kwargs``) for checkpoints."""
     if name not in DETECTORS:
         raise ValueError(f"unknown detector {name!r}; choose from {', '.join(DETECTORS)}")
-    model = DETECTORS[name](num_classes, **kwargs)
+    model: Any = DETECTORS[name](num_classes, **kwargs)
     model.model_name = name
     # Enough to rebuild it around a checkpoint: the weights come from the checkpoint, BN stays as it was built.
     saved = {k: v for k, v in kwargs.items() if k != "backbone_weights"}
     saved["frozen_bn"] = any(isinstance(m, FrozenBatchNorm2d) for m in model.backbone.body.modules())
     model.model_kwargs = {"num_classes": num_classes, **saved}
     # The layers that depend on num_classes (left as initialised when fine-tuning to another class count).
-    model.classifier_prefixes = ("head.classification_head.cls_logits.",) if name == "retinanet_ghostnet" else ("roi_heads.box_predictor.",)
+    model.classifier_prefixes = (
+        ("head.classification_head.cls_logits.",) if name == "retinanet_ghostnet" else ("roi_heads.box_predictor.",)
+    )
     return model

@@ -140,7 +140,9 @@ def load_weights(
     mismatched = [k for k in sd if k in own and sd[k].shape != own[k].shape]
 
     if mismatched:
-        rows = ", ".join(f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}" for k in mismatched[:_SHOW])
+        rows = ", ".join(
+            f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}" for k in mismatched[:_SHOW]
+        )
         hint = ""
         if any(k.startswith(_classifier_prefixes(model)) for k in mismatched):
             hint = " (a different num_classes? pass ignore_classifier=True)"
@@ -217,8 +219,9 @@ def save_weights(model: nn.Module, path: str | os.PathLike) -> Path:
 
 
 def _classifier_prefixes(model: nn.Module) -> tuple[str, ...]:
-    if hasattr(model, "classifier_prefixes"):  # e.g. a detector's class-score layers
-        return tuple(model.classifier_prefixes)
+    prefixes = getattr(model, "classifier_prefixes", None)  # e.g. a detector's class-score layers
+    if prefixes is not None:
+        return tuple(prefixes)
     return tuple(f"{n}." for n in ("classifier", "fc", "head") if hasattr(model, n))
 
 

@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import os
 import warnings
+from pathlib import Path
+from typing import Any, cast
 
 import torch
 from torch import nn
 
-from ..deploy import ExportReport, check_output_path, export_model, onnx_opset, onnx_session, remove_partial
+from .export import ExportReport, check_output_path, export_model, onnx_opset, onnx_session, remove_partial
 
 __all__ = ["BackboneMaps", "DetectorForExport", "export_detector", "match_detections"]
 
 PARTS = ("backbone", "detector")
+DETECTOR_OUTPUTS = ("boxes", "scores", "labels")
 
 
 class BackboneMaps(nn.Module):
@@ -70,9 +73,16 @@ def match_detections(ref: tuple, got: list) -> float:
     return worst
 
 
-def export_detector(detector: nn.Module, path: str | os.PathLike, part: str = "backbone", fmt: str = "onnx",
-                    input_size: tuple[int, int] = (512, 512), dynamic_batch: bool = False, opset: int = 18,
-                    check_image: torch.Tensor | None = None) -> ExportReport:
+def export_detector(
+    detector: nn.Module,
+    path: str | os.PathLike,
+    part: str = "backbone",
+    fmt: str = "onnx",
+    input_size: tuple[int, int] = (512, 512),
+    dynamic_batch: bool = False,
+    opset: int = 18,
+    check_image: torch.Tensor | None = None,
+) -> ExportReport:
     """Export `detector`'s backbone + FPN (``part="backbone"``) or the whole detector (``"detector"``, ONNX only).
 
     The whole detector is checked in ONNX Runtime on `check_image` (random if None) and on a second image size:
@@ -82,35 +92,67 @@ def export_detector(detector: nn.Module, path: str | os.PathLike, part: str = "b
         raise ValueError(f"part must be one of {', '.join(PARTS)}, got {part!r}")
     detector = detector.eval()
     if part == "backbone":
-        return export_model(BackboneMaps(detector.backbone).eval(), path, fmt, input_size, 3, dynamic_batch, opset)
+        backbone = BackboneMaps(cast(nn.Module, detector.backbone)).eval()
+        return export_model(backbone, path, fmt, input_size, 3, dynamic_batch, opset)
     if fmt != "onnx":
         raise ValueError("the whole detector exports to onnx only; use --detector-part backbone for other formats")
     if dynamic_batch:
         raise ValueError("the whole detector takes one image of any size; --dynamic-batch applies to the backbone")
     path = check_output_path(path)
-    import onnx
-
     model = DetectorForExport(detector).eval()
     h, w = input_size
     images = [check_image if check_image is not None else torch.rand(3, h, w), torch.rand(3, max(32, h * 3 // 4), w)]
-    names = ["boxes", "scores", "labels"]
     tmp = path.with_name(f".{path.stem}.tmp.onnx")
     try:
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # tracing notices about shape-dependent Python code in torchvision
-            torch.onnx.export(model, (images[0],), str(tmp), input_names=["image"], output_names=names, opset_version=opset,
-                              dynamic_axes={"image": {1: "height", 2: "width"}, **{n: {0: "detections"} for n in names}}, dynamo=False)
-        proto = onnx.load(str(tmp))
-        onnx.checker.check_model(proto)
-        sess = onnx_session(tmp)
-        diff = 0.0
-        with torch.no_grad():
-            for im in images:
-                diff = max(diff, match_detections(model(im), sess.run(None, {"image": im.numpy()})))
+        proto = _write_detector_onnx(model, images[0], tmp, opset)
+        diff = _detections_diff(model, tmp, images)
         if not diff <= 1e-3:
             raise ValueError(f"the exported detector disagrees with PyTorch: max difference {diff:.2e} > 1e-3")
         os.replace(tmp, path)
     finally:
         remove_partial(tmp)
-    return ExportReport(str(path), "onnx", path.stat().st_size, ["image"], names, diff, opset=onnx_opset(proto, opset), dynamic_batch=False,
-                        checks=["onnx.checker", "onnxruntime (detections matched)"])
+    return ExportReport(
+        str(path),
+        "onnx",
+        path.stat().st_size,
+        ["image"],
+        list(DETECTOR_OUTPUTS),
+        diff,
+        opset=onnx_opset(proto, opset),
+        dynamic_batch=False,
+        checks=["onnx.checker", "onnxruntime (detections matched)"],
+    )
+
+
+def _write_detector_onnx(model: DetectorForExport, image: torch.Tensor, path: Path, opset: int) -> Any:
+    """Trace `model` on `image` to an ONNX file at `path` (any image height and width, any number of detections)
+    and return its proto, once `onnx.checker` accepts it."""
+    import onnx
+
+    names = list(DETECTOR_OUTPUTS)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracing notices about shape-dependent Python code in torchvision
+        torch.onnx.export(
+            model,
+            (image,),
+            str(path),
+            input_names=["image"],
+            output_names=names,
+            opset_version=opset,
+            dynamic_axes={"image": {1: "height", 2: "width"}, **{n: {0: "detections"} for n in names}},
+            dynamo=False,
+        )
+    proto = onnx.load(str(path))
+    onnx.checker.check_model(proto)
+    return proto
+
+
+def _detections_diff(model: DetectorForExport, path: Path, images: list[torch.Tensor]) -> float:
+    """The largest difference (see `match_detections`) between `model` and its ONNX file at `path` in ONNX
+    Runtime, over `images`."""
+    sess = onnx_session(path)
+    diff = 0.0
+    with torch.no_grad():
+        for im in images:
+            diff = max(diff, match_detections(model(im), sess.run(None, {"image": im.numpy()})))
+    return diff

@@ -1,25 +1,31 @@
 """The inference form of a model and its exports: BN folding, ONNX / ONNX Runtime, TorchScript, ExportedProgram.
 
-    fused = fuse_bn(model.eval())               # every BatchNorm folded into the conv before it
-    export_model(fused, "m.onnx", "onnx", input_size=(224, 224), dynamic_batch=True)   # validated in ORT
+fused = fuse_bn(model.eval())               # every BatchNorm folded into the conv before it
+export_model(fused, "m.onnx", "onnx", input_size=(224, 224), dynamic_batch=True)   # validated in ORT
 """
 
 from __future__ import annotations
 
-import copy
 import os
-import types
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
-from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from .ghostify import conv_bn_pairs, set_submodule
+from ..nn.surgery import fuse_bn
 
-__all__ = ["default_suffix", "fuse_bn", "prepare_inference", "export_model", "ExportReport", "FORMATS", "onnx_session", "max_abs_diff"]
+__all__ = [
+    "default_suffix",
+    "fuse_bn",
+    "prepare_inference",
+    "export_model",
+    "ExportReport",
+    "FORMATS",
+    "onnx_session",
+    "max_abs_diff",
+]
 
 FORMATS = ("onnx", "torchscript", "exported-program")
 _SUFFIX = {"onnx": ".onnx", "torchscript": ".pt", "exported-program": ".pt2"}
@@ -29,39 +35,9 @@ def default_suffix(fmt: str) -> str:
     return _SUFFIX[fmt]
 
 
-def _eval_only(self: nn.Module, mode: bool = True) -> nn.Module:
-    if mode:
-        raise RuntimeError("this model has its BatchNorms folded into its convs and is for inference only")
-    return nn.Module.train(self, False)
-
-
-def fuse_bn(model: nn.Module) -> nn.Module:
-    """A copy of `model` with every BatchNorm2d folded into the conv that feeds it (eval mode only).
-
-    Covers the stem, Ghost modules' primary and cheap convs, depthwise convs, shortcuts and heads: any
-    conv whose output goes only into a BN. The copy keeps its class and methods (``forward_features``,
-    ``feature_info``...), refuses ``train()``, and matches the original's outputs to float rounding.
-
-    Raises:
-        ValueError: the model is in training mode (BN would use batch statistics), or a BN does not
-            directly follow a conv (it cannot be folded), or torch.fx cannot trace the model.
-    """
-    if model.training:
-        raise ValueError("fuse_bn needs a model in eval mode (call model.eval()): in training BN uses batch statistics")
-    fused = copy.deepcopy(model)
-    for conv_name, bn_name in conv_bn_pairs(fused):
-        conv, bn = fused.get_submodule(conv_name), fused.get_submodule(bn_name)
-        set_submodule(fused, conv_name, fuse_conv_bn_eval(conv, bn))
-        set_submodule(fused, bn_name, nn.Identity())
-    left = [n for n, m in fused.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    if left:
-        raise ValueError(f"cannot fold {len(left)} BatchNorm layer(s) that no conv feeds directly: {', '.join(left[:5])}")
-    fused.train = types.MethodType(_eval_only, fused)  # type: ignore[method-assign]
-    fused.is_fused = True  # type: ignore[assignment]
-    return fused
-
-
-def prepare_inference(model: nn.Module, fuse: bool = True, channels_last: bool = False, compile: bool = False) -> nn.Module:
+def prepare_inference(
+    model: nn.Module, fuse: bool = True, channels_last: bool = False, compile: bool = False
+) -> nn.Module:
     """The fast inference form: eval, BN folded, optionally NHWC memory format and ``torch.compile``."""
     model = model.eval()
     if fuse:
@@ -69,7 +45,7 @@ def prepare_inference(model: nn.Module, fuse: bool = True, channels_last: bool =
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     if compile:
-        model = torch.compile(model)
+        model = cast(nn.Module, torch.compile(model))  # an OptimizedModule, which torch types as a callable
     return model
 
 
@@ -172,27 +148,13 @@ def export_model(
         if fmt == "onnx":
             report = _export_onnx(model, x, tmp, output_names, dynamic_batch, opset, batches)
         elif fmt == "torchscript":
-            import warnings
-
-            with torch.no_grad(), warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # TorchScript's deprecation notices; tracing still works
-                traced = torch.jit.trace(model, x, check_trace=False)
-                traced.save(str(tmp))
-                loaded = torch.jit.load(str(tmp))
-                outs = [loaded(b) for b in batches]
-            report = ExportReport(str(path), fmt, 0, ["input"], output_names, 0.0, checks=["torch.jit.load"])
-            report.max_abs_diff = max(max_abs_diff(r, o) for r, o in zip(refs, outs))
+            report = _export_torchscript(model, tmp, output_names, batches, refs)
         else:
-            dims = ({0: torch.export.Dim("batch", min=1, max=4096)},) if dynamic_batch else None
-            ep = torch.export.export(model, (x,), dynamic_shapes=dims)
-            torch.export.save(ep, str(tmp))
-            loaded = torch.export.load(str(tmp)).module()
-            with torch.no_grad():
-                outs = [loaded(b) for b in batches]
-            report = ExportReport(str(path), fmt, 0, ["input"], output_names, 0.0, checks=["torch.export.load"])
-            report.max_abs_diff = max(max_abs_diff(r, o) for r, o in zip(refs, outs))
+            report = _export_program(model, tmp, output_names, dynamic_batch, batches, refs)
         if not report.max_abs_diff <= tolerance:
-            raise ValueError(f"the exported model disagrees with PyTorch: max abs diff {report.max_abs_diff:.2e} > {tolerance:g}")
+            raise ValueError(
+                f"the exported model disagrees with PyTorch: max abs diff {report.max_abs_diff:.2e} > {tolerance:g}"
+            )
         os.replace(tmp, path)
     finally:
         remove_partial(tmp)
@@ -200,17 +162,59 @@ def export_model(
     return report
 
 
-def _export_onnx(model, x, tmp: Path, output_names, dynamic_batch: bool, opset: int, batches) -> ExportReport:
-    import onnx
-
+def _export_torchscript(
+    model: nn.Module, tmp: Path, output_names: list[str], batches: list[torch.Tensor], refs: list[Any]
+) -> ExportReport:
+    """Trace `model` on the first of `batches` to TorchScript at `tmp`, load it back and compare it with `refs`."""
     import warnings
+
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # TorchScript's deprecation notices; tracing still works
+        traced = torch.jit.trace(model, batches[0], check_trace=False)
+        traced.save(str(tmp))
+        loaded = torch.jit.load(str(tmp))
+        outs = [loaded(b) for b in batches]
+    diff = max(max_abs_diff(r, o) for r, o in zip(refs, outs))
+    return ExportReport(str(tmp), "torchscript", 0, ["input"], output_names, diff, checks=["torch.jit.load"])
+
+
+def _export_program(
+    model: nn.Module,
+    tmp: Path,
+    output_names: list[str],
+    dynamic_batch: bool,
+    batches: list[torch.Tensor],
+    refs: list[Any],
+) -> ExportReport:
+    """`model` through `torch.export` (batch dimension dynamic if asked) saved at `tmp`, loaded back and compared
+    with `refs`."""
+    dims = ({0: torch.export.Dim("batch", min=1, max=4096)},) if dynamic_batch else None
+    ep = torch.export.export(model, (batches[0],), dynamic_shapes=dims)
+    torch.export.save(ep, str(tmp))
+    loaded = torch.export.load(str(tmp)).module()
+    with torch.no_grad():
+        outs = [loaded(b) for b in batches]
+    diff = max(max_abs_diff(r, o) for r, o in zip(refs, outs))
+    return ExportReport(str(tmp), "exported-program", 0, ["input"], output_names, diff, checks=["torch.export.load"])
+
+
+def _export_onnx(model, x, tmp: Path, output_names, dynamic_batch: bool, opset: int, batches) -> ExportReport:
+    import warnings
+
+    import onnx
 
     dynamic_axes = {"input": {0: "batch"}, **{n: {0: "batch"} for n in output_names}} if dynamic_batch else None
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript-based exporter's notice
         torch.onnx.export(
-            model, (x,), str(tmp), input_names=["input"], output_names=output_names, opset_version=opset,
-            dynamic_axes=dynamic_axes, dynamo=False,
+            model,
+            (x,),
+            str(tmp),
+            input_names=["input"],
+            output_names=output_names,
+            opset_version=opset,
+            dynamic_axes=dynamic_axes,
+            dynamo=False,
         )
     proto = onnx.load(str(tmp))
     onnx.checker.check_model(proto)
@@ -221,5 +225,13 @@ def _export_onnx(model, x, tmp: Path, output_names, dynamic_batch: bool, opset: 
     for b, ref in zip(batches, refs):
         outs = sess.run(None, {"input": b.numpy()})
         diff = max(diff, max_abs_diff(ref if isinstance(ref, (list, tuple)) else [ref], outs))
-    return ExportReport(str(tmp), "onnx", 0, [i.name for i in proto.graph.input], [o.name for o in proto.graph.output],
-                        diff, opset=onnx_opset(proto, opset), checks=["onnx.checker", "onnxruntime"])
+    return ExportReport(
+        str(tmp),
+        "onnx",
+        0,
+        [i.name for i in proto.graph.input],
+        [o.name for o in proto.graph.output],
+        diff,
+        opset=onnx_opset(proto, opset),
+        checks=["onnx.checker", "onnxruntime"],
+    )

@@ -13,7 +13,6 @@ from torch import nn
 __all__ = ["Dist", "init_distributed", "all_reduce_sum", "broadcast", "gather", "sync_buffers", "ranks_agree"]
 
 
-
 @dataclass
 class Dist:
     rank: int = 0

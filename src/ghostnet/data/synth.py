@@ -38,7 +38,11 @@ def _background(photos: list[np.ndarray], size: int, rng: np.random.Generator) -
     crop = int(rng.uniform(0.45, 1.0) * min(h, w))
     y, x = rng.integers(0, h - crop + 1), rng.integers(0, w - crop + 1)
     patch = torch.from_numpy(photo[y : y + crop, x : x + crop].astype(np.float32) / 255).permute(2, 0, 1)[None]
-    out = F.interpolate(patch, size=(size, size), mode="bilinear", align_corners=False, antialias=True)[0].permute(1, 2, 0).numpy()
+    out = (
+        F.interpolate(patch, size=(size, size), mode="bilinear", align_corners=False, antialias=True)[0]
+        .permute(1, 2, 0)
+        .numpy()
+    )
     return out[:, ::-1] if rng.random() < 0.5 else out
 
 
@@ -58,10 +62,17 @@ def _iou(a: list[float], b: list[float]) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def _compose(bg: np.ndarray, objects: np.ndarray, labels: np.ndarray, n_objects: int, size_range: tuple[int, int],
-             rng: np.random.Generator) -> tuple[np.ndarray, list[tuple[list[float], int]]]:
+def _compose(
+    bg: np.ndarray,
+    objects: np.ndarray,
+    labels: np.ndarray,
+    n_objects: int,
+    size_range: tuple[int, int],
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, list[tuple[list[float], int]]]:
     size = bg.shape[0]
-    img, placed = bg.copy(), []
+    img = bg.copy()
+    placed: list[tuple[list[float], int]] = []
     for _ in range(n_objects):
         for _try in range(30):
             s = int(rng.integers(size_range[0], size_range[1] + 1))
@@ -106,10 +117,36 @@ def make_detection_set(
     Returns:
         ``{"out_dir", "classes", "train": {"images", "boxes"}, "val": {...}}``.
     """
-    from PIL import Image
+    from .datasets import load_dataset
 
-    from ..data import load_dataset
+    _check_settings(n_train, n_val, image_size, objects_per_image, object_size)
+    out = Path(out_dir)
+    _clear(out, overwrite)
+    data = load_dataset(source, data_dir)
+    rng = np.random.default_rng(seed)
+    photos = sample_backgrounds()
+    categories = [{"id": i + 1, "name": name, "supercategory": source} for i, name in enumerate(data.classes)]
+    summary: dict[str, Any] = {"out_dir": str(out), "classes": list(data.classes)}
+    (out / "annotations").mkdir(parents=True, exist_ok=True)
+    for split, n, objs in (("train", n_train, data.train), ("val", n_val, data.test)):
+        objects = objs.images[:, 0].numpy()  # (N, H, W) uint8, the first channel
+        images, anns = _write_images(
+            out / split, n, photos, objects, objs.labels.numpy(), image_size, objects_per_image, object_size, rng
+        )
+        coco = {
+            "info": {"description": f"{source} objects on scikit-learn's sample photographs, seed {seed}"},
+            "images": images,
+            "annotations": anns,
+            "categories": categories,
+        }
+        (out / "annotations" / f"instances_{split}.json").write_text(json.dumps(coco))
+        summary[split] = {"images": n, "boxes": len(anns)}
+    return summary
 
+
+def _check_settings(
+    n_train: int, n_val: int, image_size: int, objects_per_image: tuple[int, int], object_size: tuple[int, int]
+) -> None:
     if n_train < 1 or n_val < 1:
         raise ValueError(f"need at least one training and one validation image, got {n_train} and {n_val}")
     if image_size < 32:
@@ -118,35 +155,55 @@ def make_detection_set(
         raise ValueError(f"objects_per_image must be an increasing range starting at >= 1, got {objects_per_image}")
     if not (8 <= object_size[0] <= object_size[1] <= image_size):
         raise ValueError(f"object_size must be an increasing range in 8..image_size ({image_size}), got {object_size}")
-    out = Path(out_dir)
+
+
+def _clear(out: Path, overwrite: bool) -> None:
+    """Refuse a non-empty `out` unless `overwrite`, in which case it is removed."""
     if out.exists() and any(out.iterdir()):
         if not overwrite:
-            raise ValueError(f"{out} exists and is not empty; pass overwrite=True (--overwrite) or choose another folder")
+            raise ValueError(
+                f"{out} exists and is not empty; pass overwrite=True (--overwrite) or choose another folder"
+            )
         shutil.rmtree(out)
-    data = load_dataset(source, data_dir)
-    rng = np.random.default_rng(seed)
-    photos = sample_backgrounds()
-    categories = [{"id": i + 1, "name": name, "supercategory": source} for i, name in enumerate(data.classes)]
-    summary: dict[str, Any] = {"out_dir": str(out), "classes": list(data.classes)}
-    (out / "annotations").mkdir(parents=True, exist_ok=True)
-    for split, n, objs in (("train", n_train, data.train), ("val", n_val, data.test)):
-        folder = out / split
-        folder.mkdir()
-        objects = objs.images[:, 0].numpy()  # (N, H, W) uint8, the first channel
-        labels = objs.labels.numpy()
-        images, anns = [], []
-        for k in range(n):
-            bg = _background(photos, image_size, rng)
-            img, placed = _compose(bg, objects, labels, int(rng.integers(objects_per_image[0], objects_per_image[1] + 1)), object_size, rng)
-            name = f"{k:06d}.jpg"
-            Image.fromarray((img * 255).round().astype(np.uint8)).save(folder / name, quality=92)
-            images.append({"id": k + 1, "file_name": name, "width": image_size, "height": image_size})
-            for box, label in placed:
-                w, h = box[2] - box[0], box[3] - box[1]
-                anns.append({"id": len(anns) + 1, "image_id": k + 1, "category_id": label + 1, "bbox": [box[0], box[1], w, h],
-                             "area": w * h, "iscrowd": 0})
-        coco = {"info": {"description": f"{source} objects on scikit-learn's sample photographs, seed {seed}"},
-                "images": images, "annotations": anns, "categories": categories}
-        (out / "annotations" / f"instances_{split}.json").write_text(json.dumps(coco))
-        summary[split] = {"images": n, "boxes": len(anns)}
-    return summary
+
+
+def _write_images(
+    folder: Path,
+    n: int,
+    photos: list[np.ndarray],
+    objects: np.ndarray,
+    labels: np.ndarray,
+    image_size: int,
+    objects_per_image: tuple[int, int],
+    object_size: tuple[int, int],
+    rng: np.random.Generator,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Compose `n` images into a new `folder` (``000000.jpg``, ...): their COCO 'images' and 'annotations' entries."""
+    from PIL import Image
+
+    folder.mkdir()
+    images: list[dict[str, Any]] = []
+    anns: list[dict[str, Any]] = []
+    for k in range(n):
+        bg = _background(photos, image_size, rng)
+        n_objects = int(rng.integers(objects_per_image[0], objects_per_image[1] + 1))
+        img, placed = _compose(bg, objects, labels, n_objects, object_size, rng)
+        name = f"{k:06d}.jpg"
+        Image.fromarray((img * 255).round().astype(np.uint8)).save(folder / name, quality=92)
+        images.append({"id": k + 1, "file_name": name, "width": image_size, "height": image_size})
+        for box, label in placed:
+            anns.append(_annotation(len(anns) + 1, k + 1, box, label))
+    return images, anns
+
+
+def _annotation(ann_id: int, image_id: int, box: list[float], label: int) -> dict[str, Any]:
+    """A COCO annotation of the object of class `label` (0-based) in `box` (x0, y0, x1, y1)."""
+    w, h = box[2] - box[0], box[3] - box[1]
+    return {
+        "id": ann_id,
+        "image_id": image_id,
+        "category_id": label + 1,
+        "bbox": [box[0], box[1], w, h],
+        "area": w * h,
+        "iscrowd": 0,
+    }

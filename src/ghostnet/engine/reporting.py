@@ -39,19 +39,21 @@ def plot_curves(history: list[dict[str, Any]], path: str | Path, title: str = ""
     """Losses and the evaluation metric per epoch, side by side, as a PNG. Nothing is written for no epochs."""
     if not history:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: the user's backend and figure list are left alone
 
     epochs = [r["epoch"] for r in history]
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
+    fig = Figure(figsize=(11, 4.2), layout="constrained")
+    ax_loss, ax_acc = fig.subplots(1, 2)
     ax_loss.plot(epochs, [r["train_loss"] for r in history], "o-", label="train")
     if "eval_loss" in history[0]:
         ax_loss.plot(epochs, [r["eval_loss"] for r in history], "s-", label="eval")
     ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
     if "eval_top1" in history[0]:
-        curves = [("train_top1", "o-", "train top-1"), ("eval_top1", "s-", "eval top-1"), ("ema_eval_top1", "^--", "EMA eval top-1")]
+        curves = [
+            ("train_top1", "o-", "train top-1"),
+            ("eval_top1", "s-", "eval top-1"),
+            ("ema_eval_top1", "^--", "EMA eval top-1"),
+        ]
         metric, ylabel, unit = "eval_top1", "accuracy (%)", "%"
     else:
         curves = [("eval_map", "s-", "mAP@[.5:.95]"), ("eval_map50", "o-", "mAP@0.5")]
@@ -60,7 +62,13 @@ def plot_curves(history: list[dict[str, Any]], path: str | Path, title: str = ""
         if key in history[0]:
             ax_acc.plot(epochs, [r[key] for r in history], style, label=label)
     best = max(history, key=lambda r: r[metric])
-    ax_acc.annotate(f"{best[metric]:.2f}{unit}", (best["epoch"], best[metric]), textcoords="offset points", xytext=(0, 8), ha="center")
+    ax_acc.annotate(
+        f"{best[metric]:.2f}{unit}",
+        (best["epoch"], best[metric]),
+        textcoords="offset points",
+        xytext=(0, 8),
+        ha="center",
+    )
     ax_acc.set(xlabel="epoch", ylabel=ylabel, title=ylabel.split(" (")[0])
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
@@ -72,7 +80,6 @@ def plot_curves(history: list[dict[str, Any]], path: str | Path, title: str = ""
     path = Path(path)
     tmp = path.with_name(f".{path.stem}.tmp.png")
     fig.savefig(tmp, dpi=120)
-    plt.close(fig)
     tmp.replace(path)
     return path
 

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..analysis.profile import profile_model
+from ..models import create_model
 from .config import TrainConfig
-from .models import create_model
-from .profile import profile_model
 
 __all__ = ["Variant", "ablation_variants", "run_ablation", "format_markdown"]
 
@@ -68,7 +68,7 @@ def run_ablation(
         sweep_dir: the sweep folder (created; reused to resume).
         complexity_only: only params and MACs, in seconds.
     """
-    from .data import load_dataset
+    from ..data import load_dataset
 
     sweep_dir = Path(sweep_dir)
     variants = ablation_variants(model, ratios, dw_sizes)
@@ -77,33 +77,46 @@ def run_ablation(
         data = load_dataset(base.dataset, base.data_dir, base.download, base.image_size)
         size, num_classes, in_chans = data.image_size, data.num_classes, base.in_chans or data.in_chans
     for v in variants:
-        kwargs = {"ratio": v.ratio, "dw_size": v.dw_size} if v.ratio else {}
+        kwargs: dict[str, Any] = {"ratio": v.ratio, "dw_size": v.dw_size} if v.ratio else {}
         p = profile_model(create_model(v.model, num_classes=num_classes, in_chans=in_chans, **kwargs), (size, size))
         v.params, v.macs = p.params, p.macs
     sweep_dir.mkdir(parents=True, exist_ok=True)
     if not complexity_only:
-        from .train import train
-
         for v in variants:
-            run = sweep_dir / v.name
-            summary_path = run / "summary.json"
-            if not summary_path.exists():
-                cfg = dataclasses.replace(
-                    base, model=v.model, ratio=v.ratio, dw_size=v.dw_size, output_dir=str(sweep_dir), name=v.name,
-                    resume=(run / "last.pth").exists() or (run / "best.pth").exists(), overwrite=False,
-                )
-                if run.exists() and not cfg.resume:  # started but never checkpointed: nothing to keep
-                    cfg.overwrite = True
-                print(f"== {v.name}: {'resuming' if cfg.resume else 'training'}")
-                train(cfg)
-            else:
-                print(f"== {v.name}: done, skipping")
-            summary = json.loads(summary_path.read_text())
-            v.top1, v.top5, v.train_time_s = summary["final_top1"], summary["final_top5"], summary["train_time_s"]
+            _train_variant(v, base, sweep_dir)
     _write_tables(variants, sweep_dir, size)
     if not complexity_only:
-        plot_acc_vs_macs(variants, sweep_dir / "acc_vs_macs.png", title=f"{model} and its Ghost variants on {base.dataset}")
+        plot_acc_vs_macs(
+            variants, sweep_dir / "acc_vs_macs.png", title=f"{model} and its Ghost variants on {base.dataset}"
+        )
     return variants
+
+
+def _train_variant(v: Variant, base: TrainConfig, sweep_dir: Path) -> None:
+    """Train one variant in SWEEP_DIR/NAME (resuming it, or skipping it when finished) and read its accuracy."""
+    from .classification import train
+
+    run = sweep_dir / v.name
+    summary_path = run / "summary.json"
+    if not summary_path.exists():
+        cfg = dataclasses.replace(
+            base,
+            model=v.model,
+            ratio=v.ratio,
+            dw_size=v.dw_size,
+            output_dir=str(sweep_dir),
+            name=v.name,
+            resume=(run / "last.pth").exists() or (run / "best.pth").exists(),
+            overwrite=False,
+        )
+        if run.exists() and not cfg.resume:  # started but never checkpointed: nothing to keep
+            cfg.overwrite = True
+        print(f"== {v.name}: {'resuming' if cfg.resume else 'training'}")
+        train(cfg)
+    else:
+        print(f"== {v.name}: done, skipping")
+    summary = json.loads(summary_path.read_text())
+    v.top1, v.top5, v.train_time_s = summary["final_top1"], summary["final_top5"], summary["train_time_s"]
 
 
 def _row(v: Variant) -> dict[str, Any]:
@@ -144,20 +157,22 @@ def _write_tables(variants: list[Variant], sweep_dir: Path, size: int) -> None:
 
 def plot_acc_vs_macs(variants: list[Variant], path: Path, title: str = "") -> None:
     """Accuracy against MACs, one labelled point per variant."""
-    import matplotlib
+    from matplotlib.figure import Figure  # no pyplot: the user's backend and figure list are left alone
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5), constrained_layout=True)
+    fig = Figure(figsize=(7, 4.5), layout="constrained")
+    ax = fig.subplots()
     for v in variants:
         if v.top1 is None:
             continue
         marker, color = ("s", "tab:red") if v.ratio is None else ("o", "tab:blue")
         ax.scatter(v.macs / 1e6, v.top1, marker=marker, color=color, s=50)
-        ax.annotate("baseline" if v.ratio is None else f"s={v.ratio}, d={v.dw_size}", (v.macs / 1e6, v.top1),
-                    textcoords="offset points", xytext=(5, 5), fontsize=9)
+        ax.annotate(
+            "baseline" if v.ratio is None else f"s={v.ratio}, d={v.dw_size}",
+            (v.macs / 1e6, v.top1),
+            textcoords="offset points",
+            xytext=(5, 5),
+            fontsize=9,
+        )
     ax.set(xlabel="MACs (M)", ylabel="top-1 accuracy (%)", title=title)
     ax.grid(alpha=0.3)
     fig.savefig(path, dpi=120)
-    plt.close(fig)

@@ -8,25 +8,34 @@ import random
 import shutil
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 
-from .checkpoint import FORMAT, CheckpointError, read_checkpoint
-from .config import TrainConfig
+from ..models.checkpoint import FORMAT, CheckpointError, read_checkpoint
+from .config import RunConfig
 from .distributed import Dist, broadcast
 
-__all__ = ["RunDirError", "prepare_run_dir", "newest_checkpoint", "rng_state", "set_rng_state", "seed_everything", "write_text", "write_log", "to_yaml"]
+__all__ = [
+    "RunDirError",
+    "prepare_run_dir",
+    "newest_checkpoint",
+    "rng_state",
+    "set_rng_state",
+    "seed_everything",
+    "write_text",
+    "write_log",
+    "to_yaml",
+]
 
 
 class RunDirError(ValueError):
     """The run folder exists (and neither resume nor overwrite was asked), or has nothing to resume."""
 
 
-
-def prepare_run_dir(cfg: TrainConfig, d: Dist) -> Path:
-    name = broadcast(cfg.name or f"{cfg.dataset}-{cfg.model}-{datetime.now():%Y%m%d-%H%M%S}", d)
+def prepare_run_dir(cfg: RunConfig, d: Dist) -> Path:
+    name = broadcast(cfg.name or f"{cfg.data_name()}-{cfg.model}-{datetime.now():%Y%m%d-%H%M%S}", d)
     run_dir = Path(cfg.output_dir) / name
     problem = None
     if d.is_main:  # rank 0 decides, so that every rank raises the same error instead of hanging
@@ -55,14 +64,16 @@ def newest_checkpoint(run_dir: Path) -> tuple[Path, dict[str, Any]]:
             if ckpt.get("format") == FORMAT and "optimizer" in ckpt:
                 found.append((ckpt["step"], p, ckpt))
     if not found:
-        raise RunDirError(f"no complete checkpoint to resume from in {run_dir}" + (f" ({problems[0]})" if problems else ""))
+        raise RunDirError(
+            f"no complete checkpoint to resume from in {run_dir}" + (f" ({problems[0]})" if problems else "")
+        )
     _, path, ckpt = max(found, key=lambda t: t[0])
     return path, ckpt
 
 
 def rng_state() -> dict[str, Any]:
     """Every RNG's state as plain Python values (they travel through all_gather_object and weights_only loads)."""
-    np_state = np.random.get_state()
+    np_state = cast(tuple[Any, ...], np.random.get_state(legacy=True))
     py_state = random.getstate()
     state: dict[str, Any] = {
         "torch": torch.get_rng_state().tolist(),

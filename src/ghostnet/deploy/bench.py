@@ -9,6 +9,7 @@ efficient kernel library would need.
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import os
 import platform
@@ -24,11 +25,21 @@ import numpy as np
 import torch
 from torch import nn
 
-from .deploy import export_model, fuse_bn, onnx_session
-from .models import create_model
-from .profile import profile_model
+from ..analysis.profile import profile_model
+from ..models import create_model
+from ..nn.surgery import fuse_bn
+from .export import export_model, onnx_session
 
-__all__ = ["BenchRow", "run_bench", "interleaved_times", "torch_forms", "planned_forms", "format_bench", "plot_bench", "matmul_gflops"]
+__all__ = [
+    "BenchRow",
+    "run_bench",
+    "interleaved_times",
+    "torch_forms",
+    "planned_forms",
+    "format_bench",
+    "plot_bench",
+    "matmul_gflops",
+]
 
 
 @dataclass
@@ -46,17 +57,23 @@ class BenchRow:
 
 
 def matmul_gflops(threads: int, device: str = "cpu", n: int = 1024, runs: int = 10) -> float:
-    """This machine's fp32 matrix-multiply rate (GFLOP/s) at `threads` threads."""
-    a = torch.randn(n, n, device=device)
-    b = torch.randn(n, n, device=device)
-    for _ in range(2):
-        a @ b
-    _sync(device)
-    t = time.perf_counter()
-    for _ in range(runs):
-        a @ b
-    _sync(device)
-    return 2 * n**3 * runs / (time.perf_counter() - t) / 1e9
+    """This machine's fp32 matrix-multiply rate (GFLOP/s) at `threads` threads (torch's thread count is set for
+    the measurement and put back afterwards)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        a = torch.randn(n, n, device=device)
+        b = torch.randn(n, n, device=device)
+        for _ in range(2):
+            a @ b
+        _sync(device)
+        t = time.perf_counter()
+        for _ in range(runs):
+            a @ b
+        _sync(device)
+        return 2 * n**3 * runs / (time.perf_counter() - t) / 1e9
+    finally:
+        torch.set_num_threads(previous)
 
 
 def _sync(device: str) -> None:
@@ -95,7 +112,8 @@ def interleaved_times(
     call and slow whatever runs next). With `on_error`, a call that raises is reported to it and left out of
     the rest (and of the result); without, the error propagates.
     """
-    live, times = dict(calls), {}
+    live = dict(calls)
+    times: dict[Any, list[float]] = {}
 
     def run(key: Any, n: int, timed: bool) -> bool:
         try:
@@ -192,8 +210,9 @@ def _cuda_graphed(fn: Callable[[torch.Tensor], Any]) -> Callable[[torch.Tensor],
     return run
 
 
-def torch_forms(model: nn.Module, device: str, *, deploy: bool = True, compile: bool = False,
-                bf16: bool = False) -> dict[str, Callable[[torch.Tensor], Any]]:
+def torch_forms(
+    model: nn.Module, device: str, *, deploy: bool = True, compile: bool = False, bf16: bool = False
+) -> dict[str, Callable[[torch.Tensor], Any]]:
     """The PyTorch forms of one model to time: name -> callable on an NCHW batch.
 
     ``eager`` is the model as built (fp32). With `deploy`: ``fused+cl`` (BN folded, channels_last, fp32; ``cl``
@@ -302,6 +321,63 @@ def run_bench(
     A form that fails (a compiler missing, a capture refused) does not end the run: it is listed under
     "failed" with its error, and the rest are timed.
     """
+    cuda = _use_device(device)
+    bf16 = cuda if bf16 is None else bf16
+    threads = threads or (os.cpu_count() or 1)
+    setup = _Setup(model_name, input_size, device, cuda, compile, bf16, onnx, int8, peers, threads)
+    if baseline is not None:
+        _check_baseline(baseline, _planned(setup))
+    batch_sizes = tuple(batch_sizes or ((1, 32, 256) if cuda else (1, 32)))
+    torch.set_num_threads(threads)
+    say = progress or (lambda s: None)
+    gflops = matmul_gflops(threads, device)
+    failed: list[dict[str, str]] = []
+    fail = _recorder(failed, say)
+    with tempfile.TemporaryDirectory(prefix="ghostnet-bench-") as tmp:
+        entries = _all_entries(setup, Path(tmp), fail)
+        latency, throughput = _time_all(entries, batch_sizes, runs, warmup, setup, fail, say)
+    rows = _rows(entries, latency, throughput, gflops)
+    base = _set_ratios(rows, baseline, model_name, say)
+    return {
+        "machine": _machine(setup, gflops, runs),
+        "baseline": base,
+        "rows": [asdict(r) for r in rows],
+        "failed": failed,
+    }
+
+
+@dataclass(frozen=True)
+class _Setup:
+    """One `run_bench` call's settings, as resolved from its arguments."""
+
+    model_name: str
+    input_size: int
+    device: str
+    cuda: bool
+    compile: bool
+    bf16: bool
+    onnx: bool
+    int8: bool
+    peers: bool
+    threads: int
+
+
+_Fail = Callable[[str, str, Exception], None]  # (model, form, error): report a form that could not be made or run
+
+
+def _recorder(failed: list[dict[str, str]], say: Callable[[str], None]) -> _Fail:
+    """A `_Fail` that appends each failure to `failed` (with the first line of its error) and says it."""
+
+    def fail(name: str, form: str, e: Exception) -> None:
+        failed.append({"model": name, "form": form, "error": f"{type(e).__name__}: {(str(e).splitlines() or [''])[0]}"})
+        say(f"{name} / {form} failed: {failed[-1]['error']}")
+
+    return fail
+
+
+def _use_device(device: str) -> bool:
+    """Refuse a device other than an available ``cpu`` or ``cuda[:N]``, make a named GPU the current one (events,
+    syncs and graphs then all act on it), and say whether it is CUDA."""
     try:
         dev = torch.device(device)
     except RuntimeError:
@@ -314,102 +390,165 @@ def run_bench(
     if cuda and dev.index is not None:
         if dev.index >= torch.cuda.device_count():
             raise ValueError(f"device {device!r} asked for, but this machine has {torch.cuda.device_count()} GPU(s)")
-        torch.cuda.set_device(dev)  # events, syncs and graphs then all act on this GPU
-    bf16 = cuda if bf16 is None else bf16
-    if baseline is not None:
-        plan = {m: planned_forms(m == model_name, device, compile, bf16, onnx, int8) for m in [model_name, *(_peers() if peers else [])]}
-        _check_baseline(baseline, plan)
-    batch_sizes = tuple(batch_sizes or ((1, 32, 256) if cuda else (1, 32)))
-    threads = threads or (os.cpu_count() or 1)
-    torch.set_num_threads(threads)
-    say = progress or (lambda s: None)
-    gflops = matmul_gflops(threads, device)
-    rows: list[BenchRow] = []
-    failed: list[dict[str, str]] = []
+        torch.cuda.set_device(dev)
+    return cuda
 
-    def fail(name: str, form: str, e: Exception) -> None:
-        failed.append({"model": name, "form": form, "error": f"{type(e).__name__}: {(str(e).splitlines() or [''])[0]}"})
-        say(f"{name} / {form} failed: {failed[-1]['error']}")
 
+def _planned(setup: _Setup) -> dict[str, set[str]]:
+    """Model name -> the form names this run will time for it (see `planned_forms`)."""
+    names = [setup.model_name, *(_peers() if setup.peers else [])]
+    return {
+        m: planned_forms(m == setup.model_name, setup.device, setup.compile, setup.bf16, setup.onnx, setup.int8)
+        for m in names
+    }
+
+
+def _all_entries(setup: _Setup, tmp: Path, fail: _Fail) -> list[_Entry]:
+    """Every form to time: ours first, then each peer; each model's PyTorch forms, then its ONNX Runtime ones
+    (ONNX files go under `tmp`)."""
+    builders: dict[str, Callable[[], nn.Module]] = {setup.model_name: lambda: create_model(setup.model_name)}
+    if setup.peers:
+        builders.update(_peers())
     entries: list[_Entry] = []
+    for name, build in builders.items():
+        model = build().eval().to(setup.device)
+        ours = name == setup.model_name
+        macs = profile_model(model, (setup.input_size, setup.input_size)).macs
+        forms = torch_forms(model, setup.device, bf16=setup.bf16, **_model_settings(ours, setup.cuda, setup.compile))
+        entries += [_Entry(name, form, fn, macs, numpy_input=False) for form, fn in forms.items()]
+        if setup.onnx and not setup.cuda:
+            entries += _onnx_entries(name, model, macs, ours, setup, tmp, fail)
+    return entries
 
-    def add_form(name: str, form: str, fn: Callable[[Any], Any], macs: int, numpy_input: bool = False) -> None:
-        entries.append(_Entry(name, form, fn, macs, numpy_input))
 
-    def timed_rounds(bs: int, total: int, per_round: int, settle: int, warm: int) -> dict[int, list[float]]:
-        """Every form's timings at batch `bs` (see `interleaved_times`); a form that raises is listed and left out
-        of this batch size, and of the table if it fails at batch 1."""
-        x = torch.randn(bs, 3, input_size, input_size, device=device)
-        args = {False: x, True: x.cpu().numpy() if any(e.numpy_input for e in entries) else None}
-        by_key = {id(e): e for e in entries}
-
-        def dropped(key: int, err: Exception) -> None:
-            e = by_key[key]
-            fail(e.model, e.form if bs == 1 else f"{e.form} @ batch {bs}", err)
-            if bs == 1:
-                entries.remove(e)
-
-        say(f"batch {bs}: {len(entries)} forms, {total} timed calls each, {per_round} a round")
-        with torch.inference_mode():
-            return interleaved_times({id(e): (lambda e=e: e.fn(args[e.numpy_input])) for e in entries},
-                                     total, per_round, settle, warm, device, dropped)
-
-    def onnx_forms(name: str, model: nn.Module, macs: int, tmp: Path) -> None:
-        path = tmp / f"{name.replace(' ', '_')}.onnx"
-        try:  # ours is exported BN-folded (as `ghostnet export --fuse`); peers as they are (ORT folds BN itself)
-            export_model(fuse_bn(model.cpu()) if name == model_name else model.cpu(), path, "onnx", (input_size, input_size), dynamic_batch=True)
-            sess = onnx_session(path, threads)
+def _onnx_entries(
+    name: str, model: nn.Module, macs: int, ours: bool, setup: _Setup, tmp: Path, fail: _Fail
+) -> list[_Entry]:
+    """A model's ONNX Runtime forms: ``ort-fp32``, and for ours ``ort-int8`` if asked; one that cannot be made is
+    reported to `fail` and left out."""
+    size = setup.input_size
+    path = tmp / f"{name.replace(' ', '_')}.onnx"
+    try:  # ours is exported BN-folded (as `ghostnet export --fuse`); peers as they are (ORT folds BN itself)
+        export_model(fuse_bn(model.cpu()) if ours else model.cpu(), path, "onnx", (size, size), dynamic_batch=True)
+        fp32 = onnx_session(path, setup.threads)
+    except Exception as e:  # noqa: BLE001
+        fail(name, "ort-fp32", e)
+        return []
+    entries = [_Entry(name, "ort-fp32", _ort_call(fp32), macs, numpy_input=True)]
+    if setup.int8 and ours:
+        try:
+            int8 = onnx_session(_quantize_random(path, tmp, size), setup.threads)
         except Exception as e:  # noqa: BLE001
-            return fail(name, "ort-fp32", e)
-        add_form(name, "ort-fp32", lambda a: sess.run(None, {"input": a}), macs, numpy_input=True)
-        if int8 and name == model_name:
-            try:
-                qs = onnx_session(_quantize_random(path, tmp, input_size), threads)
-            except Exception as e:  # noqa: BLE001
-                return fail(name, "ort-int8", e)
-            add_form(name, "ort-int8", lambda a: qs.run(None, {"input": a}), macs, numpy_input=True)
+            fail(name, "ort-int8", e)
+            return entries
+        entries.append(_Entry(name, "ort-int8", _ort_call(int8), macs, numpy_input=True))
+    return entries
 
-    with tempfile.TemporaryDirectory(prefix="ghostnet-bench-") as tmp:
-        ours = create_model(model_name).eval().to(device)
-        macs = profile_model(ours, (input_size, input_size)).macs
-        for form, fn in torch_forms(ours, device, bf16=bf16, **_model_settings(True, cuda, compile)).items():
-            add_form(model_name, form, fn, macs)
-        if onnx and not cuda:
-            onnx_forms(model_name, ours, macs, Path(tmp))
-        if peers:
-            for name, build in _peers().items():
-                m = build().eval().to(device)
-                pm = profile_model(m, (input_size, input_size)).macs
-                for form, fn in torch_forms(m, device, bf16=bf16, **_model_settings(False, cuda, compile)).items():
-                    add_form(name, form, fn, pm)
-                if onnx and not cuda:
-                    onnx_forms(name, m, pm, Path(tmp))
 
-        latency = timed_rounds(1, runs, per_round=3, settle=2, warm=warmup)
-        throughput = {bs: timed_rounds(bs, max(3, runs // 5), per_round=1, settle=1, warm=2) for bs in batch_sizes if bs != 1}
+def _ort_call(session: Any) -> Callable[[np.ndarray], Any]:
+    """One run of an ONNX Runtime session on an NCHW array."""
+    return lambda a: session.run(None, {"input": a})
+
+
+def _time_all(
+    entries: list[_Entry],
+    batch_sizes: tuple[int, ...],
+    runs: int,
+    warmup: int,
+    setup: _Setup,
+    fail: _Fail,
+    say: Callable[[str], None],
+) -> tuple[dict[int, list[float]], dict[int, dict[int, list[float]]]]:
+    """The batch-1 timings (`runs` timed calls each, after `warmup`), then batch size -> timings for each other
+    batch size (a fifth as many calls, at least 3): see `_time_batch`."""
+    latency = _time_batch(entries, 1, setup, fail, say, total=runs, per_round=3, settle=2, warm=warmup)
+    throughput = {
+        bs: _time_batch(entries, bs, setup, fail, say, total=max(3, runs // 5), per_round=1, settle=1, warm=2)
+        for bs in batch_sizes
+        if bs != 1
+    }
+    return latency, throughput
+
+
+def _time_batch(
+    entries: list[_Entry],
+    bs: int,
+    setup: _Setup,
+    fail: _Fail,
+    say: Callable[[str], None],
+    *,
+    total: int,
+    per_round: int,
+    settle: int,
+    warm: int,
+) -> dict[int, list[float]]:
+    """Every form's timings at batch `bs` (see `interleaved_times`), keyed by ``id(entry)``. A form that raises is
+    reported to `fail` and left out of this batch size, and removed from `entries` (the table) if it fails at
+    batch 1."""
+    x = torch.randn(bs, 3, setup.input_size, setup.input_size, device=setup.device)
+    args = {False: x, True: x.cpu().numpy() if any(e.numpy_input for e in entries) else None}
+    by_key = {id(e): e for e in entries}
+
+    def dropped(key: int, err: Exception) -> None:
+        e = by_key[key]
+        fail(e.model, e.form if bs == 1 else f"{e.form} @ batch {bs}", err)
+        if bs == 1:
+            entries.remove(e)
+
+    say(f"batch {bs}: {len(entries)} forms, {total} timed calls each, {per_round} a round")
+    calls: dict[Any, Callable[[], Any]] = {id(e): functools.partial(e.fn, args[e.numpy_input]) for e in entries}
+    with torch.inference_mode():
+        return interleaved_times(calls, total, per_round, settle, warm, setup.device, dropped)
+
+
+def _rows(
+    entries: list[_Entry], latency: dict[int, list[float]], throughput: dict[int, dict[int, list[float]]], gflops: float
+) -> list[BenchRow]:
+    """One row per form that ran at batch 1: median and p90 latency, images/s at each other batch size it ran
+    at, and the floor that `gflops` sets (ratios are left to `_set_ratios`)."""
+    rows = []
     for e in entries:
         lat = latency[id(e)]
-        rows.append(BenchRow(e.model, e.form, e.macs, 1000 * statistics.median(lat), 1000 * float(np.percentile(lat, 90)),
-                             {str(bs): bs / statistics.median(t[id(e)]) for bs, t in throughput.items() if id(e) in t},
-                             1000 * 2 * e.macs / (gflops * 1e9)))
+        rows.append(
+            BenchRow(
+                e.model,
+                e.form,
+                e.macs,
+                1000 * statistics.median(lat),
+                1000 * float(np.percentile(lat, 90)),
+                {str(bs): bs / statistics.median(t[id(e)]) for bs, t in throughput.items() if id(e) in t},
+                1000 * 2 * e.macs / (gflops * 1e9),
+            )
+        )
+    return rows
 
-    base = baseline or ("timm ghostnet_100 / eager" if any(r.model == "timm ghostnet_100" for r in rows) else f"{model_name} / eager")
+
+def _set_ratios(rows: list[BenchRow], baseline: str | None, model_name: str, say: Callable[[str], None]) -> str:
+    """Set each row's latency ratio to the baseline row's (timm's GhostNet eager if timed, else ours eager, unless
+    `baseline` names one) and return the baseline's name; with no such row, the ratios stay None."""
+    base = baseline or (
+        "timm ghostnet_100 / eager" if any(r.model == "timm ghostnet_100" for r in rows) else f"{model_name} / eager"
+    )
     ref = next((r for r in rows if f"{r.model} / {r.form}" == base), None)
     if ref is None:  # it failed, or this configuration does not make that form: keep the timings, drop the ratios
         say(f"baseline {base} was not measured: no ratios")
     for r in rows:
         r.ratio = None if ref is None else r.latency_ms / ref.latency_ms
-    machine = {
+    return base
+
+
+def _machine(setup: _Setup, gflops: float, runs: int) -> dict[str, Any]:
+    """What the timings were taken on and under."""
+    return {
         "cpu": platform.processor() or platform.machine(),
         "cores": os.cpu_count(),
-        "threads": threads,
-        "device": torch.cuda.get_device_name() if device.startswith("cuda") else "cpu",
+        "threads": setup.threads,
+        "device": torch.cuda.get_device_name() if setup.cuda else "cpu",
         "torch": torch.__version__,
         "matmul_gflops": round(gflops, 1),
-        "input_size": input_size,
+        "input_size": setup.input_size,
         "runs": runs,
     }
-    return {"machine": machine, "baseline": base, "rows": [asdict(r) for r in rows], "failed": failed}
 
 
 def _quantize_random(fp32: Path, tmp: Path, size: int) -> Path:
@@ -417,7 +556,9 @@ def _quantize_random(fp32: Path, tmp: Path, size: int) -> Path:
     from .quantize import quantize_onnx
 
     out = tmp / "int8.onnx"
-    quantize_onnx(fp32, out, (np.random.default_rng(i).standard_normal((1, 3, size, size)).astype(np.float32) for i in range(4)))
+    quantize_onnx(
+        fp32, out, (np.random.default_rng(i).standard_normal((1, 3, size, size)).astype(np.float32) for i in range(4))
+    )
     return out
 
 
@@ -426,12 +567,19 @@ def format_bench(result: dict[str, Any]) -> str:
     m = result["machine"]
     bs = sorted({k for r in result["rows"] for k in r["throughput"]}, key=int)
     fw = max([14, *(len(r["form"]) for r in result["rows"])])
-    head = f"{'model':<24} {'form':<{fw}} {'MACs':>8} {'lat. ms':>8} {'p90 ms':>8} {'floor ms':>8} {'x base':>7}" + "".join(f" {'img/s@' + b:>11}" for b in bs)
+    head = (
+        f"{'model':<24} {'form':<{fw}} {'MACs':>8} {'lat. ms':>8} {'p90 ms':>8} {'floor ms':>8} {'x base':>7}"
+        + "".join(f" {'img/s@' + b:>11}" for b in bs)
+    )
     measured = any(r["ratio"] is not None for r in result["rows"])
     lines = [
         f"{m['device']} ({m['cpu']}, {m['threads']} threads), torch {m['torch']}, fp32 matmul {m['matmul_gflops']} GFLOP/s, "
         f"input {m['input_size']}x{m['input_size']}, {m['runs']} runs; "
-        + (f"ratios vs {result['baseline']}" if measured else f"no ratios: the baseline {result['baseline']} was not measured"),
+        + (
+            f"ratios vs {result['baseline']}"
+            if measured
+            else f"no ratios: the baseline {result['baseline']} was not measured"
+        ),
         head,
         "-" * len(head),
     ]
@@ -449,28 +597,37 @@ def format_bench(result: dict[str, Any]) -> str:
 
 def plot_bench(result: dict[str, Any], path: str | Path) -> Path:
     """Batch-1 latency against MACs, one marker per model, one colour per form (log-scaled latency)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib import colormaps
+    from matplotlib.figure import Figure  # no pyplot: the user's backend and figure list are left alone
     from matplotlib.ticker import FuncFormatter
 
-    fig, ax = plt.subplots(figsize=(8.5, 5.2), constrained_layout=True)
+    fig = Figure(figsize=(8.5, 5.2), layout="constrained")
+    ax = fig.subplots()
     forms = sorted({r["form"] for r in result["rows"]})
     models = list(dict.fromkeys(r["model"] for r in result["rows"]))
     markers = "o^sDvP*X"
-    colours = plt.get_cmap("tab10")
+    colours = colormaps["tab10"]
     for r in result["rows"]:
-        ax.scatter(r["macs"] / 1e6, r["latency_ms"], marker=markers[models.index(r["model"]) % len(markers)],
-                   color=colours(forms.index(r["form"])), s=60)
+        ax.scatter(
+            r["macs"] / 1e6,
+            r["latency_ms"],
+            marker=markers[models.index(r["model"]) % len(markers)],
+            color=colours(forms.index(r["form"])),
+            s=60,
+        )
     for m in models:
         ax.scatter([], [], marker=markers[models.index(m) % len(markers)], color="gray", label=m)
     for f in forms:
         ax.scatter([], [], marker="o", color=colours(forms.index(f)), label=f)
     m = result["machine"]
-    ax.set(xlabel="MACs (M, log scale)", ylabel="batch-1 latency (ms, log scale)", xscale="log", yscale="log",
-           title=f"{m['device']} / {m['cpu']}, {m['threads']} thread{'s' if m['threads'] != 1 else ''}, "
-                 f"input {m['input_size']}x{m['input_size']}")
+    ax.set(
+        xlabel="MACs (M, log scale)",
+        ylabel="batch-1 latency (ms, log scale)",
+        xscale="log",
+        yscale="log",
+        title=f"{m['device']} / {m['cpu']}, {m['threads']} thread{'s' if m['threads'] != 1 else ''}, "
+        f"input {m['input_size']}x{m['input_size']}",
+    )
     for axis in (ax.xaxis, ax.yaxis):  # plain numbers, not powers of ten
         axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         axis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if f"{v:g}"[0] in "25" else ""))  # 2s and 5s
@@ -478,5 +635,4 @@ def plot_bench(result: dict[str, Any], path: str | Path) -> Path:
     ax.legend(fontsize=8, ncol=2, loc="best")
     path = Path(path)
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return path

@@ -1,0 +1,218 @@
+"""Image classification on the shared loop: the data and model for a run, cross-entropy, top-1/top-5.
+
+from ghostnet.engine import load_config, train
+summary = train(load_config("digits", {"epochs": 3}))
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from ..data import DataBundle, FolderLoader, ImageData, TensorLoader, load_dataset
+from ..models import create_model, model_spec
+from .config import TrainConfig
+from .distributed import Dist
+from .loop import Task, autocast, run_training
+
+__all__ = ["ClassificationTask", "build_loaders", "build_model_for_data", "evaluate", "subset", "train"]
+
+
+# ---------------------------------------------------------------- data and model
+
+
+def subset(split: Any, n: int) -> Any:
+    """The first `n` samples of a split (in-memory or folder)."""
+    if n > len(split):
+        raise ValueError(f"train_subset {n} is larger than the training split ({len(split)} images)")
+    if isinstance(split, ImageData):
+        return ImageData(split.images[:n], split.labels[:n])
+    return torch.utils.data.Subset(split, range(n))
+
+
+def build_loaders(cfg: TrainConfig, data: DataBundle, d: Dist, device: torch.device, in_chans: int):
+    """The train and eval loaders of `data` for this rank."""
+    if cfg.batch_size % d.world_size:
+        raise ValueError(f"batch_size {cfg.batch_size} must be divisible by the number of processes {d.world_size}")
+    common: dict[str, Any] = dict(
+        seed=cfg.seed, rank=d.rank, world_size=d.world_size, device=device, channels_last=cfg.channels_last
+    )
+    train: TensorLoader | FolderLoader
+    test: TensorLoader | FolderLoader
+    if data.in_memory:
+        augment = cfg.augment or data.augment
+        if augment == "imagenet":
+            raise ValueError("augment 'imagenet' is for image folders; use crop_flip, crop or none")
+        norm: dict[str, Any] = dict(mean=data.mean, std=data.std, in_chans=in_chans)
+        train = TensorLoader(data.train, cfg.batch_size, train=True, augment=augment, **norm, **common)
+        test = TensorLoader(data.test, cfg.eval_batch_size, train=False, **norm, **common)
+    else:
+        if cfg.augment not in (None, "imagenet"):
+            raise ValueError("image folders use augment 'imagenet' (RandomResizedCrop + flip)")
+        folder: dict[str, Any] = dict(
+            image_size=data.image_size, mean=data.mean, std=data.std, in_chans=in_chans, num_workers=cfg.num_workers
+        )
+        train = FolderLoader(data.train, cfg.batch_size, train=True, color_jitter=cfg.color_jitter, **folder, **common)
+        test = FolderLoader(data.test, cfg.eval_batch_size, train=False, **folder, **common)
+    if len(train) == 0:
+        raise ValueError(f"the training split has {len(data.train)} images, fewer than one batch of {cfg.batch_size}")
+    return train, test
+
+
+def build_model_for_data(cfg: TrainConfig, data: DataBundle) -> nn.Module:
+    """The configured model with a classifier for the dataset's classes."""
+    kwargs: dict[str, Any] = {"num_classes": data.num_classes, "in_chans": cfg.in_chans or data.in_chans}
+    for name in ("drop_rate", "width", "ratio", "dw_size"):
+        if getattr(cfg, name) is not None:
+            kwargs[name] = getattr(cfg, name)
+    return create_model(cfg.model, checkpoint_path=cfg.init_checkpoint, **kwargs)
+
+
+# ---------------------------------------------------------------- evaluation
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    loader: Any,
+    num_classes: int,
+    d: Dist | None = None,
+    device: torch.device | None = None,
+    amp: str = "none",
+    confusion: bool = False,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Top-1, top-5 and mean loss over the whole split (exact across ranks: no padded samples).
+
+    Returns:
+        ``{"loss", "top1", "top5", "count"}`` (accuracies in %), plus ``"confusion"`` (rows: true class) if asked.
+    """
+    from tqdm import tqdm
+
+    d = d or Dist()
+    device = device or next(model.parameters()).device
+    model.eval()
+    k = min(5, num_classes)
+    sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss, top1, top5, count
+    cm = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device) if confusion else None
+    for x, y in tqdm(
+        loader.batches(), total=len(loader), desc="eval", leave=False, disable=not (progress and d.is_main)
+    ):
+        if len(y) == 0:
+            continue
+        with autocast(device, amp):
+            logits = model(x)
+        logits = logits.float()
+        sums[0] += F.cross_entropy(logits, y, reduction="sum").double()
+        topk = logits.topk(k, dim=1).indices
+        sums[1] += (topk[:, 0] == y).sum()
+        sums[2] += (topk == y[:, None]).any(dim=1).sum()
+        sums[3] += len(y)
+        if cm is not None:
+            cm += torch.bincount(y * num_classes + topk[:, 0], minlength=num_classes**2).view(num_classes, num_classes)
+    if d.enabled:
+        dist.all_reduce(sums)
+        if cm is not None:
+            dist.all_reduce(cm)
+    n = max(1.0, sums[3].item())
+    out: dict[str, Any] = {
+        "loss": sums[0].item() / n,
+        "top1": 100 * sums[1].item() / n,
+        "top5": 100 * sums[2].item() / n,
+        "count": int(sums[3].item()),
+    }
+    if cm is not None:
+        out["confusion"] = cm.cpu().tolist()
+    return out
+
+
+class ClassificationTask(Task):
+    """Image classification with cross-entropy: top-1 picks the best checkpoint."""
+
+    def setup(self, cfg: TrainConfig, d: Dist, device: torch.device) -> None:
+        self.cfg = cfg
+        data = load_dataset(cfg.dataset, cfg.data_dir, cfg.download and d.is_main, cfg.image_size)
+        if d.enabled and cfg.download:
+            dist.barrier()
+        if cfg.train_subset:
+            data.train = subset(data.train, cfg.train_subset)
+        self.data, self.in_chans = data, cfg.in_chans or data.in_chans
+        model = build_model_for_data(cfg, data).to(device)
+        self.model_name, self.model_kwargs = model_spec(model)
+        if cfg.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        if cfg.sync_bn and d.enabled:
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        self.model = model
+        self.train_loader, self.eval_loader = build_loaders(cfg, data, d, device, self.in_chans)
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+
+    def describe(self) -> str:
+        from ..analysis.profile import count_params
+
+        data = self.data
+        return (
+            f"{self.model_name} on {data.name} ({data.source}): {len(data.train):,} train / {len(data.test):,} test images, "
+            f"{data.num_classes} classes, {count_params(self.model):,} params, input {self.in_chans}x{data.image_size}x{data.image_size}"
+        )
+
+    def stat_names(self) -> list[str]:
+        return ["images", "loss", "correct"]
+
+    def step(self, net: nn.Module, batch: Any) -> tuple[torch.Tensor, list[float]]:
+        x, y = batch
+        with autocast(x.device, self.cfg.amp):
+            logits = net(x)
+            loss = self.criterion(logits.float(), y)
+        return loss, [len(y), loss.item() * len(y), (logits.argmax(1) == y).sum().item()]
+
+    def train_row(self, sums: list[float]) -> dict[str, float]:
+        n = max(1.0, sums[0])
+        return {"train_loss": sums[1] / n, "train_top1": 100 * sums[2] / n}
+
+    def evaluate(self, model: nn.Module, d: Dist, device: torch.device, cfg: Any) -> dict[str, Any]:
+        m = evaluate(model, self.eval_loader, self.data.num_classes, d, device, cfg.amp, progress=cfg.progress)
+        return {"eval_loss": m["loss"], "eval_top1": m["top1"], "eval_top5": m["top5"]}
+
+    def checkpoint_data(self) -> dict[str, Any]:
+        data = self.data
+        return {
+            "classes": data.classes,
+            "image_size": data.image_size,
+            "mean": list(data.mean),
+            "std": list(data.std),
+            "in_chans": self.in_chans,
+        }
+
+    def summarize(self, model: nn.Module, history: list[dict[str, Any]], best: float) -> tuple[dict[str, Any], str]:
+        from ..analysis.profile import profile_model
+
+        prof = profile_model(model, (self.data.image_size, self.data.image_size), self.in_chans)
+        final = history[-1] if history else {}
+        summary = {
+            "dataset": self.data.name,
+            "params": prof.params,
+            "macs": prof.macs,
+            "final_top1": final.get("eval_top1"),
+            "final_top5": final.get("eval_top5"),
+            "best_top1": best,
+        }
+        text = (
+            f"test top-1 {final.get('eval_top1', float('nan')):.2f}% (best {best:.2f}%), top-5 {final.get('eval_top5', float('nan')):.2f}%  |  "
+            f"{prof.params:,} params, {prof.macs / 1e6:.2f}M MACs"
+        )
+        return summary, text
+
+
+def train(cfg: TrainConfig) -> dict[str, Any]:
+    """Train and evaluate `cfg.model` on `cfg.dataset`; returns the run summary (also in summary.json).
+
+    Raises:
+        DatasetError, RunDirError, CheckpointError, ValueError: bad input, reported before any work is lost.
+        TrainingDiverged: the loss became NaN/inf; the last good checkpoint is kept.
+    """
+    return run_training(cfg, ClassificationTask())

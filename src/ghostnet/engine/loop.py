@@ -1,0 +1,372 @@
+"""The training loop every task shares, read top to bottom. Single process, or DDP under torchrun.
+
+    ghostnet train --config digits                     # one process
+    torchrun --nproc_per_node=2 -m ghostnet train ...  # DistributedDataParallel (gloo on CPU, NCCL on CUDA)
+
+A task (`Task`: classification in `classification.py`, detection in `detection.py`) supplies the model,
+the data and the loss; this loop supplies the optimizer, schedule, AMP, EMA, DDP, checkpoints, resume,
+logs and progress bars. A run lives in ``output_dir/name``: config.yaml, log.jsonl (one row per epoch),
+last.pth / best.pth (written atomically, holding everything needed to resume bit-exactly), summary.json
+and curves.png.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from ..models.checkpoint import FORMAT, load_weights, save_checkpoint
+from .config import RunConfig
+from .distributed import Dist, all_reduce_sum, gather, init_distributed, ranks_agree, sync_buffers
+from .runs import (
+    RunDirError,
+    newest_checkpoint,
+    prepare_run_dir,
+    rng_state,
+    seed_everything,
+    set_rng_state,
+    to_yaml,
+    write_log,
+    write_text,
+)
+
+__all__ = ["Task", "TrainingDiverged", "autocast", "lr_factor", "param_groups", "run_training"]
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class Task:
+    """What the loop needs from one kind of training; `ClassificationTask` and `DetectionTask` implement it.
+
+    After `setup`: ``model`` (on the device), ``train_loader`` / ``eval_loader`` (``len()`` and
+    ``batches(epoch, first)``), ``model_name``, ``model_kwargs``.
+    """
+
+    metric = "eval_top1"  # the history column that picks best.pth (higher is better)
+    model: nn.Module
+    train_loader: Any
+    eval_loader: Any
+    model_name: str
+    model_kwargs: dict[str, Any]
+
+    def setup(self, cfg: Any, d: Dist, device: torch.device) -> None:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        """One line on the model and data, printed at the start."""
+        raise NotImplementedError
+
+    def stat_names(self) -> list[str]:
+        """What `step` adds up over an epoch; the first is the sample count."""
+        raise NotImplementedError
+
+    def step(self, net: nn.Module, batch: Any) -> tuple[torch.Tensor, list[float]]:
+        """The loss of one batch (to back-propagate) and its sums, in `stat_names` order."""
+        raise NotImplementedError
+
+    def train_row(self, sums: list[float]) -> dict[str, float]:
+        """The epoch's training columns from the sums over all ranks."""
+        raise NotImplementedError
+
+    def evaluate(self, model: nn.Module, d: Dist, device: torch.device, cfg: Any) -> dict[str, Any]:
+        """The epoch's evaluation columns (including `metric`), the same on every rank."""
+        raise NotImplementedError
+
+    def checkpoint_data(self) -> dict[str, Any]:
+        """What inference needs to know about the data, stored in every checkpoint."""
+        return {}
+
+    def summarize(self, model: nn.Module, history: list[dict[str, Any]], best: float) -> tuple[dict[str, Any], str]:
+        """Summary fields and the closing lines printed after training."""
+        return {}, ""
+
+
+def autocast(device: torch.device, amp: str) -> AbstractContextManager:
+    """The mixed-precision context for `amp` (none | bf16 | fp16); a no-op off CUDA."""
+    if amp == "none" or device.type != "cuda":
+        return nullcontext()
+    return torch.autocast("cuda", dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Weight decay on conv/linear weights only; BN weights and all biases (ndim <= 1) get none."""
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
+    for p in model.parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def lr_factor(cfg: RunConfig, step: int, steps_per_epoch: int) -> float:
+    """The schedule's multiplier of cfg.lr after `step` optimizer steps (linear warm-up, then the schedule)."""
+    total = cfg.epochs * steps_per_epoch
+    warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
+    if step < warmup:
+        return (step + 1) / warmup
+    if cfg.schedule == "cosine":
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    if cfg.schedule == "multistep":
+        return float(cfg.gamma ** sum(step >= m * total for m in cfg.milestones))
+    return 1.0
+
+
+def run_training(cfg: RunConfig, task: Task) -> dict[str, Any]:
+    """Train `task` as `cfg` says; returns the run summary (also written to summary.json)."""
+    cfg.validate()
+    d, device = init_distributed(cfg.device)
+    if cfg.sync_bn and device.type != "cuda":
+        raise ValueError("sync_bn needs CUDA (NCCL); PyTorch's SyncBatchNorm does not run on CPU")
+    if cfg.amp != "none" and device.type != "cuda":
+        raise ValueError(f"amp {cfg.amp} needs CUDA; use amp none on {device.type}")
+    seed_everything(cfg.seed, cfg.deterministic)
+    task.setup(cfg, d, device)
+    run = _Run(cfg, task, d, device)
+    if cfg.resume:
+        run.resume()
+    run.start()
+    for epoch in range(run.step // run.steps_per_epoch, cfg.epochs):
+        if run.step >= run.total_steps:
+            break
+        train_time = run.train_epoch(epoch)
+        run.end_epoch(epoch, train_time)
+    return run.finish()
+
+
+class _Run:
+    """One training run's state: the model and its optimizer, the step counter, the history, the run folder."""
+
+    def __init__(self, cfg: RunConfig, task: Task, d: Dist, device: torch.device) -> None:
+        self.cfg, self.task, self.d, self.device = cfg, task, d, device
+        self.model = task.model
+        self.steps_per_epoch = len(task.train_loader)
+        self.total_steps = cfg.epochs * self.steps_per_epoch
+        if cfg.max_steps:
+            self.total_steps = min(self.total_steps, cfg.max_steps)
+        self.ema = None
+        if cfg.ema_decay:
+            from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+            self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+        ids = [device.index] if device.type == "cuda" else None
+        self.net = nn.parallel.DistributedDataParallel(self.model, device_ids=ids) if d.enabled else self.model
+        groups = param_groups(self.model, cfg.weight_decay)
+        if cfg.optimizer == "sgd":
+            nesterov = cfg.nesterov and cfg.momentum > 0
+            self.optimizer: torch.optim.Optimizer = torch.optim.SGD(
+                groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=nesterov
+            )
+        else:
+            self.optimizer = torch.optim.AdamW(groups, lr=cfg.lr)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: lr_factor(cfg, s, self.steps_per_epoch)
+        )
+        self.scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp == "fp16" and device.type == "cuda")
+        self.run_dir: Path = prepare_run_dir(cfg, d)
+        self.n_stats = len(task.stat_names())
+        self.step, self.best = 0, -math.inf
+        self.history: list[dict[str, Any]] = []
+        self.progress = [0.0] * (self.n_stats + 1)  # this epoch so far, on this rank: the task's sums, then seconds
+
+    def resume(self) -> None:
+        """Load the newest complete checkpoint: weights, optimizer, schedule, RNG, the partial epoch's sums."""
+        path, ckpt = newest_checkpoint(self.run_dir)
+        load_weights(self.model, ckpt)  # names the mismatch if the run was set up with another model
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.scaler.load_state_dict(ckpt["scaler"])
+        if self.ema is not None and ckpt.get("ema"):
+            self.ema.load_state_dict(ckpt["ema"])
+        if ckpt["world_size"] != self.d.world_size:
+            raise RunDirError(
+                f"{path} was written by {ckpt['world_size']} process(es); resume it with as many, not {self.d.world_size}"
+            )
+        rank_state = ckpt["ranks"][self.d.rank]
+        set_rng_state(rank_state["rng"])
+        self.progress = rank_state["progress"]
+        self.step, self.history, self.best = ckpt["step"], ckpt["history"], ckpt["best_metric"]
+        if self.d.is_main:
+            print(
+                f"resuming {self.run_dir} from {path.name} at step {self.step} (epoch {self.step // self.steps_per_epoch + 1})"
+            )
+
+    def start(self) -> None:
+        if self.d.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            write_text(self.run_dir / "config.yaml", to_yaml(self.cfg.to_dict()))
+            write_log(self.run_dir, self.history)  # on resume, drops rows past the checkpoint
+            print(
+                f"{self.task.describe()}; {self.d.world_size} process(es) on {self.device}; run folder {self.run_dir}"
+            )
+
+    def save(self, tag: str) -> None:
+        """Write last.pth (and copy it to best.pth when `tag` is "best"), atomically, from rank 0."""
+        ranks = gather({"rng": rng_state(), "progress": self.progress}, self.d)
+        if not self.d.is_main:
+            return
+        save_checkpoint(self._state(ranks), self.run_dir / "last.pth")
+        if tag == "best":
+            shutil.copyfile(self.run_dir / "last.pth", self.run_dir / ".best.pth.tmp")
+            os.replace(self.run_dir / ".best.pth.tmp", self.run_dir / "best.pth")
+
+    def _state(self, ranks: list[Any]) -> dict[str, Any]:
+        cfg, task, ema, spe = self.cfg, self.task, self.ema, self.steps_per_epoch
+        ema_sd = ema.state_dict() if ema is not None else None
+        return {
+            "format": FORMAT,
+            "model": self.model.state_dict(),
+            "model_name": task.model_name,
+            "model_kwargs": task.model_kwargs,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "ema": ema_sd,
+            "model_ema": {k[len("module.") :]: v for k, v in ema_sd.items() if k.startswith("module.")}
+            if ema_sd
+            else None,
+            "ranks": ranks,  # per rank: RNG states and the partial epoch's sums
+            "sampler": {"seed": cfg.seed, "epoch": self.step // spe, "batch": self.step % spe},
+            "step": self.step,
+            "epoch": self.step // spe,
+            "history": self.history,
+            "metric": task.metric,
+            "best_metric": self.best,
+            "config": cfg.to_dict(),
+            "world_size": self.d.world_size,
+            "data": task.checkpoint_data(),
+        }
+
+    def train_epoch(self, epoch: int) -> float:
+        """Train to the end of `epoch` (or to max_steps); returns the epoch's training seconds on this rank."""
+        from tqdm import tqdm
+
+        cfg, d = self.cfg, self.d
+        self.net.train()
+        first = self.step - epoch * self.steps_per_epoch
+        if first == 0:
+            self.progress = [0.0] * (self.n_stats + 1)
+        t0, done_before = time.perf_counter(), self.progress[-1]
+        show = cfg.progress and d.is_main
+        bar = tqdm(
+            total=self.steps_per_epoch,
+            initial=first,
+            desc=f"epoch {epoch + 1}/{cfg.epochs}",
+            disable=not show,
+            dynamic_ncols=True,
+        )
+        with bar:
+            for batch in self.task.train_loader.batches(epoch, first):
+                loss, sums = self.task.step(self.net, batch)
+                self._check_finite(loss, epoch)
+                self._optimize(loss)
+                self.step += 1
+                self.progress = [a + b for a, b in zip(self.progress[:-1], sums)] + [
+                    done_before + time.perf_counter() - t0
+                ]
+                bar.update(1)
+                img_s = self.progress[0] * d.world_size / max(self.progress[-1], 1e-9)
+                bar.set_postfix(
+                    loss=f"{loss.item():.3f}", lr=f"{self.optimizer.param_groups[0]['lr']:.4f}", img_s=f"{img_s:.1f}"
+                )
+                if self.step >= self.total_steps:
+                    break
+                if cfg.save_every_steps and self.step % cfg.save_every_steps == 0 and self.step % self.steps_per_epoch:
+                    self.save("last")
+        return self.progress[-1]
+
+    def _check_finite(self, loss: torch.Tensor, epoch: int) -> None:
+        bad = all_reduce_sum([0.0 if torch.isfinite(loss).item() else 1.0], self.d, self.device)[0]
+        if bad:
+            raise TrainingDiverged(
+                f"loss is {loss.item()} at step {self.step + 1} (epoch {epoch + 1}); stopped without saving. "
+                f"The last good checkpoint is {self.run_dir / 'last.pth'}"
+            )
+
+    def _optimize(self, loss: torch.Tensor) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.cfg.clip_grad:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip_grad)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
+
+    def end_epoch(self, epoch: int, train_time: float) -> None:
+        """Evaluate (and the EMA), log the epoch's row, checkpoint (best.pth when the metric improved)."""
+        d, task = self.d, self.task
+        sync_buffers(self.model, d)  # BN statistics: every rank evaluates (and rank 0 saves) the same model
+        sums = all_reduce_sum(self.progress[:-1], d, self.device)
+        row: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "step": self.step,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            **task.train_row(sums),
+        }
+        metrics = task.evaluate(self.model, d, self.device, self.cfg)
+        row.update(metrics)
+        row.update(epoch_time_s=train_time, images_per_s=sums[0] / train_time if train_time else 0.0)
+        if self.ema is not None:
+            em = task.evaluate(self.ema.module, d, self.device, self.cfg)
+            row.update({"ema_" + k: v for k, v in em.items() if not k.endswith("_loss")})
+        self.history.append(row)
+        is_best = metrics[task.metric] > self.best
+        self.best = max(self.best, metrics[task.metric])
+        self.save("best" if is_best else "last")
+        if d.is_main:
+            write_log(self.run_dir, self.history)
+            train_cols = "  ".join(f"{k} {v:.4f}" for k, v in row.items() if k.startswith("train_"))
+            eval_cols = "  ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
+            print(
+                f"epoch {epoch + 1}/{self.cfg.epochs}  {train_cols}  {eval_cols}  ({train_time:.1f}s, {row['images_per_s']:.1f} img/s)"
+            )
+
+    def finish(self) -> dict[str, Any]:
+        """summary.json, curves.png and the closing table (rank 0); every rank returns the summary it has."""
+        agree = ranks_agree(self.model, self.d)
+        summary: dict[str, Any] = {}
+        if self.d.is_main:
+            summary = self._summarize(agree)
+        if self.d.enabled:
+            dist.barrier()
+        return summary
+
+    def _summarize(self, agree: bool) -> dict[str, Any]:
+        from .reporting import format_history, plot_curves
+
+        task, history = self.task, self.history
+        extra, text = task.summarize(self.model, history, self.best)
+        summary = {
+            "run_dir": str(self.run_dir),
+            "model": task.model_name,
+            "model_kwargs": task.model_kwargs,
+            **extra,
+            "epochs": len(history),
+            "steps": self.step,
+            "world_size": self.d.world_size,
+            "device": str(self.device),
+            "metric": task.metric,
+            "best_metric": self.best,
+            "train_time_s": sum(r["epoch_time_s"] for r in history),
+            "ranks_agree": agree,
+        }
+        write_text(self.run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+        plot_curves(history, self.run_dir / "curves.png", title=f"{task.model_name} on {self.cfg.data_name()}")
+        print(format_history(history))
+        print(f"\n{text}  |  {summary['train_time_s']:.0f}s training\ncheckpoints, log and curves in {self.run_dir}/")
+        return summary
