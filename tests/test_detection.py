@@ -471,3 +471,13 @@ def test_coco_layout_is_found_and_ambiguity_is_refused(tmp_path):
     (tmp_path / "annotations" / "instances_train2014.json").write_text("{}")
     with pytest.raises(DatasetError, match="2 .*instances_train\\*.json found"):
         find_coco_split(tmp_path, "train")
+
+
+def test_detection_runs_keep_an_ema_like_classification(coco, tmp_path, capsys):
+    runs = tmp_path / "runs"
+    args = ["detect-train", "--data-dir", str(coco), "--output-dir", str(runs), "--name", "e", *SMALL]
+    code, _, err = _run(capsys, *args, "--epochs", "1", "--max-steps", "2", "--ema-decay", "0.9")
+    assert code == 0, err
+    log = [json.loads(line) for line in (runs / "e" / "log.jsonl").read_text().splitlines()]
+    assert 0 <= log[0]["ema_eval_map"] <= 100
+    assert read_checkpoint(runs / "e" / "last.pth")["model_ema"]

@@ -1,5 +1,10 @@
-"""Datasets in their real formats and the loaders that feed training (see `datasets` and `loaders`)."""
+"""Datasets in their real formats and the loaders that feed training.
 
+See `datasets` (the shared types and `load_dataset`), the format readers `cifar`, `idx`, `digits` and
+`image_folder`, `download` and `loaders`.
+"""
+
+from .cifar import load_cifar
 from .datasets import (
     CIFAR_MEAN,
     CIFAR_STD,
@@ -10,13 +15,11 @@ from .datasets import (
     DatasetError,
     ImageData,
     data_search_dirs,
-    load_cifar,
     load_dataset,
-    load_digits,
-    load_idx,
-    load_image_folder,
-    read_idx,
 )
+from .digits import load_digits
+from .idx import load_idx, read_idx
+from .image_folder import load_image_folder
 from .loaders import FolderLoader, TensorLoader, batch_indices, folder_transforms
 
 __all__ = [

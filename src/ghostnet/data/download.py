@@ -1,0 +1,37 @@
+"""Checksummed downloads into the dataset cache (CIFAR archives, (Fashion-)MNIST IDX files)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .datasets import DatasetError, data_search_dirs
+
+__all__ = ["download_dir", "download_verified"]
+
+
+def download_dir(data_dir: str | os.PathLike | None) -> Path:
+    """Where `--download` puts a dataset: `data_dir` if given, otherwise the user cache."""
+    return Path(data_dir) if data_dir else data_search_dirs()[-2]
+
+
+def download_verified(url: str, dest: Path, md5: str) -> None:
+    """Download `url` to `dest` (atomically) and verify its MD5; a one-line error without network."""
+    from torchvision.datasets.utils import check_integrity, download_url
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if check_integrity(str(dest), md5):
+        return
+    tmp_name = f".{dest.name}.part"
+    try:
+        download_url(url, str(dest.parent), filename=tmp_name, md5=None)
+    except Exception as e:  # noqa: BLE001 - URLError, HTTPError, socket errors, ...
+        (dest.parent / tmp_name).unlink(missing_ok=True)
+        raise DatasetError(
+            f"could not download {url}: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+        ) from None
+    tmp = dest.parent / tmp_name
+    if not check_integrity(str(tmp), md5):
+        tmp.unlink(missing_ok=True)
+        raise DatasetError(f"checksum mismatch for {url} (expected md5 {md5}); the download was discarded")
+    os.replace(tmp, dest)

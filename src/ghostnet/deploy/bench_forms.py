@@ -1,0 +1,208 @@
+"""What `ghostnet bench` times: the forms of one model (eager, BN folded + channels_last, bf16, CUDA graph,
+compiled, ONNX Runtime fp32 and int8) as callables on an NCHW batch, which forms each model gets, and the peers.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..nn.surgery import fuse_bn
+from .export import export_model, onnx_session
+
+__all__ = [
+    "ReportFailure",
+    "TimedForm",
+    "model_settings",
+    "onnx_forms",
+    "peer_builders",
+    "planned_forms",
+    "torch_forms",
+]
+
+ReportFailure = Callable[[str, str, Exception], None]  # (model, form, error): a form that could not be made or run
+
+
+@dataclass
+class TimedForm:
+    """One model in one form, ready to time: `fn` takes a tensor, or with `numpy_input` an array."""
+
+    model: str
+    form: str
+    fn: Callable[[Any], Any]
+    macs: int
+    numpy_input: bool
+
+
+def peer_builders() -> dict[str, Callable[[], nn.Module]]:
+    """The peers to time beside ours, by name: timm's GhostNet (if timm is installed), then torchvision's models."""
+    import torchvision.models as tvm
+
+    peers: dict[str, Callable[[], nn.Module]] = {}
+    try:
+        import timm
+
+        peers["timm ghostnet_100"] = lambda: timm.create_model("ghostnet_100")
+    except ImportError:
+        pass
+    peers["tv mobilenet_v3_large"] = lambda: tvm.mobilenet_v3_large()
+    peers["tv mobilenet_v2"] = lambda: tvm.mobilenet_v2()
+    peers["tv resnet18"] = lambda: tvm.resnet18()
+    return peers
+
+
+def _cl(x: torch.Tensor) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+def _with_bf16(fn: Callable[[torch.Tensor], Any], device_type: str) -> Callable[[torch.Tensor], Any]:
+    """`fn` under bf16 autocast (no weight-cast cache, so the form can also be captured in a CUDA graph)."""
+
+    def run(x: torch.Tensor) -> Any:
+        with torch.autocast(device_type, dtype=torch.bfloat16, cache_enabled=False):
+            return fn(x)
+
+    return run
+
+
+def _cuda_graphed(fn: Callable[[torch.Tensor], Any]) -> Callable[[torch.Tensor], Any]:
+    """`fn` captured once per input shape into a CUDA graph and replayed: one launch instead of one per kernel.
+
+    The input is copied into the graph's static buffer and the graph's own output tensor is returned (it is
+    overwritten by the next replay), which is what a serving loop does.
+    """
+    graphs: dict[tuple[int, ...], tuple[Any, torch.Tensor, Any]] = {}
+
+    def run(x: torch.Tensor) -> Any:
+        key = tuple(x.shape)
+        if key not in graphs:
+            static_x = x.clone()
+            side = torch.cuda.Stream(x.device)
+            side.wait_stream(torch.cuda.current_stream(x.device))
+            with torch.cuda.stream(side):  # warm up on a side stream, as capture requires
+                for _ in range(3):
+                    fn(static_x)
+            torch.cuda.current_stream(x.device).wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                static_y = fn(static_x)
+            graphs[key] = (graph, static_x, static_y)
+        graph, static_x, static_y = graphs[key]
+        static_x.copy_(x)
+        graph.replay()
+        return static_y
+
+    return run
+
+
+def torch_forms(
+    model: nn.Module, device: str, *, deploy: bool = True, compile: bool = False, bf16: bool = False
+) -> dict[str, Callable[[torch.Tensor], Any]]:
+    """The PyTorch forms of one model to time: name -> callable on an NCHW batch.
+
+    ``eager`` is the model as built (fp32). With `deploy`: ``fused+cl`` (BN folded, channels_last, fp32; ``cl``
+    where a BN cannot be folded), with `bf16` the same under bf16 autocast, and on CUDA that form replayed
+    from a CUDA graph (``... graph``). With `compile`: ``compiled``, the deploy form through `torch.compile`
+    (bf16 if `bf16`; on CUDA in "reduce-overhead" mode, which replays the compiled kernels from CUDA graphs).
+    """
+    forms: dict[str, Callable[[torch.Tensor], Any]] = {"eager": model}
+    if not deploy:
+        return forms
+    try:
+        lean, name = fuse_bn(model), "fused+cl"
+    except ValueError:  # a BN that no conv feeds directly (timm's BatchNormAct2d, say): time it unfolded
+        lean, name = copy.deepcopy(model), "cl"
+    lean = lean.to(memory_format=torch.channels_last)
+    fp32 = lambda x: lean(_cl(x))  # noqa: E731
+    cuda = device.startswith("cuda")
+    names = _deploy_names(name, cuda, compile, bf16)
+    forms[names["fp32"]] = fp32
+    best = _with_bf16(fp32, "cuda" if cuda else "cpu") if bf16 else fp32
+    if "bf16" in names:
+        forms[names["bf16"]] = best
+    if "graph" in names:
+        forms[names["graph"]] = _cuda_graphed(best)
+    if "compiled" in names:
+        compiled = torch.compile(lean, mode="reduce-overhead" if cuda else None)
+        run = lambda x: compiled(_cl(x))  # noqa: E731
+        forms[names["compiled"]] = _with_bf16(run, "cuda" if cuda else "cpu") if bf16 else run
+    return forms
+
+
+def _deploy_names(base: str, cuda: bool, compile: bool, bf16: bool) -> dict[str, str]:
+    """The names of a model's deploy forms by role (fp32, bf16, graph, compiled); `base` is ``fused+cl`` or ``cl``."""
+    names = {"fp32": base}
+    if bf16:
+        names["bf16"] = f"{base} bf16"
+    if cuda:
+        names["graph"] = f"{base}{' bf16' if bf16 else ''} graph"
+    if compile:
+        names["compiled"] = "compiled bf16" if bf16 else "compiled"
+    return names
+
+
+def model_settings(ours: bool, cuda: bool, compile: bool) -> dict[str, bool]:
+    """Which PyTorch forms a model gets (`torch_forms`'s `deploy` and `compile`): ours every one; peers only eager
+    on a CPU (with ONNX Runtime beside it), and the same forms as ours on CUDA."""
+    return {"deploy": ours or cuda, "compile": compile and (ours or cuda)}
+
+
+def planned_forms(ours: bool, device: str, compile: bool, bf16: bool, onnx: bool, int8: bool) -> set[str]:
+    """The form names a run will time for one model (ours or a peer), as `torch_forms` and the ONNX Runtime
+    forms name them; both ``fused+cl`` and ``cl`` are listed, since which one a model gets is known only
+    once its BN folding has been tried."""
+    cuda = device.startswith("cuda")
+    settings = model_settings(ours, cuda, compile)
+    forms = {"eager"}
+    if settings["deploy"]:
+        for base in ("fused+cl", "cl"):
+            forms |= set(_deploy_names(base, cuda, settings["compile"], bf16).values())
+    if onnx and not cuda:
+        forms |= {"ort-fp32", "ort-int8"} if ours and int8 else {"ort-fp32"}
+    return forms
+
+
+def onnx_forms(
+    name: str, model: nn.Module, ours: bool, tmp: Path, *, size: int, threads: int, int8: bool, fail: ReportFailure
+) -> dict[str, Callable[[np.ndarray], Any]]:
+    """A model's ONNX Runtime forms (name -> callable on an NCHW array): ``ort-fp32``, and for ours ``ort-int8``
+    if `int8`; the ONNX files go under `tmp`. One that cannot be made is reported to `fail` and left out."""
+    path = tmp / f"{name.replace(' ', '_')}.onnx"
+    try:  # ours is exported BN-folded (as `ghostnet export --fuse`); peers as they are (ORT folds BN itself)
+        export_model(fuse_bn(model.cpu()) if ours else model.cpu(), path, "onnx", (size, size), dynamic_batch=True)
+        fp32 = onnx_session(path, threads)
+    except Exception as e:  # noqa: BLE001
+        fail(name, "ort-fp32", e)
+        return {}
+    forms = {"ort-fp32": _ort_call(fp32)}
+    if int8 and ours:
+        try:
+            quantized = onnx_session(_quantize_random(path, tmp, size), threads)
+        except Exception as e:  # noqa: BLE001
+            fail(name, "ort-int8", e)
+            return forms
+        forms["ort-int8"] = _ort_call(quantized)
+    return forms
+
+
+def _ort_call(session: Any) -> Callable[[np.ndarray], Any]:
+    """One run of an ONNX Runtime session on an NCHW array."""
+    return lambda a: session.run(None, {"input": a})
+
+
+def _quantize_random(fp32: Path, tmp: Path, size: int) -> Path:
+    """int8 as `ghostnet quantize` makes it, calibrated on random inputs: right for timing, not for accuracy."""
+    from .quantize import quantize_onnx
+
+    out = tmp / "int8.onnx"
+    quantize_onnx(
+        fp32, out, (np.random.default_rng(i).standard_normal((1, 3, size, size)).astype(np.float32) for i in range(4))
+    )
+    return out

@@ -1,0 +1,146 @@
+"""`ghostnet bench`'s result: one row per timed form with its ratio to the baseline, and the result as a table
+and as a latency-against-MACs plot.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .bench_forms import TimedForm
+
+__all__ = ["BenchRow", "bench_rows", "format_bench", "plot_bench", "set_ratios"]
+
+
+@dataclass
+class BenchRow:
+    """One model in one form."""
+
+    model: str
+    form: str  # eager, fused+cl, compiled, ort-fp32, ort-int8, eager-bf16, ...
+    macs: int
+    latency_ms: float  # batch 1, median
+    latency_p90_ms: float
+    throughput: dict[str, float]  # batch size -> images/s
+    floor_ms: float  # batch 1: 2 * MACs / matmul rate
+    ratio: float | None = None  # latency relative to the baseline row
+
+
+def bench_rows(
+    entries: list[TimedForm],
+    latency: dict[int, list[float]],
+    throughput: dict[int, dict[int, list[float]]],
+    gflops: float,
+) -> list[BenchRow]:
+    """One row per form that ran at batch 1 (timings keyed by ``id(entry)``): median and p90 latency, images/s at
+    each other batch size it ran at, and the floor that `gflops` sets (ratios are left to `set_ratios`)."""
+    rows = []
+    for e in entries:
+        lat = latency[id(e)]
+        rows.append(
+            BenchRow(
+                e.model,
+                e.form,
+                e.macs,
+                1000 * statistics.median(lat),
+                1000 * float(np.percentile(lat, 90)),
+                {str(bs): bs / statistics.median(t[id(e)]) for bs, t in throughput.items() if id(e) in t},
+                1000 * 2 * e.macs / (gflops * 1e9),
+            )
+        )
+    return rows
+
+
+def set_ratios(rows: list[BenchRow], baseline: str | None, model_name: str, say: Callable[[str], None]) -> str:
+    """Set each row's latency ratio to the baseline row's (timm's GhostNet eager if timed, else ours eager, unless
+    `baseline` names one) and return the baseline's name; with no such row, the ratios stay None."""
+    base = baseline or (
+        "timm ghostnet_100 / eager" if any(r.model == "timm ghostnet_100" for r in rows) else f"{model_name} / eager"
+    )
+    ref = next((r for r in rows if f"{r.model} / {r.form}" == base), None)
+    if ref is None:  # it failed, or this configuration does not make that form: keep the timings, drop the ratios
+        say(f"baseline {base} was not measured: no ratios")
+    for r in rows:
+        r.ratio = None if ref is None else r.latency_ms / ref.latency_ms
+    return base
+
+
+def format_bench(result: dict[str, Any]) -> str:
+    """The benchmark as a table, ratios against the baseline, then any forms that failed."""
+    m = result["machine"]
+    bs = sorted({k for r in result["rows"] for k in r["throughput"]}, key=int)
+    fw = max([14, *(len(r["form"]) for r in result["rows"])])
+    head = (
+        f"{'model':<24} {'form':<{fw}} {'MACs':>8} {'lat. ms':>8} {'p90 ms':>8} {'floor ms':>8} {'x base':>7}"
+        + "".join(f" {'img/s@' + b:>11}" for b in bs)
+    )
+    measured = any(r["ratio"] is not None for r in result["rows"])
+    lines = [
+        f"{m['device']} ({m['cpu']}, {m['threads']} threads), torch {m['torch']}, fp32 matmul {m['matmul_gflops']} GFLOP/s, "
+        f"input {m['input_size']}x{m['input_size']}, {m['runs']} runs; "
+        + (
+            f"ratios vs {result['baseline']}"
+            if measured
+            else f"no ratios: the baseline {result['baseline']} was not measured"
+        ),
+        head,
+        "-" * len(head),
+    ]
+    for r in result["rows"]:
+        tp = "".join(f" {r['throughput'].get(b, float('nan')):>11.1f}" for b in bs)
+        ratio = f"{r['ratio']:>7.2f}" if r["ratio"] is not None else f"{'-':>7}"
+        lines.append(
+            f"{r['model']:<24} {r['form']:<{fw}} {r['macs'] / 1e6:>7.0f}M {r['latency_ms']:>8.2f} {r['latency_p90_ms']:>8.2f} "
+            f"{r['floor_ms']:>8.2f} {ratio}{tp}"
+        )
+    for f in result.get("failed", []):
+        lines.append(f"failed: {f['model']} / {f['form']}: {f['error']}")
+    return "\n".join(lines)
+
+
+def plot_bench(result: dict[str, Any], path: str | Path) -> Path:
+    """Batch-1 latency against MACs, one marker per model, one colour per form (log-scaled latency)."""
+    from matplotlib import colormaps
+    from matplotlib.figure import Figure  # no pyplot: the user's backend and figure list are left alone
+    from matplotlib.ticker import FuncFormatter
+
+    fig = Figure(figsize=(8.5, 5.2), layout="constrained")
+    ax = fig.subplots()
+    forms = sorted({r["form"] for r in result["rows"]})
+    models = list(dict.fromkeys(r["model"] for r in result["rows"]))
+    markers = "o^sDvP*X"
+    colours = colormaps["tab10"]
+    for r in result["rows"]:
+        ax.scatter(
+            r["macs"] / 1e6,
+            r["latency_ms"],
+            marker=markers[models.index(r["model"]) % len(markers)],
+            color=colours(forms.index(r["form"])),
+            s=60,
+        )
+    for m in models:
+        ax.scatter([], [], marker=markers[models.index(m) % len(markers)], color="gray", label=m)
+    for f in forms:
+        ax.scatter([], [], marker="o", color=colours(forms.index(f)), label=f)
+    m = result["machine"]
+    ax.set(
+        xlabel="MACs (M, log scale)",
+        ylabel="batch-1 latency (ms, log scale)",
+        xscale="log",
+        yscale="log",
+        title=f"{m['device']} / {m['cpu']}, {m['threads']} thread{'s' if m['threads'] != 1 else ''}, "
+        f"input {m['input_size']}x{m['input_size']}",
+    )
+    for axis in (ax.xaxis, ax.yaxis):  # plain numbers, not powers of ten
+        axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        axis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if f"{v:g}"[0] in "25" else ""))  # 2s and 5s
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, ncol=2, loc="best")
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    return path
