@@ -256,3 +256,58 @@ def test_download_checksum_mismatch_is_discarded(tmp_path, monkeypatch):
     with pytest.raises(DatasetError, match="checksum mismatch .*discarded"):
         load_dataset("cifar10", tmp_path, download=True)
     assert list(tmp_path.iterdir()) == []
+
+
+def _add_unreadable_images(folder):
+    """A zero-byte .jpg, a text file named .jpg and a truncated JPEG beside the good images of `folder`."""
+    import numpy as np
+    from PIL import Image
+
+    (folder / "empty.jpg").write_bytes(b"")
+    (folder / "text.jpg").write_text("not an image at all\n")
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(folder / "whole.jpg")
+    data = (folder / "whole.jpg").read_bytes()
+    (folder / "truncated.jpg").write_bytes(data[: len(data) // 2])
+    (folder / "whole.jpg").unlink()
+
+
+@pytest.mark.parametrize("num_workers", [0, 1])
+def test_image_folder_skips_unreadable_images(image_folder, num_workers):
+    """Regression: one corrupt file killed an image-folder epoch with a PIL traceback."""
+    _add_unreadable_images(image_folder / "train" / "cat")
+    _add_unreadable_images(image_folder / "val" / "dog")
+    b = load_dataset("imagefolder", image_folder, image_size=32, bad_images="skip")
+    assert len(b.train) == 13 and len(b.test) == 13  # the truncated JPEG starts right: only decoding finds it
+    skipped = b.meta["skipped_files"]
+    assert [f.split("/")[-1] for f in skipped["train"]] == [
+        "empty.jpg: is an empty file",
+        "text.jpg: is not an image file (it starts with b'not an i')",
+    ]
+    assert len(skipped["test"]) == 2
+    for split in (b.train, b.test):
+        loader = FolderLoader(split, 5, train=False, image_size=32, num_workers=num_workers)
+        batches = list(loader.batches())
+        assert sum(len(y) for _, y in batches) == 12 and all(x.shape[1:] == (3, 32, 32) for x, _ in batches)
+        (why,) = loader.take_skipped()
+        assert "truncated.jpg is not a readable image" in why and loader.take_skipped() == []
+    # a batch left without images is empty, with the right shape
+    one = FolderLoader(b.train, 1, train=False, image_size=32, num_workers=0)
+    shapes = [tuple(x.shape) for x, _ in one.batches()]
+    assert shapes.count((0, 3, 32, 32)) == 1 and shapes.count((1, 3, 32, 32)) == 12
+
+
+def test_image_folder_refuses_unreadable_images_naming_them(image_folder):
+    _add_unreadable_images(image_folder / "train" / "cat")
+    with pytest.raises(DatasetError, match=r"train/cat/empty\.jpg is an empty file \(2 such file\(s\)"):
+        load_dataset("imagefolder", image_folder, bad_images="error")
+    (image_folder / "train" / "cat" / "empty.jpg").unlink()
+    with pytest.raises(DatasetError, match=r"text\.jpg is not an image file \(it starts with b'not an i'\)"):
+        load_dataset("imagefolder", image_folder, bad_images="error")
+    (image_folder / "train" / "cat" / "text.jpg").unlink()
+    b = load_dataset("imagefolder", image_folder, image_size=32, bad_images="error")
+    loader = FolderLoader(b.train, 13, train=False, image_size=32, num_workers=1, bad_images="error")
+    with pytest.raises(DatasetError) as e:
+        list(loader.batches())
+    assert "truncated.jpg is not a readable image" in str(e.value) and "\n" not in str(e.value)
+    with pytest.raises(ValueError, match="bad_images must be skip or error"):
+        load_dataset("imagefolder", image_folder, bad_images="ignore")

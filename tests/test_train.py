@@ -497,3 +497,183 @@ def test_eval_errors_are_one_line(tmp_path, capsys):
             main(argv)
         err = capsys.readouterr().err.strip().splitlines()
         assert e.value.code == 2 and len(err) == 1 and message in err[0], err
+
+
+def _folder_with_unreadable_images(root, up_front=True):
+    """An image folder (12 good images per split) plus, in train/cat and val/dog, a truncated JPEG and (with
+    `up_front`) a zero-byte .jpg and a text file named .jpg."""
+    import numpy as np
+    from PIL import Image
+
+    write_image_folder(root)
+    for folder in (root / "train" / "cat", root / "val" / "dog"):
+        if up_front:
+            (folder / "empty.jpg").write_bytes(b"")
+            (folder / "text.jpg").write_text("not an image at all\n")
+        Image.fromarray(np.random.default_rng(1).integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(folder / "w.jpg")
+        data = (folder / "w.jpg").read_bytes()
+        (folder / "truncated.jpg").write_bytes(data[: len(data) // 2])
+        (folder / "w.jpg").unlink()
+    return root
+
+
+def _train_folder(root, out, name, *extra):
+    return main(
+        [
+            "train",
+            "--dataset",
+            "imagefolder",
+            "--data-dir",
+            str(root),
+            "--image-size",
+            "32",
+            "--model",
+            "ghostnet_050",
+            "--output-dir",
+            str(out),
+            "--name",
+            name,
+            "--epochs",
+            "1",
+            "--batch-size",
+            "13",
+            "--num-workers",
+            "0",
+            "--no-progress",
+            *extra,
+        ]
+    )
+
+
+def test_train_and_eval_skip_unreadable_images_and_report_them(tmp_path, capsys):
+    """Regression: one corrupt image killed image-folder training and evaluation mid-epoch with a PIL traceback."""
+    root = _folder_with_unreadable_images(tmp_path / "imgs")
+    assert _train_folder(root, tmp_path / "runs", "skip") == 0
+    out = capsys.readouterr().out
+    assert "13 train / 13 test images" in out and "left out 4 files that are not images (first: " in out
+    assert "skipped 1 unreadable image(s) in training this epoch and 1 in evaluation (first: " in out
+    assert "truncated.jpg is not a readable image" in out
+    assert json.loads((tmp_path / "runs" / "skip" / "log.jsonl").read_text())["step"] == 1
+    ckpt = str(tmp_path / "runs" / "skip" / "last.pth")
+    assert main(["eval", ckpt, "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "(12 images)" in out and "skipped 3 unreadable image(s) (first: " in out and "empty.jpg" in out
+    assert main(["eval", ckpt, "--no-progress", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["skipped_images"] == 3
+
+
+def test_bad_images_error_refuses_in_one_line_naming_the_file(tmp_path, capsys):
+    from ghostnet import save_weights
+
+    root = _folder_with_unreadable_images(tmp_path / "imgs")
+    ckpt = tmp_path / "w.pth"
+    save_weights(create_model("ghostnet_050", num_classes=3), ckpt)
+    evaluate = ["eval", str(ckpt), "--dataset", "imagefolder", "--data-dir", str(root), "--no-progress"]
+    for run, name in [
+        (lambda: _train_folder(root, tmp_path / "runs", "up-front", "--bad-images", "error"), "empty.jpg"),
+        (lambda: main([*evaluate, "--bad-images", "error"]), "empty.jpg"),
+        (lambda: _train_folder(tmp_path / "decode", tmp_path / "runs", "decode", "--bad-images", "error"), "truncated"),
+        (lambda: main([*evaluate[:5], str(tmp_path / "decode"), *evaluate[6:], "--bad-images", "error"]), "truncated"),
+    ]:
+        if name == "truncated" and not (tmp_path / "decode").exists():
+            _folder_with_unreadable_images(tmp_path / "decode", up_front=False)
+        with pytest.raises(SystemExit) as e:
+            run()
+        err = capsys.readouterr().err.strip().splitlines()
+        assert e.value.code == 2 and len(err) == 1 and name in err[0] and "bad_images=skip" in err[0], err
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--bad-images", "ignore", "--output-dir", str(tmp_path)])
+    assert e.value.code == 2 and "bad_images must be skip or error" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- nothing silently wrong: saves, weights, interrupts
+
+
+def _digits(tmp_path, **overrides):
+    values = dict(output_dir=str(tmp_path / "runs"), name="r", epochs=1, max_steps=2, batch_size=16)
+    values.update(eval_batch_size=512, image_size=16, progress=False, seed=0, **overrides)
+    return load_config("digits", values)
+
+
+class _Poisoned:
+    """A classification task that, at step `at`, breaks the model (`what="buffer"`: a BN running mean
+    becomes NaN while the loss stays finite, as overflowing statistics do) or the loss (`what="loss"`)."""
+
+    def __new__(cls, at, what):
+        from ghostnet.engine.classification import ClassificationTask
+
+        class Task(ClassificationTask):
+            steps = 0
+
+            def step(self, net, batch):
+                self.steps += 1
+                if self.steps == at and what == "buffer":
+                    bn = next(m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d))
+                    bn.running_mean.fill_(float("nan"))
+                loss, sums = super().step(net, batch)
+                return (loss * float("nan") if self.steps == at and what == "loss" else loss), sums
+
+        return Task()
+
+
+def test_non_finite_weights_are_never_saved(tmp_path):
+    from ghostnet.engine import run_training
+
+    cfg = _digits(tmp_path, save_every_steps=2, max_steps=4)
+    with pytest.raises(TrainingDiverged) as e:
+        run_training(cfg, _Poisoned(at=3, what="buffer"))
+    run = tmp_path / "runs" / "r"
+    message = str(e.value)
+    assert "running_mean is not finite after step 4 (epoch 1); stopped without saving" in message
+    assert f"The last good checkpoint is {run / 'last.pth'} (step 2)" in message
+    ckpt = read_checkpoint(run / "last.pth")
+    assert ckpt["step"] == 2 and all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
+    assert not (run / "best.pth").exists()  # a NaN model never becomes the best
+
+
+def test_a_nan_loss_before_any_checkpoint_says_none_was_written(tmp_path):
+    from ghostnet.engine import run_training
+
+    with pytest.raises(TrainingDiverged) as e:
+        run_training(_digits(tmp_path), _Poisoned(at=1, what="loss"))
+    assert "loss is nan at step 1 (epoch 1); stopped without saving. No checkpoint was written" in str(e.value)
+    assert "last.pth" not in str(e.value)
+    assert not (tmp_path / "runs" / "r").exists()  # nothing was saved in the folder it made: not left as a stub
+
+
+def _train_argv(tmp_path):
+    return [
+        "train",
+        *("--dataset", "digits", "--image-size", "16", "--batch-size", "16", "--eval-batch-size", "512"),
+        *("--epochs", "1", "--max-steps", "3", "--save-every-steps", "1", "--no-progress"),
+        *("--output-dir", str(tmp_path / "runs"), "--name", "r"),
+    ]
+
+
+def test_a_full_disk_during_training_ends_in_one_line(tmp_path, monkeypatch, capsys):
+    import errno
+
+    from test_checkpoint import save_that_fails
+
+    full = lambda: OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # noqa: E731
+    monkeypatch.setattr(torch, "save", save_that_fails(full, after_calls=1))
+    assert main(_train_argv(tmp_path)) == 1
+    run = tmp_path / "runs" / "r"
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith(f"ghostnet train: error: could not write checkpoint {run / 'last.pth'}: ")
+    assert "No space left on device; it needs about " in err[0] and " free; the previous last.pth is intact" in err[0]
+    assert read_checkpoint(run / "last.pth")["step"] == 1
+    assert not [p.name for p in run.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_ctrl_c_during_a_training_save_is_an_interrupt(tmp_path, monkeypatch, capsys):
+    from test_checkpoint import save_that_fails
+
+    monkeypatch.setattr(torch, "save", save_that_fails(KeyboardInterrupt, after_calls=1))
+    assert main(_train_argv(tmp_path)) == 130
+    run = tmp_path / "runs" / "r"
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"interrupted while writing {run / 'last.pth'}; the previous last.pth is intact"]
+    assert read_checkpoint(run / "last.pth")["step"] == 1
+    assert not [p.name for p in run.iterdir() if p.name.endswith(".tmp")]

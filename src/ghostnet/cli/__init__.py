@@ -39,16 +39,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
     from ..engine.loop import TrainingDiverged
+    from ..models.checkpoint import CheckpointWriteError
 
     try:
         return func(args)
     except ValueError as e:  # bad input (UsageError, CheckpointError, DatasetError, RunDirError are ValueErrors)
         parser.exit(2, f"ghostnet {args.command}: error: {e}\n")
+    except CheckpointWriteError as e:  # disk full or an I/O error while saving or exporting: not a crash
+        print(f"ghostnet {args.command}: error: {e}", file=sys.stderr)
+        return 1
     except TrainingDiverged as e:
         print(f"ghostnet {args.command}: {e}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        print(f"interrupted {e}" if str(e) else "interrupted", file=sys.stderr)
         return 130
 
 

@@ -55,6 +55,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         args.ema,
         args.device,
         not args.no_progress,
+        bad_images=args.bad_images,
     )
     if not r.pop("is_main"):
         return 0
@@ -64,6 +65,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     print(
         f"{r['checkpoint']} on {r['dataset']} ({r['count']:,} images): top-1 {r['top1']:.2f}%  top-5 {r['top5']:.2f}%  loss {r['loss']:.4f}"
     )
+    if r["skipped_images"]:
+        print(f"skipped {r['skipped_images']} unreadable image(s) (first: {r['first_skipped']})")
     if "confusion" in r:
         print("\nconfusion matrix (rows: true class, columns: predicted)")
         print(format_confusion(r["confusion"], r["classes"]))
@@ -125,6 +128,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=positive_int, default=256)
     p.add_argument("--device", default="auto")
     p.add_argument("--ema", action="store_true", help="evaluate the EMA weights")
+    p.add_argument(
+        "--bad-images",
+        choices=["skip", "error"],
+        default="skip",
+        help="image folders: skip (leave unreadable images out and report the count) | error (refuse, naming the file)",
+    )
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_eval)

@@ -117,8 +117,17 @@ def load_cifar(
 
 
 def _file_reader(folder: Path) -> Callable[[str], bytes]:
-    """Reads the file of `folder` with a given name."""
-    return lambda name: (folder / name).read_bytes()
+    """Reads the file of `folder` with a given name; a missing one is a `DatasetError` naming it."""
+
+    def read(name: str) -> bytes:
+        try:
+            return (folder / name).read_bytes()
+        except FileNotFoundError:
+            raise DatasetError(
+                f"{folder} has no {name}: an incomplete CIFAR folder (extract the archive again)"
+            ) from None
+
+    return read
 
 
 def _read_cifar_archive(spec: CifarSpec, archive: Path) -> tuple[ImageData, ImageData, list[str]]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import math
 import os
 from collections import Counter
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ from typing import Any
 import torch
 
 from .datasets import DatasetError
+from .images import open_image
 from .loaders import batch_indices, sample_seed
 
 __all__ = ["CocoSplit", "DetectionLoader", "find_coco_split", "load_coco_split", "read_image", "require_pycocotools"]
@@ -262,6 +264,9 @@ def _check_annotation(
             f"annotation {ann.get('id')}: category id {cat} is not among {category_ids[:10]}",
         )
         return None
+    if not all(math.isfinite(v) for v in (x, y, w, h)):  # NaN/inf would be "clipped" into a full-image box
+        problems.add("annotations with a non-finite box", f"annotation {ann.get('id')}: bbox {ann['bbox']}")
+        return None
     if not (w > 0 and h > 0):
         problems.add("annotations with zero area", f"annotation {ann.get('id')}: bbox {ann['bbox']} has no area")
         return None
@@ -334,12 +339,11 @@ def _make_split(
 
 
 def read_image(path: str | os.PathLike) -> torch.Tensor:
-    """An image file as float RGB (3, H, W) in [0, 1]."""
+    """An image file as float RGB (3, H, W) in [0, 1], read by `images.open_image` (16-bit, palette, alpha and
+    CMYK scaled, not clipped); `images.ImageReadError` (a `DatasetError`) naming the file if it cannot be read."""
     import numpy as np
-    from PIL import Image
 
-    with Image.open(path) as im:
-        arr = np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
+    arr = np.asarray(open_image(path, "RGB"), dtype=np.uint8).copy()
     return torch.from_numpy(arr).permute(2, 0, 1).float().div_(255)
 
 
@@ -354,10 +358,7 @@ class _Images(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int):
         im = self.split.images[i]
-        try:
-            x = read_image(self.split.images_dir / im["file"])
-        except OSError as e:  # the file changed after the split was checked
-            raise DatasetError(f"cannot read {self.split.images_dir / im['file']}: {e}") from None
+        x = read_image(self.split.images_dir / im["file"])  # DatasetError if the file changed since it was checked
         boxes = im["boxes"].clone()
         if self.flip and sample_seed(self.seed, self.epoch, i) % 2:
             x = x.flip(-1)

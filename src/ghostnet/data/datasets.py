@@ -65,7 +65,7 @@ class DataBundle:
     std: tuple[float, ...]
     augment: str  # default augmentation: "crop_flip", "crop", "imagenet" or "none"
     source: str = ""  # where the files were found
-    meta: dict[str, Any] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)  # image folders: "skipped_files" {"train": [...], "test": [...]}
 
     @property
     def num_classes(self) -> int:
@@ -114,6 +114,7 @@ def load_dataset(
     data_dir: str | os.PathLike | None = None,
     download: bool = False,
     image_size: int | None = None,
+    bad_images: str = "skip",
 ) -> DataBundle:
     """Load a dataset by name.
 
@@ -122,12 +123,13 @@ def load_dataset(
         data_dir: where to look first (for ``imagefolder``: the root holding ``train/`` and ``val/``).
         download: fetch CIFAR / (Fashion-)MNIST into the cache (or `data_dir`) when missing, checksum-verified.
         image_size: input resolution; defaults to the dataset's own (224 for image folders).
+        bad_images: image folders: ``"skip"`` leaves out files that are not images (listed in
+            ``meta["skipped_files"]``), ``"error"`` refuses the dataset naming the first.
     """
     # The readers import this module's types, so they are imported here rather than at the top.
     from .cifar import CIFAR_SPECS, load_cifar
     from .digits import load_digits
     from .idx import IDX_SPECS, load_idx
-    from .image_folder import load_image_folder
 
     if name == "digits":
         size = image_size or 32
@@ -156,15 +158,34 @@ def load_dataset(
             name, train, test, classes, 3, train.images.shape[-1], CIFAR_MEAN, CIFAR_STD, "crop_flip", src
         )
     if name == "imagefolder":
-        if not data_dir:
-            raise DatasetError("the imagefolder dataset needs --data-dir pointing at a folder with train/ and val/")
-        if download:
-            raise DatasetError("image folders cannot be downloaded; point --data-dir at your copy")
-        train, test, classes = load_image_folder(data_dir)
-        return DataBundle(
-            name, train, test, classes, 3, image_size or 224, IMAGENET_MEAN, IMAGENET_STD, "imagenet", str(data_dir)
-        )
+        return _image_folder_bundle(data_dir, download, image_size, bad_images)
     raise DatasetError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+
+
+def _image_folder_bundle(
+    data_dir: str | os.PathLike | None, download: bool, image_size: int | None, bad_images: str
+) -> DataBundle:
+    from .image_folder import load_image_folder
+
+    if not data_dir:
+        raise DatasetError("the imagefolder dataset needs --data-dir pointing at a folder with train/ and val/")
+    if download:
+        raise DatasetError("image folders cannot be downloaded; point --data-dir at your copy")
+    train, test, classes = load_image_folder(data_dir, bad_images)
+    skipped = {"train": train.skipped_files, "test": test.skipped_files}
+    return DataBundle(
+        "imagefolder",
+        train,
+        test,
+        classes,
+        3,
+        image_size or 224,
+        IMAGENET_MEAN,
+        IMAGENET_STD,
+        "imagenet",
+        str(data_dir),
+        {"skipped_files": skipped},
+    )
 
 
 def _resize(split: ImageData, size: int | None) -> ImageData:

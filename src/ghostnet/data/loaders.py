@@ -3,6 +3,9 @@
 In-memory splits are augmented a whole batch at a time with tensor ops (`TensorLoader`); image folders go
 through a `DataLoader` with workers and torchvision transforms (`FolderLoader`). All randomness derives from
 (seed, epoch, batch), so a run resumes mid-epoch exactly.
+
+An image that fails to decode (truncated, corrupt) is dropped from its batch and listed in the loader's
+``skipped`` with ``bad_images="skip"``, or refused with a `DatasetError` naming it with ``"error"``.
 """
 
 from __future__ import annotations
@@ -14,8 +17,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .datasets import IMAGENET_MEAN, IMAGENET_STD, ImageData
-from .images import ConvertMode
+from .datasets import IMAGENET_MEAN, IMAGENET_STD, DatasetError, ImageData
+from .image_folder import BAD_IMAGES
+from .images import ConvertMode, ImageReadError
 
 __all__ = ["FolderLoader", "TensorLoader", "batch_indices", "folder_transforms"]
 
@@ -122,7 +126,12 @@ def _augment(x: torch.Tensor, flip: bool, g: torch.Generator, pad: int = 4) -> t
 
 
 class _SeededTransform(torch.utils.data.Dataset):
-    """Applies a random transform to sample i with randomness fixed by (seed, epoch, i), in any worker."""
+    """Applies a random transform to sample i with randomness fixed by (seed, epoch, i), in any worker.
+
+    An unreadable image gives ``(None, why)`` instead of ``(image, label)``: `_ReadableBatch` drops it, and the
+    loader decides in the main process what that means (an exception raised in a worker would reach the user
+    as a traceback wrapped in a traceback).
+    """
 
     def __init__(self, dataset: Any, transform: Any, seed: int) -> None:
         self.dataset, self.transform, self.seed, self.epoch = dataset, transform, seed, 0
@@ -131,17 +140,38 @@ class _SeededTransform(torch.utils.data.Dataset):
         return len(self.dataset)
 
     def __getitem__(self, i: int):
-        img, label = self.dataset[i]
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(sample_seed(self.seed, self.epoch, i))
-            return self.transform(img), label
+        try:
+            img, label = self.dataset[i]
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(sample_seed(self.seed, self.epoch, i))
+                return self.transform(img), label
+        except ImageReadError as e:
+            return None, str(e)
+
+
+class _ReadableBatch:
+    """Collates the readable samples of a batch: (images, labels, why each unreadable one was dropped).
+
+    A batch with no readable image gives empty tensors of the right shape (`shape` is one image's).
+    """
+
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        self.shape = shape
+
+    def __call__(self, samples: list[tuple[Any, Any]]) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+        good = [(x, y) for x, y in samples if x is not None]
+        bad = [why for x, why in samples if x is None]
+        if not good:
+            return torch.empty(0, *self.shape), torch.empty(0, dtype=torch.int64), bad
+        x, y = torch.utils.data.default_collate(good)
+        return x, y, bad
 
 
 def folder_transforms(train: bool, image_size: int, mean, std, color_jitter: float = 0.0, in_chans: int = 3):
     """ImageNet-style transforms (the paper's ImageNet recipe): RandomResizedCrop + flip [+ jitter]; or resize 256/224 + centre crop."""
     from torchvision import transforms as T
 
-    ops: list[Any] = [T.Grayscale(1)] if in_chans == 1 else [ConvertMode("RGB")]
+    ops: list[Any] = [ConvertMode("L" if in_chans == 1 else "RGB")]
     if train:
         ops += [T.RandomResizedCrop(image_size), T.RandomHorizontalFlip()]
         if color_jitter > 0:
@@ -157,7 +187,13 @@ def folder_transforms(train: bool, image_size: int, mean, std, color_jitter: flo
 
 
 class FolderLoader:
-    """Batches of an image-folder split through a DataLoader with workers, sharded like `TensorLoader`."""
+    """Batches of an image-folder split through a DataLoader with workers, sharded like `TensorLoader`.
+
+    Args:
+        bad_images: an image that fails to decode is dropped from its batch (``"skip"``; ``skipped`` lists
+            those of the latest pass) or refused with a `DatasetError` naming it (``"error"``). A training
+            batch left with one image is left empty (BatchNorm cannot train on one image).
+    """
 
     def __init__(
         self,
@@ -176,12 +212,23 @@ class FolderLoader:
         num_workers: int = 2,
         device: torch.device | str = "cpu",
         channels_last: bool = False,
+        bad_images: str = "skip",
     ) -> None:
+        if bad_images not in BAD_IMAGES:
+            raise ValueError(f"bad_images must be skip or error, got {bad_images!r}")
         transform = folder_transforms(train, image_size, mean, std, color_jitter, in_chans)
         self.dataset = _SeededTransform(dataset, transform, seed)
+        self.collate = _ReadableBatch((1 if in_chans == 1 else 3, image_size, image_size))
         self.batch_size, self.train, self.seed = batch_size, train, seed
         self.rank, self.world_size, self.num_workers = rank, world_size, num_workers
         self.device, self.channels_last = torch.device(device), channels_last
+        self.bad_images = bad_images
+        self.skipped: list[str] = []  # why each image dropped in the latest pass could not be read
+
+    def take_skipped(self) -> list[str]:
+        """The images the latest pass dropped (unreadable), and forget them."""
+        skipped, self.skipped = self.skipped, []
+        return skipped
 
     def __len__(self) -> int:
         n = len(self.dataset)
@@ -192,14 +239,21 @@ class FolderLoader:
         # A last eval batch smaller than the number of ranks leaves some ranks nothing: skip empty batches.
         mine = [m for m in (b[self.rank :: self.world_size].tolist() for b in all_batches[start:]) if m]
         self.dataset.epoch = epoch
+        self.skipped = []
         loader = torch.utils.data.DataLoader(
             self.dataset,
             batch_sampler=mine,
             num_workers=self.num_workers,
+            collate_fn=self.collate,
             pin_memory=self.device.type == "cuda",
             persistent_workers=False,
         )
-        for x, y in loader:
+        for x, y, bad in loader:
+            if bad and self.bad_images == "error":
+                raise DatasetError(f"{bad[0]}; remove it or use bad_images=skip to leave such images out")
+            self.skipped += bad
+            if bad and self.train and len(y) == 1:  # BatchNorm cannot train on one image: an empty step instead
+                x, y = x[:0], y[:0]
             x = x.to(self.device, non_blocking=True)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)

@@ -14,6 +14,7 @@ from typing import Any, cast
 import torch
 from torch import nn
 
+from ..models.checkpoint import CheckpointWriteError, interrupted, space_note, write_failure_reason
 from ..nn.surgery import fuse_bn
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "prepare_inference",
     "export_model",
     "ExportReport",
+    "ExportWriteError",
     "FORMATS",
     "onnx_session",
     "max_abs_diff",
@@ -47,6 +49,10 @@ def prepare_inference(
     if compile:
         model = cast(nn.Module, torch.compile(model))  # an OptimizedModule, which torch types as a callable
     return model
+
+
+class ExportWriteError(CheckpointWriteError):
+    """An export could not be written (disk full, I/O error); the partial file was removed."""
 
 
 @dataclass
@@ -156,10 +162,29 @@ def export_model(
                 f"the exported model disagrees with PyTorch: max abs diff {report.max_abs_diff:.2e} > {tolerance:g}"
             )
         os.replace(tmp, path)
+    except BaseException as e:
+        remove_partial(tmp)
+        failure = _write_failure(e, path, model)
+        if failure is None:
+            raise
+        raise failure from None
     finally:
         remove_partial(tmp)
     report.path, report.size_bytes, report.dynamic_batch = str(path), path.stat().st_size, dynamic_batch
     return report
+
+
+def _write_failure(e: BaseException, path: Path, model: nn.Module) -> BaseException | None:
+    """The one-line error for an export that could not be written or was interrupted; None for other errors."""
+    if interrupted(e):
+        return KeyboardInterrupt(f"while writing {path}; nothing was written")
+    reason = write_failure_reason(e)
+    if reason is None:
+        return None
+    weights = lambda: sum(t.numel() * t.element_size() for t in model.state_dict().values())  # noqa: E731
+    return ExportWriteError(
+        f"could not write {path}: {reason}; {space_note(path.parent, weights)}; the partial file was removed"
+    )
 
 
 def _export_torchscript(

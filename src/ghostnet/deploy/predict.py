@@ -13,9 +13,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..data import DatasetError
 from ..data.coco import read_image
-from ..data.images import Preprocess, collect_images
+from ..data.images import Preprocess, collect_images, open_image
 
 __all__ = ["predict_images", "detect_images", "draw_detections"]
 
@@ -29,21 +28,13 @@ def predict_images(
     Returns:
         One ``{"path", "top": [(class name, probability), ...]}`` per image, in input order.
     """
-    from PIL import Image, UnidentifiedImageError
-
     files = collect_images(paths)
     tf = prep.transform()
     device = next(model.parameters()).device
     results = []
     for i in range(0, len(files), batch_size):
         chunk = files[i : i + batch_size]
-        tensors = []
-        for f in chunk:
-            try:
-                with Image.open(f) as im:
-                    tensors.append(tf(im))
-            except (UnidentifiedImageError, OSError) as e:
-                raise DatasetError(f"{f} is not a readable image: {e}") from None
+        tensors = [tf(open_image(f, prep.image_mode)) for f in chunk]  # DatasetError naming an unreadable one
         probs = model(torch.stack(tensors).to(device)).softmax(dim=1)
         k = min(topk, probs.shape[1])
         values, indices = probs.topk(k, dim=1)
@@ -118,10 +109,7 @@ def detect_images(
         out_dir.mkdir(parents=True, exist_ok=True)
     results = []
     for p in paths:
-        try:
-            x = read_image(p)
-        except OSError as e:
-            raise DatasetError(f"cannot read image {p}: {e}") from None
+        x = read_image(p)  # DatasetError naming the file if it is unreadable
         det = model([x.to(device)])[0]
         keep = det["scores"] >= score_threshold
         det = {k: v[keep].cpu() for k, v in det.items()}

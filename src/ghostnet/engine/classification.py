@@ -13,13 +13,22 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from ..data import DataBundle, FolderLoader, ImageData, TensorLoader, load_dataset
+from ..data import DataBundle, DatasetError, FolderLoader, ImageData, TensorLoader, load_dataset
 from ..models import create_model, model_spec
 from .config import TrainConfig
-from .distributed import Dist
+from .distributed import Dist, all_reduce_sum
 from .loop import Task, autocast, run_training
 
-__all__ = ["ClassificationTask", "build_loaders", "build_model_for_data", "evaluate", "subset", "train"]
+__all__ = [
+    "ClassificationTask",
+    "build_loaders",
+    "build_model_for_data",
+    "count_skipped",
+    "evaluate",
+    "skipped_files_note",
+    "subset",
+    "train",
+]
 
 
 # ---------------------------------------------------------------- data and model
@@ -54,13 +63,34 @@ def build_loaders(cfg: TrainConfig, data: DataBundle, d: Dist, device: torch.dev
         if cfg.augment not in (None, "imagenet"):
             raise ValueError("image folders use augment 'imagenet' (RandomResizedCrop + flip)")
         folder: dict[str, Any] = dict(
-            image_size=data.image_size, mean=data.mean, std=data.std, in_chans=in_chans, num_workers=cfg.num_workers
+            image_size=data.image_size,
+            mean=data.mean,
+            std=data.std,
+            in_chans=in_chans,
+            num_workers=cfg.num_workers,
+            bad_images=cfg.bad_images,
         )
         train = FolderLoader(data.train, cfg.batch_size, train=True, color_jitter=cfg.color_jitter, **folder, **common)
         test = FolderLoader(data.test, cfg.eval_batch_size, train=False, **folder, **common)
     if len(train) == 0:
         raise ValueError(f"the training split has {len(data.train)} images, fewer than one batch of {cfg.batch_size}")
     return train, test
+
+
+def count_skipped(loaders: list[Any], d: Dist, device: torch.device) -> tuple[list[int], str]:
+    """How many unreadable images each loader dropped in its latest pass, not yet counted (summed over ranks),
+    and the first of them on this rank (``""`` if none). In-memory loaders never drop any."""
+    taken = [loader.take_skipped() if isinstance(loader, FolderLoader) else [] for loader in loaders]
+    counts = all_reduce_sum([float(len(t)) for t in taken], d, device)
+    first = next((t[0] for t in taken if t), "")
+    return [int(n) for n in counts], first
+
+
+def skipped_files_note(data: DataBundle) -> str:
+    """``"; left out N files that are not images (first: ...)"`` for an image folder that had some, else ``""``."""
+    skipped = data.meta.get("skipped_files", {})
+    files = [f for split in ("train", "test") for f in skipped.get(split, [])]
+    return f"; left out {len(files)} files that are not images (first: {files[0]})" if files else ""
 
 
 def build_model_for_data(cfg: TrainConfig, data: DataBundle) -> nn.Module:
@@ -135,7 +165,7 @@ class ClassificationTask(Task):
 
     def setup(self, cfg: TrainConfig, d: Dist, device: torch.device) -> None:
         self.cfg = cfg
-        data = load_dataset(cfg.dataset, cfg.data_dir, cfg.download and d.is_main, cfg.image_size)
+        data = load_dataset(cfg.dataset, cfg.data_dir, cfg.download and d.is_main, cfg.image_size, cfg.bad_images)
         if d.enabled and cfg.download:
             dist.barrier()
         if cfg.train_subset:
@@ -158,6 +188,7 @@ class ClassificationTask(Task):
         return (
             f"{self.model_name} on {data.name} ({data.source}): {len(data.train):,} train / {len(data.test):,} test images, "
             f"{data.num_classes} classes, {count_params(self.model):,} params, input {self.in_chans}x{data.image_size}x{data.image_size}"
+            f"{skipped_files_note(data)}"
         )
 
     def stat_names(self) -> list[str]:
@@ -165,6 +196,8 @@ class ClassificationTask(Task):
 
     def step(self, net: nn.Module, batch: Any) -> tuple[torch.Tensor, list[float]]:
         x, y = batch
+        if len(y) == 0:  # bad_images=skip dropped every image of this batch
+            return _no_images_loss(net), [0, 0.0, 0]
         with autocast(x.device, self.cfg.amp):
             logits = net(x)
             loss = self.criterion(logits.float(), y)
@@ -176,6 +209,13 @@ class ClassificationTask(Task):
 
     def evaluate(self, model: nn.Module, d: Dist, device: torch.device, cfg: Any) -> dict[str, Any]:
         m = evaluate(model, self.eval_loader, self.data.num_classes, d, device, cfg.amp, progress=cfg.progress)
+        if model is self.model:  # not the EMA's evaluation, which meets the same images again
+            (n_train, n_eval), first = count_skipped([self.train_loader, self.eval_loader], d, device)
+            if n_train + n_eval and d.is_main:
+                print(
+                    f"skipped {n_train} unreadable image(s) in training this epoch and {n_eval} in evaluation "
+                    f"(first: {first})"
+                )
         return {"eval_loss": m["loss"], "eval_top1": m["top1"], "eval_top5": m["top5"]}
 
     def checkpoint_data(self) -> dict[str, Any]:
@@ -206,6 +246,16 @@ class ClassificationTask(Task):
             f"{prof.params:,} params, {prof.macs / 1e6:.2f}M MACs"
         )
         return summary, text
+
+
+def _no_images_loss(net: nn.Module) -> torch.Tensor:
+    """A zero loss for a training batch left without images: the step changes nothing but momentum and decay."""
+    if isinstance(net, nn.parallel.DistributedDataParallel):
+        raise DatasetError(
+            "every image of a training batch was unreadable, which distributed training cannot step over; "
+            "remove the unreadable images (bad_images=error names them)"
+        )
+    return torch.stack([p.sum() for p in net.parameters() if p.requires_grad]).sum() * 0.0
 
 
 def train(cfg: TrainConfig) -> dict[str, Any]:

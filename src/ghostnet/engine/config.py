@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -97,6 +98,7 @@ class RunConfig:
 
     def validate(self) -> None:
         """Raise `ValueError` naming the first nonsensical field."""
+        _check_finite(self)
         _first_failure(
             (self.epochs >= 1, "epochs must be >= 1"),
             (self.batch_size >= 1, "batch_size must be >= 1"),
@@ -138,6 +140,10 @@ class TrainConfig(RunConfig):
     augment: str | None = option(None, "crop_flip | crop | none | imagenet; None = the dataset's default")
     color_jitter: float = option(0.0, "image folders: ColorJitter strength (0.4 in one ImageNet reproduction)")
     in_chans: int | None = option(None, "model input channels; None = the dataset's; 3 on grayscale data replicates it")
+    bad_images: str = option(
+        "skip",
+        "image folders: skip (leave unreadable images out and report the count) | error (refuse, naming the file)",
+    )
     # --- model
     width: float | None = option(None, "width multiplier, for the model 'ghostnet'")
     ratio: int | None = option(
@@ -165,6 +171,7 @@ class TrainConfig(RunConfig):
             ),
             (self.image_size is None or self.image_size >= 8, "image_size must be >= 8"),
             (self.in_chans in (None, 1, 3), "in_chans must be 1 or 3"),
+            (self.bad_images in ("skip", "error"), "bad_images must be skip or error"),
             (self.ratio is None or self.ratio >= 1, "ratio must be >= 1"),
             (
                 self.dw_size is None or (self.dw_size >= 1 and self.dw_size % 2 == 1),
@@ -246,6 +253,15 @@ class DetectConfig(RunConfig, DetectorOptions):
         if self.model != "fasterrcnn_ghostnet":
             opts.pop("rois_per_image")
         return opts
+
+
+def _check_finite(cfg: RunConfig) -> None:
+    """Every number of the config is finite: inf or nan would train to the end and save NaN weights."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        values = value if isinstance(value, list) else [value]
+        if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+            raise ValueError(f"{f.name} must be a finite number, got {value}")
 
 
 def _first_failure(*checks: tuple[bool, str]) -> None:

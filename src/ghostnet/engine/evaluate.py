@@ -11,7 +11,7 @@ from ..data import IMAGENET_MEAN, IMAGENET_STD, DatasetError, load_dataset
 from ..data.images import Preprocess
 from ..models import create_model
 from ..models.checkpoint import FORMAT, CheckpointError, extract_state_dict, load_weights, read_checkpoint
-from .classification import build_loaders, evaluate
+from .classification import build_loaders, count_skipped, evaluate
 from .config import TrainConfig
 from .distributed import init_distributed
 
@@ -76,10 +76,13 @@ def evaluate_checkpoint(
     use_ema: bool = False,
     device: str = "auto",
     progress: bool = True,
+    bad_images: str = "skip",
 ) -> dict[str, Any]:
     """Top-1/top-5/loss (and a confusion matrix for <= 20 classes) of a checkpoint on a dataset's test split.
 
     The dataset defaults to the one the checkpoint was trained on. Runs distributed under torchrun.
+    With ``bad_images="skip"`` unreadable images of an image folder are left out and counted
+    (``"skipped_images"``, the first in ``"first_skipped"``); with ``"error"`` the first one is refused.
     """
     d, dev = init_distributed(device)
     model, prep, trained = load_model(checkpoint, model_name, use_ema=use_ema)
@@ -94,15 +97,26 @@ def evaluate_checkpoint(
         or (trained.get("image_size") if dataset == trained.get("dataset") else None)
         or (prep.image_size if dataset == "imagefolder" else None)
     )
-    data = load_dataset(dataset, data_dir, False, image_size)
-    if prep.classes and len(prep.classes) != data.num_classes:
-        raise DatasetError(f"the model predicts {len(prep.classes)} classes but {dataset} has {data.num_classes}")
-    cfg = TrainConfig(dataset=dataset, eval_batch_size=batch_size, batch_size=d.world_size, device=device)
+    data = load_dataset(dataset, data_dir, False, image_size, bad_images)
+    predicts = len(prep.classes) or getattr(model, "num_classes", None)
+    if predicts and predicts != data.num_classes:  # a bare state dict carries no class names, only its head's shape
+        raise DatasetError(f"{checkpoint} predicts {predicts} classes but {dataset} has {data.num_classes}")
+    cfg = TrainConfig(
+        dataset=dataset, eval_batch_size=batch_size, batch_size=d.world_size, device=device, bad_images=bad_images
+    )
     _, loader = build_loaders(cfg, data, d, dev, prep.in_chans)
     metrics = evaluate(
         model.to(dev), loader, data.num_classes, d, dev, confusion=data.num_classes <= 20, progress=progress
     )
+    (decoding,), first = count_skipped([loader], d, dev)
+    up_front = data.meta.get("skipped_files", {}).get("test", [])
     metrics.update(
-        dataset=dataset, classes=data.classes, checkpoint=str(checkpoint), world_size=d.world_size, is_main=d.is_main
+        dataset=dataset,
+        classes=data.classes,
+        checkpoint=str(checkpoint),
+        world_size=d.world_size,
+        is_main=d.is_main,
+        skipped_images=len(up_front) + decoding,
+        first_skipped=(up_front or [first])[0],
     )
     return metrics

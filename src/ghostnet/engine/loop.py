@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
+import sys
 import time
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
@@ -25,7 +24,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ..models.checkpoint import FORMAT, load_weights, save_checkpoint
+from ..models.checkpoint import FORMAT, copy_checkpoint, load_weights, save_checkpoint
 from .config import RunConfig
 from .distributed import Dist, all_reduce_sum, gather, init_distributed, ranks_agree, sync_buffers
 from .runs import (
@@ -40,11 +39,11 @@ from .runs import (
     write_text,
 )
 
-__all__ = ["Task", "TrainingDiverged", "autocast", "lr_factor", "param_groups", "run_training"]
+__all__ = ["Task", "TrainingDiverged", "autocast", "lr_factor", "non_finite", "param_groups", "run_training"]
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the last good checkpoint is kept."""
+    """The loss or the weights became NaN or infinite; the last good checkpoint is kept."""
 
 
 class Task:
@@ -93,6 +92,14 @@ class Task:
         return {}, ""
 
 
+def non_finite(model: nn.Module) -> str | None:
+    """The name of the first floating-point parameter or buffer of `model` holding a NaN or infinity, else None."""
+    floats = [(k, v) for k, v in model.state_dict().items() if v.is_floating_point() or v.is_complex()]
+    if not floats or bool(torch.stack([torch.isfinite(v).all() for _, v in floats]).all()):
+        return None
+    return next(k for k, v in floats if not torch.isfinite(v).all())
+
+
 def autocast(device: torch.device, amp: str) -> AbstractContextManager:
     """The mixed-precision context for `amp` (none | bf16 | fp16); a no-op off CUDA."""
     if amp == "none" or device.type != "cuda":
@@ -134,16 +141,22 @@ def run_training(cfg: RunConfig, task: Task) -> dict[str, Any]:
         raise ValueError(f"amp {cfg.amp} needs CUDA; use amp none on {device.type}")
     seed_everything(cfg.seed, cfg.deterministic)
     task.setup(cfg, d, device)
-    run = _Run(cfg, task, d, device)
-    if cfg.resume:
-        run.resume()
-    run.start()
-    for epoch in range(run.step // run.steps_per_epoch, cfg.epochs):
-        if run.step >= run.total_steps:
-            break
-        train_time = run.train_epoch(epoch)
-        run.end_epoch(epoch, train_time)
-    return run.finish()
+    run = _Run(cfg, task, d, device)  # holds the run folder's lock from here on
+    try:
+        if cfg.resume:
+            run.resume()
+        run.start()
+        for epoch in range(run.step // run.steps_per_epoch, cfg.epochs):
+            if run.step >= run.total_steps:
+                break
+            train_time = run.train_epoch(epoch)
+            run.end_epoch(epoch, train_time)
+        return run.finish()
+    except BaseException:
+        run.folder.discard_if_unused()  # a folder this run made and never saved into is not left as a stub
+        raise
+    finally:
+        run.folder.release()
 
 
 class _Run:
@@ -175,15 +188,17 @@ class _Run:
             self.optimizer, lambda s: lr_factor(cfg, s, self.steps_per_epoch)
         )
         self.scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp == "fp16" and device.type == "cuda")
-        self.run_dir: Path = prepare_run_dir(cfg, d)
         self.n_stats = len(task.stat_names())
         self.step, self.best = 0, -math.inf
         self.history: list[dict[str, Any]] = []
         self.progress = [0.0] * (self.n_stats + 1)  # this epoch so far, on this rank: the task's sums, then seconds
+        self.saved: tuple[Path, int] | None = None  # the last good checkpoint and its step
+        self.folder = prepare_run_dir(cfg, d)  # last: nothing after it may fail and leave the folder locked
+        self.run_dir: Path = self.folder.path
 
     def resume(self) -> None:
         """Load the newest complete checkpoint: weights, optimizer, schedule, RNG, the partial epoch's sums."""
-        path, ckpt = newest_checkpoint(self.run_dir)
+        path, ckpt, passed_over = newest_checkpoint(self.run_dir)
         load_weights(self.model, ckpt)  # names the mismatch if the run was set up with another model
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
@@ -198,7 +213,10 @@ class _Run:
         set_rng_state(rank_state["rng"])
         self.progress = rank_state["progress"]
         self.step, self.history, self.best = ckpt["step"], ckpt["history"], ckpt["best_metric"]
+        self.saved = (path, self.step)
         if self.d.is_main:
+            for problem in passed_over:
+                print(f"warning: {problem}; resuming from {path.name} (step {self.step}) instead", file=sys.stderr)
             print(
                 f"resuming {self.run_dir} from {path.name} at step {self.step} (epoch {self.step // self.steps_per_epoch + 1})"
             )
@@ -213,14 +231,35 @@ class _Run:
             )
 
     def save(self, tag: str) -> None:
-        """Write last.pth (and copy it to best.pth when `tag` is "best"), atomically, from rank 0."""
+        """Write last.pth (and copy it to best.pth when `tag` is "best"), atomically, from rank 0.
+
+        Raises TrainingDiverged, writing nothing, when a weight or buffer of the model (or its EMA) is not finite.
+        """
+        self._check_weights()
         ranks = gather({"rng": rng_state(), "progress": self.progress}, self.d)
         if not self.d.is_main:
             return
         save_checkpoint(self._state(ranks), self.run_dir / "last.pth")
+        self.saved = (self.run_dir / "last.pth", self.step)
         if tag == "best":
-            shutil.copyfile(self.run_dir / "last.pth", self.run_dir / ".best.pth.tmp")
-            os.replace(self.run_dir / ".best.pth.tmp", self.run_dir / "best.pth")
+            copy_checkpoint(self.run_dir / "last.pth", self.run_dir / "best.pth")
+
+    def _check_weights(self) -> None:
+        bad = non_finite(self.model)
+        if bad is None and self.ema is not None and (ema_bad := non_finite(self.ema.module)):
+            bad = f"the EMA's {ema_bad}"
+        if all_reduce_sum([1.0 if bad else 0.0], self.d, self.device)[0]:
+            where = f"{bad} is not finite" if bad else "a weight is not finite on another process"
+            epoch = (self.step - 1) // self.steps_per_epoch + 1
+            raise TrainingDiverged(
+                f"{where} after step {self.step} (epoch {epoch}); stopped without saving. {self._last_good()}"
+            )
+
+    def _last_good(self) -> str:
+        if self.saved is None:
+            return "No checkpoint was written before it (nothing to resume from)"
+        path, step = self.saved
+        return f"The last good checkpoint is {path} (step {step})"
 
     def _state(self, ranks: list[Any]) -> dict[str, Any]:
         cfg, task, ema, spe = self.cfg, self.task, self.ema, self.steps_per_epoch
@@ -292,7 +331,7 @@ class _Run:
         if bad:
             raise TrainingDiverged(
                 f"loss is {loss.item()} at step {self.step + 1} (epoch {epoch + 1}); stopped without saving. "
-                f"The last good checkpoint is {self.run_dir / 'last.pth'}"
+                + self._last_good()
             )
 
     def _optimize(self, loss: torch.Tensor) -> None:

@@ -8,19 +8,31 @@ so loading never runs pickled code. Official and timm state dicts, and ``.safete
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 import pickle
+import pickletools
+import re
+import shutil
 import tempfile
-from collections.abc import Mapping
+import zipfile
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import IO, Any, Literal
 
 import torch
 from torch import nn
 
 __all__ = [
     "CheckpointError",
+    "CheckpointWriteError",
     "FORMAT",
+    "copy_checkpoint",
+    "interrupted",
+    "space_note",
+    "state_checksum",
+    "write_failure_reason",
     "read_checkpoint",
     "extract_state_dict",
     "load_weights",
@@ -33,8 +45,18 @@ FORMAT = "ghostnet-checkpoint"
 _SHOW = 5  # how many offending keys an error names
 
 
+_SCALARS = (bool, int, float, str, bytes, type(None))  # the plain values a checksum covers besides tensors
+# torch's zip writer reports a failed write (disk full, interrupted) as an assertion about the file position
+_TORCH_WRITE_FAILURE = re.compile(r"unexpected pos|file write failed|PytorchStreamWriter failed", re.IGNORECASE)
+_SAFE_MODULES = ("torch", "collections", "_codecs")  # where the globals of a plain checkpoint come from
+
+
 class CheckpointError(ValueError):
     """A checkpoint that cannot be read, or does not fit the model."""
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint (or export) could not be written: disk full, I/O error. The previous file is left intact."""
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
@@ -52,28 +74,114 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"checkpoint is not a file: {path}")
     if path.suffix == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
+        return _read_safetensors(path)
+    obj = _load_pth(path)
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a state dict or checkpoint")
+    obj = dict(obj)
+    if obj.get("format") == FORMAT and "checksum" in obj:
+        _verify(path, obj, obj["checksum"])
+    return obj
 
-        try:
-            return dict(load_file(str(path), device="cpu"))
-        except (SafetensorError, OSError, ValueError) as e:
-            raise CheckpointError(f"{path} is not a readable safetensors file: {_first_line(e)}") from None
+
+def _read_safetensors(path: Path) -> dict[str, Any]:
+    from safetensors import SafetensorError, safe_open
+    from safetensors.torch import load_file
+
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+        tensors = dict(load_file(str(path), device="cpu"))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path} is not a readable safetensors file: {_first_line(e)}") from None
+    if meta.get("format") == FORMAT and "checksum" in meta:
+        _verify(path, tensors, meta["checksum"])
+    return tensors
+
+
+def _load_pth(path: Path) -> Any:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        if "Unsupported global" in str(e) or "Unsupported class" in str(e):
+        refused = _refused_global(path, e)
+        if refused:
             raise CheckpointError(
-                f"{path} holds Python objects other than tensors; refusing to unpickle it (it could run code)"
+                f"{path} asks to run code: it names the Python object {refused} to import when unpickled; "
+                "refusing to unpickle it (only tensors and plain data are loaded)"
             ) from None
         # torch's weights-only message is a page of advice; what matters is that the bytes are not a state dict
         detail = "its bytes are not a saved state dict" if "Weights only load failed" in str(e) else _first_line(e)
         raise CheckpointError(f"{path} is not a PyTorch checkpoint (truncated or corrupt?): {detail}") from None
     except Exception as e:  # noqa: BLE001 - any parse failure of untrusted bytes means "not a checkpoint"
         raise CheckpointError(f"{path} is not a PyTorch checkpoint (truncated or corrupt?): {_first_line(e)}") from None
-    if not isinstance(obj, Mapping):
-        raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a state dict or checkpoint")
-    return dict(obj)
+
+
+def _verify(path: Path, obj: Mapping[str, Any], stored: Any) -> None:
+    if stored != state_checksum(obj):
+        raise CheckpointError(
+            f"{path} is damaged: its contents do not match the checksum stored when it was saved (bytes changed "
+            "on disk or in transfer?); a file edited on purpose must be saved again with save_checkpoint/save_weights"
+        )
+
+
+def _refused_global(path: Path, e: Exception) -> str | None:
+    """The Python object (``module.name``) a pickle asks to import that a weights-only load refuses, if any.
+
+    Read from the pickle's opcodes (never executed), whatever torch's wording; torch's message as a fallback.
+    """
+    unsafe = [g for g in _pickle_globals(path) if g.split(".")[0] not in _SAFE_MODULES]
+    if unsafe:
+        return _readable_global(unsafe[0])
+    named = re.search(r"\bGLOBAL\s+([\w.]+)", str(e))
+    return named.group(1) if named else None
+
+
+def _readable_global(name: str) -> str:
+    return name.replace("__builtin__.", "builtins.", 1)  # protocol 2 spells builtins the Python 2 way
+
+
+def _pickle_globals(path: Path) -> list[str]:
+    """Every global a checkpoint's pickle references (torch's zip format, or the legacy stream of pickles)."""
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as z:
+                name = next((n for n in z.namelist() if n.endswith("data.pkl")), None)
+                streams = [z.read(name)] if name else []
+        else:
+            with open(path, "rb") as f:
+                streams = [f.read(1 << 20)]
+    except (OSError, zipfile.BadZipFile, RuntimeError):
+        return []
+    found: list[str] = []
+    for data in streams:
+        stream = io.BytesIO(data)
+        for _ in range(4):  # the legacy format is several pickles in a row
+            found += _globals_in(stream)
+    return found
+
+
+def _globals_in(stream: IO[bytes]) -> list[str]:
+    """The globals of one pickle read from `stream` (GLOBAL and protocol 4's STACK_GLOBAL), without running it."""
+    found: list[str] = []
+    pushed: list[str | None] = []  # what each push put on the stack, when it was a string
+    memo: dict[Any, str | None] = {}
+    try:
+        for op, arg, _ in pickletools.genops(stream):
+            if op.name == "GLOBAL" or op.name == "INST":
+                found.append(str(arg).replace(" ", "."))
+            elif op.name == "STACK_GLOBAL" and len(pushed) >= 2 and pushed[-2] and pushed[-1]:
+                found.append(f"{pushed[-2]}.{pushed[-1]}")
+            elif "UNICODE" in op.name or "STRING" in op.name:
+                pushed.append(str(arg))
+            elif op.name in ("GET", "BINGET", "LONG_BINGET"):
+                pushed.append(memo.get(arg))
+            elif op.name in ("PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"):
+                memo[len(memo) if op.name == "MEMOIZE" else arg] = pushed[-1] if pushed else None
+            else:
+                pushed.append(None)
+    except (ValueError, EOFError):  # not a pickle (any more): nothing to report
+        pass
+    return found
 
 
 def extract_state_dict(ckpt: Mapping[str, Any], prefer_ema: bool = False) -> dict[str, torch.Tensor]:
@@ -122,6 +230,9 @@ def load_weights(
     ckpt = read_checkpoint(source) if isinstance(source, (str, os.PathLike)) else source
     name = str(source) if isinstance(source, (str, os.PathLike)) else "state dict"
     sd = extract_state_dict(ckpt, prefer_ema=prefer_ema)
+    adapt = getattr(model, "adapt_state_dict", None)
+    if callable(adapt):  # a family's own renames and conversions (e.g. timm's V3 names, folding a V3 checkpoint)
+        sd = adapt(sd)
     own = model.state_dict()
 
     skipped = []
@@ -137,8 +248,21 @@ def load_weights(
             del sd[k]
     missing = [k for k in own if k not in sd and not (head_prefixes and k.startswith(head_prefixes))]
     unexpected = [k for k in sd if k not in own]
-    mismatched = [k for k in sd if k in own and sd[k].shape != own[k].shape]
+    _check_fit(name, model, sd, own, missing if strict else [], unexpected if strict else [])
+    model.load_state_dict(sd, strict=False)
+    return {"missing": missing, "unexpected": unexpected, "skipped": skipped}
 
+
+def _check_fit(
+    name: str,
+    model: nn.Module,
+    sd: Mapping[str, torch.Tensor],
+    own: Mapping[str, torch.Tensor],
+    missing: list[str],
+    unexpected: list[str],
+) -> None:
+    """Raise a one-line `CheckpointError` naming the first keys whose shapes differ, or that are missing/unexpected."""
+    mismatched = [k for k in sd if k in own and sd[k].shape != own[k].shape]
     if mismatched:
         rows = ", ".join(
             f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}" for k in mismatched[:_SHOW]
@@ -147,15 +271,13 @@ def load_weights(
         if any(k.startswith(_classifier_prefixes(model)) for k in mismatched):
             hint = " (a different num_classes? pass ignore_classifier=True)"
         raise CheckpointError(f"{name}: {len(mismatched)} shape mismatch(es): {rows}{hint}")
-    if strict and (missing or unexpected):
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing key(s) {missing[:_SHOW]}")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected key(s) {unexpected[:_SHOW]}")
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing key(s) {missing[:_SHOW]}")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected key(s) {unexpected[:_SHOW]}")
+    if parts:
         raise CheckpointError(f"{name} does not fit {type(model).__name__}: " + "; ".join(parts))
-    model.load_state_dict(sd, strict=False)
-    return {"missing": missing, "unexpected": unexpected, "skipped": skipped}
 
 
 def load_pretrained(model: nn.Module, entry: Any, *, ignore_classifier: bool | Literal["mismatched"] = False) -> None:
@@ -172,30 +294,155 @@ def load_pretrained(model: nn.Module, entry: Any, *, ignore_classifier: bool | L
 
 
 def save_checkpoint(obj: Mapping[str, Any], path: str | os.PathLike) -> Path:
-    """Write a checkpoint atomically: temp file in the same folder, flush, fsync, rename.
+    """Write a checkpoint atomically (temp file in the same folder, flush, fsync, rename) with a checksum.
 
     A reader sees either the previous complete file or the new complete file, never a partial one,
-    even if the process is killed mid-write.
+    even if the process is killed mid-write. ``"checksum"`` (see `state_checksum`) lets `read_checkpoint`
+    notice bytes that change later.
+
+    Raises:
+        CheckpointWriteError: the file could not be written (disk full, ...): one line with the file, the
+            space it needs and the space free; the previous file is intact and no temp file is left.
+        KeyboardInterrupt: Ctrl-C during the write, after removing the temp file.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    state = {k: v for k, v in obj.items() if k != "checksum"}
+    state["checksum"] = state_checksum(state)
+    return _write_atomically(Path(path), lambda f: torch.save(state, f), lambda: _state_bytes(state))
+
+
+def copy_checkpoint(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
+    """Copy a complete checkpoint to `dst` atomically (how ``last.pth`` becomes ``best.pth``); errors as in
+    `save_checkpoint`."""
+    src = Path(src)
+
+    def write(f: IO[bytes]) -> None:
+        with open(src, "rb") as inp:
+            shutil.copyfileobj(inp, f, 1 << 20)
+
+    return _write_atomically(Path(dst), write, lambda: src.stat().st_size)
+
+
+def _write_atomically(path: Path, write: Callable[[IO[bytes]], object], needed: Callable[[], int]) -> Path:
+    existed, tmp = path.exists(), None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as f:
-            torch.save(dict(obj), f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)  # make the rename itself durable
-        finally:
-            os.close(dir_fd)
-    except BaseException:
-        if os.path.exists(tmp):
+    except BaseException as e:
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
-        raise
+        kept = f"the previous {path.name} is intact" if existed else f"no {path.name} was written"
+        if interrupted(e):
+            raise KeyboardInterrupt(f"while writing {path}; {kept}") from None
+        reason = write_failure_reason(e)
+        if reason is None:
+            raise
+        raise CheckpointWriteError(
+            f"could not write checkpoint {path}: {reason}; {space_note(path.parent, needed)}; {kept}"
+        ) from None
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)  # make the rename itself durable
+    finally:
+        os.close(dir_fd)
     return path
+
+
+def interrupted(e: BaseException) -> bool:
+    """Whether `e` is, or came from, a KeyboardInterrupt (torch's zip writer turns one into a RuntimeError)."""
+    return any(isinstance(x, KeyboardInterrupt) for x in _chain(e))
+
+
+def write_failure_reason(e: BaseException) -> str | None:
+    """Why a write failed, in a few words (``No space left on device``); None when `e` is not a failed write."""
+    for x in _chain(e):
+        if isinstance(x, OSError) and not isinstance(x, CheckpointWriteError):
+            return x.strerror or _first_line(x)
+    if isinstance(e, RuntimeError) and _TORCH_WRITE_FAILURE.search(str(e)):
+        return f"the write stopped short ({_first_line(e)})"
+    return None
+
+
+def space_note(folder: Path, needed: Callable[[], int]) -> str:
+    """``it needs about 12.3 MiB, FOLDER has 1.0 MiB free`` (what it can find out of the two)."""
+    try:
+        need = f"it needs about {_size(needed())}"
+    except Exception:  # noqa: BLE001 - an estimate for an error message must not replace the error
+        need = "its size is unknown"
+    try:
+        return f"{need}, {folder} has {_size(shutil.disk_usage(folder).free)} free"
+    except OSError:
+        return need
+
+
+def state_checksum(obj: Any) -> str:
+    """``sha256:<hex>`` over every tensor (name, dtype, shape, bytes) and plain value in `obj`, in a fixed order.
+
+    Names are the key paths (``/model/conv_stem.weight``); a top-level ``"checksum"`` is left out.
+    """
+    h = hashlib.sha256()
+    for name, value in _leaves(obj, ""):
+        if isinstance(value, torch.Tensor):
+            h.update(f"{name}|{value.dtype}|{tuple(value.shape)}\n".encode())
+            h.update(_tensor_bytes(value))
+        else:
+            h.update(f"{name}|{type(value).__name__}|{value!r}\n".encode())
+    return "sha256:" + h.hexdigest()
+
+
+def _leaves(obj: Any, prefix: str) -> Iterator[tuple[str, Any]]:
+    """(key path, value) for every tensor and plain value inside nested dicts, lists and tuples."""
+    if isinstance(obj, torch.Tensor) or isinstance(obj, _SCALARS):
+        yield prefix, obj
+    elif isinstance(obj, Mapping):
+        items = [(str(k), v) for k, v in obj.items() if not (prefix == "" and k == "checksum")]
+        for key, value in sorted(items, key=lambda kv: kv[0]):
+            yield from _leaves(value, f"{prefix}/{key}")
+    elif isinstance(obj, (list, tuple)):
+        for i, value in enumerate(obj):
+            yield from _leaves(value, f"{prefix}/{i}")
+
+
+def _tensor_bytes(t: torch.Tensor) -> memoryview | bytes:
+    if t.layout != torch.strided or t.is_quantized or t.device.type == "meta":
+        return b""  # exotic tensors: their name, dtype and shape still count
+    flat = t.detach().cpu().contiguous().reshape(-1)
+    return flat.view(torch.uint8).numpy().data
+
+
+def _state_bytes(obj: Any) -> int:
+    """The bytes of the tensors in `obj` (shared storage counted once): about what a save writes."""
+    seen, total = set(), 0
+    for _, value in _leaves(obj, ""):
+        if isinstance(value, torch.Tensor):
+            storage = value.untyped_storage()
+            key = (storage.data_ptr(), str(storage.device))
+            if key not in seen:
+                seen.add(key)
+                total += storage.nbytes()
+    return total
+
+
+def _size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GiB"
+
+
+def _chain(e: BaseException | None) -> Iterator[BaseException]:
+    """`e` and the exceptions it was raised from or while handling."""
+    seen: set[int] = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        yield e
+        e = e.__cause__ or e.__context__
 
 
 def save_weights(model: nn.Module, path: str | os.PathLike) -> Path:
@@ -207,14 +454,11 @@ def save_weights(model: nn.Module, path: str | os.PathLike) -> Path:
     if path.suffix == ".safetensors":
         import json
 
-        from safetensors.torch import save_file
+        from safetensors.torch import save
 
-        path.parent.mkdir(parents=True, exist_ok=True)
         meta = {"format": FORMAT, "model_name": name or "", "model_kwargs": json.dumps(kwargs)}
-        tmp = path.with_name(f".{path.name}.tmp")
-        save_file(sd, str(tmp), metadata=meta)
-        os.replace(tmp, path)
-        return path
+        meta["checksum"] = state_checksum(sd)
+        return _write_atomically(path, lambda f: f.write(save(sd, metadata=meta)), lambda: _state_bytes(sd))
     return save_checkpoint({"format": FORMAT, "model": sd, "model_name": name, "model_kwargs": kwargs}, path)
 
 

@@ -46,6 +46,7 @@ class VGG(Fusable, nn.Module):
         super().__init__()
         if num_classes < 1 or in_chans < 1:
             raise ValueError(f"num_classes and in_chans must be >= 1, got {num_classes}, {in_chans}")
+        self.num_classes = num_classes
         feats: list[nn.Module] = []
         c = in_chans
         for v in layers:
@@ -106,6 +107,7 @@ class CifarResNet(Fusable, nn.Module):
             raise ValueError(f"depth must be 6n + 2 (20, 32, 44, 56, 110, ...), got {depth}")
         if num_classes < 1 or in_chans < 1:
             raise ValueError(f"num_classes and in_chans must be >= 1, got {num_classes}, {in_chans}")
+        self.num_classes = num_classes
         n = (depth - 2) // 6
         self.conv1 = nn.Conv2d(in_chans, widths[0], 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(widths[0])

@@ -73,31 +73,58 @@ def create_model(
         name: a registered name (see `list_models`).
         pretrained: download and load the published ImageNet weights (only models that have them).
         checkpoint_path: load weights from this file (official/timm ``.pth``, ``.safetensors``, or our
-            checkpoints). When the checkpoint's classifier has another ``num_classes``, the classifier
-            is left as initialised and everything else is loaded.
+            checkpoints). Without ``num_classes``, the model takes the checkpoint's class count; with a
+            ``num_classes`` that differs from the checkpoint's, the classifier is left as initialised and
+            everything else is loaded (fine-tuning to new classes).
         **kwargs: the model's constructor arguments (``num_classes``, ``in_chans``, ``drop_rate``, ...).
     """
     entry = model_entry(name)
-    try:
-        model = entry.builder(**kwargs)
-    except TypeError as e:  # a keyword this model does not take: the user's mistake, not a crash
-        bad = re.search(r"unexpected keyword argument '(\w+)'", str(e))
-        if bad is None:
-            raise
-        raise ValueError(f"model {name!r} does not take {bad.group(1)!r}") from None
     if pretrained and checkpoint_path:
         raise ValueError("give either pretrained=True or checkpoint_path, not both")
-    if pretrained or checkpoint_path:
-        from .checkpoint import load_pretrained, load_weights
+    model = _build(entry, kwargs)
+    if checkpoint_path:
+        from .checkpoint import extract_state_dict, load_weights, read_checkpoint
 
-        if checkpoint_path:
-            load_weights(model, checkpoint_path, ignore_classifier="mismatched")
-        else:
-            load_pretrained(model, entry, ignore_classifier="mismatched")
+        checkpoint_classes = _classes_of(model, extract_state_dict(read_checkpoint(checkpoint_path)))
+        if "num_classes" not in kwargs and checkpoint_classes is not None:
+            kwargs = {**kwargs, "num_classes": checkpoint_classes}  # adopt the checkpoint's classes
+            model = _build(entry, kwargs)
+        load_weights(model, checkpoint_path, ignore_classifier="mismatched")
+    elif pretrained:
+        from .checkpoint import load_pretrained
+
+        load_pretrained(model, entry, ignore_classifier="mismatched")
     # What it takes to build this model again (saved in checkpoints and exports).
     model.model_name = name  # type: ignore[assignment]
     model.model_kwargs = dict(kwargs)  # type: ignore[assignment]
     return model
+
+
+def _build(entry: ModelEntry, kwargs: dict[str, Any]) -> nn.Module:
+    try:
+        return entry.builder(**kwargs)
+    except TypeError as e:  # a keyword this model does not take: the user's mistake, not a crash
+        bad = re.search(r"unexpected keyword argument '(\w+)'", str(e))
+        if bad is None:
+            raise
+        raise ValueError(f"model {entry.name!r} does not take {bad.group(1)!r}") from None
+
+
+def _classes_of(model: nn.Module, state_dict: dict[str, Any]) -> int | None:
+    """The class count of the checkpoint's classifier where it differs from `model`'s, else None.
+
+    The classifier is the 2-D weight whose rows are the model's classes (``classifier.weight``,
+    ``classifier.3.weight`` in VGG, ``fc.weight`` in ResNet).
+    """
+    n = getattr(model, "num_classes", None)
+    if not isinstance(n, int) or n < 1:
+        return None
+    for key, own in model.state_dict().items():
+        theirs = state_dict.get(key)
+        if own.ndim == 2 and own.shape[0] == n and theirs is not None and theirs.ndim == 2:
+            if theirs.shape[1] == own.shape[1] and theirs.shape[0] != n:
+                return int(theirs.shape[0])
+    return None
 
 
 def model_spec(model: nn.Module) -> tuple[str, dict[str, Any]]:
