@@ -24,6 +24,18 @@ GOLDEN = {
     "ghost_vgg16 d=1": (32, 10, {"dw_size": 1}, 7_634_410, 157_855_744),
     "ghost_vgg16 d=5": (32, 10, {"dw_size": 5}, 7_684_330, 160_387_072),
     "ghost_vgg16 d=7": (32, 10, {"dw_size": 7}, 7_734_250, 162_918_400),
+    # GhostNetV2 and V3 (V3 in its training form, then folded for inference)
+    "ghostnetv2_100": (224, 1000, {}, 6_156_908, 167_048_288),
+    "ghostnetv2_130": (224, 1000, {}, 8_960_404, 269_322_976),
+    "ghostnetv2_160": (224, 1000, {}, 12_392_698, 398_607_224),
+    "ghostnetv3_050": (224, 1000, {}, 3_395_384, 117_528_000),
+    "ghostnetv3_100": (224, 1000, {}, 8_129_028, 404_128_320),
+    "ghostnetv3_130": (224, 1000, {}, 12_217_720, 654_842_824),
+    "ghostnetv3_160": (224, 1000, {}, 17_275_700, 971_574_612),
+    "ghostnetv3_050 folded": (224, 1000, {"folded": True}, 2_853_176, 49_640_656),
+    "ghostnetv3_100 folded": (224, 1000, {"folded": True}, 6_147_588, 167_048_288),
+    "ghostnetv3_130 folded": (224, 1000, {"folded": True}, 8_948_296, 269_322_976),
+    "ghostnetv3_160 folded": (224, 1000, {"folded": True}, 12_377_778, 398_607_224),
 }
 
 # The paper's Table 1 (ImageNet) and Tables 2-4 (CIFAR): (params, MACs) as it states them.
@@ -41,6 +53,18 @@ PAPER = {
     "ghost_vgg16 d=1": (7.6e6, 157e6),
     "ghost_vgg16 d=5": (7.7e6, 160e6),
     "ghost_vgg16 d=7": (7.7e6, 163e6),
+    # The successors' published tables (GhostNetV2 Table 2; GhostNetV3's, training form and folded).
+    "ghostnetv2_100": (6.16e6, 167e6),
+    "ghostnetv2_130": (8.96e6, 269e6),
+    "ghostnetv2_160": (12.39e6, 399e6),
+    "ghostnetv3_050": (3.395e6, 117.5e6),
+    "ghostnetv3_100": (8.129e6, 404.1e6),
+    "ghostnetv3_130": (12.218e6, 654.8e6),
+    "ghostnetv3_160": (17.276e6, 971.6e6),
+    "ghostnetv3_050 folded": (2.853e6, 49.6e6),
+    "ghostnetv3_100 folded": (6.1e6, 167e6),
+    "ghostnetv3_130 folded": (8.9e6, 269e6),
+    "ghostnetv3_160 folded": (12.3e6, 399e6),
 }
 
 # The paper's Ghost-ResNet-56 row (63M) matches our count without the cheap depthwise convs (63.1M);

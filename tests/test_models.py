@@ -248,3 +248,29 @@ def test_readme_list_models_line_is_what_list_models_returns():
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     line = next(ln for ln in readme.splitlines() if ln.startswith('list_models("ghostnet*")'))
     assert line.split("#", 1)[1].strip() == repr(list_models("ghostnet*"))
+
+
+@pytest.mark.parametrize(
+    "name,classifier", [("ghostnet_050", "classifier"), ("vgg16", "classifier.3"), ("resnet56", "fc")]
+)
+def test_a_checkpoint_with_other_classes_is_adopted_unless_num_classes_is_given(tmp_path, name, classifier):
+    from ghostnet import save_weights
+
+    trained = create_model(name, num_classes=7)
+    save_weights(trained, tmp_path / "w.pth")
+    model = create_model(name, checkpoint_path=str(tmp_path / "w.pth"))  # was: the default head, random, silently
+    head = model.get_submodule(classifier)
+    assert head.out_features == 7 and model.model_kwargs["num_classes"] == 7
+    torch.testing.assert_close(head.weight, trained.get_submodule(classifier).weight)
+    finetune = create_model(name, num_classes=3, checkpoint_path=str(tmp_path / "w.pth"))
+    assert finetune.get_submodule(classifier).out_features == 3  # asked for: a new head, the rest loaded
+
+
+def test_a_width_that_cannot_fit_in_memory_is_refused_before_building(capsys):
+    from ghostnet.cli import main
+
+    with pytest.raises(ValueError, match=r"width must be in \(0, 10\]"):
+        create_model("ghostnet", width=1e9)
+    with pytest.raises(SystemExit) as e:
+        main(["profile", "ghostnet", "--width", "1e9"])
+    assert e.value.code == 2 and "width must be in" in capsys.readouterr().err

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+import re
+from collections.abc import Callable, Sequence
+from typing import Any, cast
 
 import torch
 from torch import nn
 
 from ..nn.blocks import ConvBnAct, GhostBottleneck, init_weights, make_divisible
+from ..nn.rep import GhostBottleneckV3, GhostModuleV3, reparameterize
 from ..nn.surgery import Fusable
+from .checkpoint import CheckpointError
 from .registry import register_model
 
 __all__ = [
+    "fixed_width_ghostnet",
     "GhostNet",
     "GHOSTNET_STAGES",
     "ghostnet",
@@ -51,6 +55,7 @@ GHOSTNET_STAGES: tuple[tuple[tuple[int, int, int, float, int], ...], ...] = (
 STEM_CHANNELS = 16
 LAST_STAGE_CHANNELS = 960  # stage 9: 1x1 conv, BN, ReLU
 HEAD_CHANNELS = 1280  # the head's 1x1 conv is not scaled by width
+MAX_WIDTH = 10.0
 
 # Feature levels for features_only / detection: the index in `blocks` after which each level is taken (-1: the stem).
 # Strides 2/4/8/16/32 after the stem and after stages 1, 3, 5, 7.
@@ -72,6 +77,9 @@ class GhostNet(Fusable, nn.Module):
         features_only: build only the backbone up to the last level in ``out_indices``;
             ``forward`` then returns that list of feature maps.
         out_indices: feature levels returned when ``features_only`` (0..4 = strides 2, 4, 8, 16, 32).
+        version: ``"v1"`` (Ghost bottlenecks), ``"v2"`` (DFC attention on the expansion of every bottleneck
+            but the first two, GhostNetV2) or ``"v3"`` (V2 with re-parameterisable branches, GhostNetV3).
+        folded: V3 only: build the inference form (one conv with bias per site) instead of the training form.
     """
 
     def __init__(
@@ -86,10 +94,19 @@ class GhostNet(Fusable, nn.Module):
         small_input: bool = False,
         features_only: bool = False,
         out_indices: Sequence[int] = (0, 1, 2, 3, 4),
+        version: str = "v1",
+        folded: bool = False,
     ) -> None:
         super().__init__()
         out_indices = tuple(out_indices)
         _check_args(num_classes, width, in_chans, drop_rate, features_only, out_indices)
+        block = _block_builder(version, ratio, dw_size, folded)
+        # The constructor's arguments: what builds a twin of this model (e.g. to fold a checkpoint for it).
+        self.arch: dict[str, Any] = dict(
+            num_classes=num_classes, width=width, in_chans=in_chans, drop_rate=drop_rate, ratio=ratio, dw_size=dw_size,
+            small_input=small_input, features_only=features_only, out_indices=out_indices, version=version,
+        )  # fmt: skip
+        self.version = version
         self.num_classes = num_classes
         self.width = width
         self.drop_rate = drop_rate
@@ -103,7 +120,7 @@ class GhostNet(Fusable, nn.Module):
         self.bn1 = nn.BatchNorm2d(stem_chs)
         self.act1 = nn.ReLU(inplace=True)
 
-        stages, feature_info = _build_stages(stem_chs, stem_stride, width, ratio, dw_size, small_input)
+        stages, feature_info = _build_stages(stem_chs, stem_stride, width, block, small_input)
         self.num_features = make_divisible(LAST_STAGE_CHANNELS * width, 4)
         self.head_hidden_size = HEAD_CHANNELS
         levels = out_indices if features_only else tuple(range(len(_FEATURE_BLOCKS)))
@@ -113,20 +130,22 @@ class GhostNet(Fusable, nn.Module):
             keep = _FEATURE_BLOCKS[max(out_indices)] + 1  # blocks after the deepest level are not built
             self.blocks = nn.Sequential(*stages[:keep])
             # Checkpoint keys of the layers left out; load_weights drops these instead of failing.
-            self.dropped_prefixes = tuple(f"blocks.{i}." for i in range(keep, len(stages))) + (
-                "conv_head.",
-                "classifier.",
-            )
+            dropped = [f"blocks.{i}." for i in range(keep, len(stages))]
+            self.dropped_prefixes = (*dropped, "conv_head.", "classifier.")
         else:
             self.blocks = nn.Sequential(*stages)
             self.dropped_prefixes = ()
-            self.global_pool = nn.AdaptiveAvgPool2d(1)
-            self.conv_head = nn.Conv2d(self.num_features, HEAD_CHANNELS, 1, bias=True)
-            self.act2 = nn.ReLU(inplace=True)
-            self.flatten = nn.Flatten(1)
-            self.dropout = nn.Dropout(drop_rate)
-            self.classifier = nn.Linear(HEAD_CHANNELS, num_classes) if num_classes > 0 else nn.Identity()
+            self._build_head(num_classes, drop_rate)
         init_weights(self)
+
+    def _build_head(self, num_classes: int, drop_rate: float) -> None:
+        """Global pool, 1x1 conv to 1280 (bias), ReLU, flatten, dropout, classifier."""
+        self.global_pool = nn.AdaptiveAvgPool2d(1)
+        self.conv_head = nn.Conv2d(self.num_features, HEAD_CHANNELS, 1, bias=True)
+        self.act2 = nn.ReLU(inplace=True)
+        self.flatten = nn.Flatten(1)
+        self.dropout = nn.Dropout(drop_rate)
+        self.classifier = nn.Linear(HEAD_CHANNELS, num_classes) if num_classes > 0 else nn.Identity()
 
     def get_classifier(self) -> nn.Module:
         return self.classifier
@@ -176,14 +195,59 @@ class GhostNet(Fusable, nn.Module):
             return self.forward_intermediates(x)
         return self.forward_head(self.forward_features(x))
 
+    @property
+    def folded(self) -> bool:
+        """Whether the re-parameterisable sites (V3) are folded into single convs (the inference form)."""
+        return any(isinstance(m, GhostModuleV3) and m.folded for m in self.modules())
+
+    def reparameterize(self) -> GhostNet:
+        """A copy in the inference form: every re-parameterisable site folded into one conv (V3; eval mode)."""
+        return cast(GhostNet, reparameterize(self))
+
+    def adapt_state_dict(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """A checkpoint's weights in this model's names (called by `load_weights` before matching keys).
+
+        Drops thop's ``total_ops``/``total_params`` counters (official V2 files), renames timm's ``.bn1`` inside
+        V3 branches to the official ``.bn``, and folds a V3 training-form checkpoint for a folded model.
+        """
+        sd = {k: v for k, v in state_dict.items() if not k.endswith(("total_ops", "total_params"))}
+        sd = {_RPR_BN1.sub(r"\1.bn.", k): v for k, v in sd.items()}
+        if self.version != "v3":
+            return sd
+        holds_branches = any("_rpr_" in k for k in sd)
+        if self.folded and holds_branches:
+            return _fold_state_dict(self, sd)
+        if not self.folded and not holds_branches and any(k.endswith("primary_conv.0.bias") for k in sd):
+            raise CheckpointError(
+                "the checkpoint holds the folded (inference) form of a GhostNetV3 and this model is in the training "
+                "form; build it folded: create_model(name, folded=True, ...) (training cannot resume from folded weights)"
+            )
+        return sd
+
+
+# timm's V3 names a branch's BN "bn1" where the official release (and this package) name it "bn".
+_RPR_BN1 = re.compile(r"(_rpr_(?:conv\.\d+|scale))\.bn1\.")
+
+
+def _fold_state_dict(model: GhostNet, sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A V3 training-form state dict, folded: loaded into a training-form twin of `model`, which is folded."""
+    twin = GhostNet(**model.arch)  # built in the training form
+    missing, unexpected = twin.load_state_dict(sd, strict=False)
+    if missing or unexpected:
+        raise CheckpointError(
+            f"the training-form checkpoint does not fit this GhostNetV3: {len(missing)} missing key(s) "
+            f"{missing[:3]}, {len(unexpected)} unexpected {unexpected[:3]}"
+        )
+    return reparameterize(twin.eval(), inplace=True).state_dict()
+
 
 def _check_args(
     num_classes: int, width: float, in_chans: int, drop_rate: float, features_only: bool, out_indices: tuple[int, ...]
 ) -> None:
     if not isinstance(num_classes, int) or num_classes < 0:
         raise ValueError(f"num_classes must be an integer >= 0, got {num_classes!r}")
-    if not width > 0:
-        raise ValueError(f"width must be > 0, got {width!r}")
+    if not 0 < width <= MAX_WIDTH:  # 10x has 272M parameters; far wider would exhaust memory before any check
+        raise ValueError(f"width must be in (0, {MAX_WIDTH:g}], got {width!r}")
     if not isinstance(in_chans, int) or in_chans < 1:
         raise ValueError(f"in_chans must be a positive integer, got {in_chans!r}")
     if not 0.0 <= drop_rate < 1.0:
@@ -192,21 +256,40 @@ def _check_args(
         raise ValueError(f"out_indices must be a non-empty subset of 0..{len(_FEATURE_BLOCKS) - 1}, got {out_indices}")
 
 
+Block = Callable[[int, int, int, int, int, int, float], nn.Module]  # (layer, in, mid, out, k, stride, se) -> block
+
+
+def _block_builder(version: str, ratio: int, dw_size: int, folded: bool) -> Block:
+    """The bottleneck of `version` for one row of Table 1; V2 and V3 put DFC attention on layers 2-15."""
+    if version not in ("v1", "v2", "v3"):
+        raise ValueError(f"version must be 'v1', 'v2' or 'v3', got {version!r}")
+    if folded and version != "v3":
+        raise ValueError("folded applies to version 'v3' (the only one with re-parameterisable branches)")
+
+    def block(layer: int, in_chs: int, mid: int, out: int, k: int, s: int, se: float) -> nn.Module:
+        attention = version != "v1" and layer > 1
+        if version == "v3":
+            return GhostBottleneckV3(in_chs, mid, out, k, s, se, attention=attention, folded=folded)
+        return GhostBottleneck(in_chs, mid, out, k, s, se, ratio=ratio, dw_size=dw_size, attention=attention)
+
+    return block
+
+
 def _build_stages(
-    stem_chs: int, stem_stride: int, width: float, ratio: int, dw_size: int, small_input: bool
+    stem_chs: int, stem_stride: int, width: float, block: Block, small_input: bool
 ) -> tuple[list[nn.Module], list[dict[str, Any]]]:
     """The nine bottleneck stages of Table 1 and the 1x1 conv stage, with the five feature levels' info."""
     feature_info = [{"num_chs": stem_chs, "reduction": stem_stride, "module": "conv_stem"}]
     stages: list[nn.Module] = []
-    prev_chs, reduction = stem_chs, stem_stride
+    prev_chs, reduction, layer = stem_chs, stem_stride, 0
     for stage_idx, stage in enumerate(GHOSTNET_STAGES):
         blocks = []
         for k, exp, out, se, s in stage:
             if small_input and stage_idx == 1:
                 s = 1
             out_chs, mid_chs = make_divisible(out * width, 4), make_divisible(exp * width, 4)
-            blocks.append(GhostBottleneck(prev_chs, mid_chs, out_chs, k, s, se, ratio=ratio, dw_size=dw_size))
-            prev_chs, reduction = out_chs, reduction * s
+            blocks.append(block(layer, prev_chs, mid_chs, out_chs, k, s, se))
+            prev_chs, reduction, layer = out_chs, reduction * s, layer + 1
         stages.append(nn.Sequential(*blocks))
         if stage_idx in _FEATURE_BLOCKS:
             feature_info.append({"num_chs": prev_chs, "reduction": reduction, "module": f"blocks.{stage_idx}"})
@@ -214,10 +297,14 @@ def _build_stages(
     return stages, feature_info
 
 
-def _ghostnet(fixed_width: float, **kwargs) -> GhostNet:
-    if "width" in kwargs:
-        raise ValueError("the named models fix their width; use create_model('ghostnet', width=...) for another one")
-    return GhostNet(width=fixed_width, **kwargs)
+def fixed_width_ghostnet(width: float, version: str = "v1", /, **kwargs: Any) -> GhostNet:
+    """The GhostNet a named model (``ghostnet_100``, ``ghostnetv3_130``, ...) stands for: its width and version fixed."""
+    for fixed in ("width", "version"):
+        if fixed in kwargs:
+            raise ValueError(
+                f"the named models fix their {fixed}; use the generic builder (e.g. 'ghostnet') for another"
+            )
+    return GhostNet(width=width, version=version, **kwargs)
 
 
 # The official release's ImageNet weights (top-1 73.98 / top-5 91.46), a plain state dict.
@@ -233,28 +320,28 @@ def ghostnet(width: float = 1.0, **kwargs) -> GhostNet:
 @register_model(default_width=0.5, input_size=32)
 def ghostnet_small_050(**kwargs) -> GhostNet:
     """GhostNet 0.5x for 32x32 images (output stride 8): 2.59M params, 13.4M MACs at 32."""
-    return _ghostnet(0.5, small_input=True, **kwargs)
+    return fixed_width_ghostnet(0.5, small_input=True, **kwargs)
 
 
 @register_model(default_width=1.0, input_size=32)
 def ghostnet_small_100(**kwargs) -> GhostNet:
     """GhostNet 1.0x for 32x32 images (output stride 8): 5.18M params, 43.9M MACs at 32."""
-    return _ghostnet(1.0, small_input=True, **kwargs)
+    return fixed_width_ghostnet(1.0, small_input=True, **kwargs)
 
 
 @register_model(default_width=0.5)
 def ghostnet_050(**kwargs) -> GhostNet:
     """GhostNet 0.5x: 2.59M params, 42.3M MACs at 224 (paper: 66.2 top-1)."""
-    return _ghostnet(0.5, **kwargs)
+    return fixed_width_ghostnet(0.5, **kwargs)
 
 
 @register_model(default_width=1.0, url=_OFFICIAL_1X_URL)
 def ghostnet_100(**kwargs) -> GhostNet:
     """GhostNet 1.0x: 5.18M params, 141.2M MACs at 224 (paper: 73.9 top-1)."""
-    return _ghostnet(1.0, **kwargs)
+    return fixed_width_ghostnet(1.0, **kwargs)
 
 
 @register_model(default_width=1.3)
 def ghostnet_130(**kwargs) -> GhostNet:
     """GhostNet 1.3x: 7.36M params, 227.0M MACs at 224 (paper: 75.7 top-1)."""
-    return _ghostnet(1.3, **kwargs)
+    return fixed_width_ghostnet(1.3, **kwargs)

@@ -12,7 +12,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["init_weights", "make_divisible", "GhostModule", "SqueezeExcite", "ConvBnAct", "GhostBottleneck"]
+from .dfc import DFCAttention
+
+__all__ = [
+    "init_weights",
+    "make_divisible",
+    "GhostModule",
+    "GhostModuleV2",
+    "SqueezeExcite",
+    "ConvBnAct",
+    "GhostBottleneck",
+    "ghost_shortcut",
+]
 
 
 def make_divisible(v: float, divisor: int = 4, min_value: int | None = None) -> int:
@@ -142,6 +153,30 @@ class GhostModule(nn.Module):
         return out[:, : self.out_channels]  # (B, n, H', W')
 
 
+class GhostModuleV2(GhostModule):
+    """A Ghost module whose output is multiplied by a DFC attention gate computed from its input (GhostNetV2).
+
+    Takes `GhostModule`'s arguments; the gate (``short_conv``, `DFCAttention`) sees the input at half resolution.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 1,
+        ratio: int = 2,
+        dw_size: int = 3,
+        stride: int = 1,
+        relu: bool = True,
+    ) -> None:
+        super().__init__(in_channels, out_channels, kernel_size, ratio, dw_size, stride, relu)
+        self.short_conv = DFCAttention(in_channels, out_channels, kernel_size, stride)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = super().forward(x)  # (B, n, H', W')
+        return out * self.short_conv(x, (out.shape[-2], out.shape[-1]))
+
+
 class SqueezeExcite(nn.Module):
     """Global avg pool, 1x1 conv (bias), ReLU, 1x1 conv (bias), hard-sigmoid gate, channel-wise multiply."""
 
@@ -190,6 +225,7 @@ class GhostBottleneck(nn.Module):
         se_ratio: squeeze-excite reduction ratio; 0 disables SE.
         ratio: Ghost module ratio ``s``.
         dw_size: Ghost module cheap-operation kernel ``d``.
+        attention: expand with a `GhostModuleV2` (DFC attention gate), as GhostNetV2 does.
     """
 
     def __init__(
@@ -203,6 +239,7 @@ class GhostBottleneck(nn.Module):
         *,
         ratio: int = 2,
         dw_size: int = 3,
+        attention: bool = False,
     ) -> None:
         super().__init__()
         for name, value in (("in_chs", in_chs), ("mid_chs", mid_chs), ("out_chs", out_chs)):
@@ -214,7 +251,8 @@ class GhostBottleneck(nn.Module):
         self.stride = stride
         pad = (dw_kernel_size - 1) // 2
 
-        self.ghost1 = GhostModule(in_chs, mid_chs, ratio=ratio, dw_size=dw_size, relu=True)
+        expand = GhostModuleV2 if attention else GhostModule
+        self.ghost1 = expand(in_chs, mid_chs, ratio=ratio, dw_size=dw_size, relu=True)
         self.conv_dw: nn.Conv2d | None = None
         self.bn_dw: nn.BatchNorm2d | None = None
         if stride > 1:
@@ -222,17 +260,7 @@ class GhostBottleneck(nn.Module):
             self.bn_dw = nn.BatchNorm2d(mid_chs)
         self.se = SqueezeExcite(mid_chs, se_ratio) if se_ratio > 0 else None
         self.ghost2 = GhostModule(mid_chs, out_chs, ratio=ratio, dw_size=dw_size, relu=False)
-
-        self.shortcut: nn.Module
-        if in_chs == out_chs and stride == 1:
-            self.shortcut = nn.Identity()
-        else:
-            self.shortcut = nn.Sequential(
-                nn.Conv2d(in_chs, in_chs, dw_kernel_size, stride, pad, groups=in_chs, bias=False),
-                nn.BatchNorm2d(in_chs),
-                nn.Conv2d(in_chs, out_chs, 1, bias=False),
-                nn.BatchNorm2d(out_chs),
-            )
+        self.shortcut = ghost_shortcut(in_chs, out_chs, dw_kernel_size, stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = self.shortcut(x)  # (B, out, H/s, W/s)
@@ -243,3 +271,16 @@ class GhostBottleneck(nn.Module):
             x = self.se(x)
         x = self.ghost2(x)  # (B, out, H/s, W/s)
         return x + shortcut
+
+
+def ghost_shortcut(in_chs: int, out_chs: int, dw_kernel_size: int, stride: int) -> nn.Module:
+    """The bottleneck's shortcut: the identity when shapes allow, else dw k x k (stride), BN, 1x1 conv, BN."""
+    if in_chs == out_chs and stride == 1:
+        return nn.Identity()
+    pad = (dw_kernel_size - 1) // 2
+    return nn.Sequential(
+        nn.Conv2d(in_chs, in_chs, dw_kernel_size, stride, pad, groups=in_chs, bias=False),
+        nn.BatchNorm2d(in_chs),
+        nn.Conv2d(in_chs, out_chs, 1, bias=False),
+        nn.BatchNorm2d(out_chs),
+    )

@@ -6,12 +6,13 @@ to swap convs, the models' ``fuse()``, and the deploy forms.
 
 from __future__ import annotations
 
-import copy
 import types
 from typing import cast
 
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+from .rep import reparameterize
 
 __all__ = ["conv_bn_pairs", "set_submodule", "fuse_bn", "Fusable"]
 
@@ -58,7 +59,7 @@ def fuse_bn(model: nn.Module) -> nn.Module:
     """A copy of `model` with every BatchNorm2d folded into the conv that feeds it (eval mode only).
 
     Covers the stem, Ghost modules' primary and cheap convs, depthwise convs, shortcuts and heads: any
-    conv whose output goes only into a BN. The copy keeps its class and methods (``forward_features``,
+    conv whose output goes only into a BN. GhostNetV3's multi-branch sites are folded first (`reparameterize`). The copy keeps its class and methods (``forward_features``,
     ``feature_info``...), refuses ``train()``, and matches the original's outputs to float rounding.
 
     Raises:
@@ -67,7 +68,7 @@ def fuse_bn(model: nn.Module) -> nn.Module:
     """
     if model.training:
         raise ValueError("fuse_bn needs a model in eval mode (call model.eval()): in training BN uses batch statistics")
-    fused = copy.deepcopy(model)
+    fused = reparameterize(model)  # a copy, with any re-parameterisable branches (GhostNetV3) folded first
     for conv_name, bn_name in conv_bn_pairs(fused):
         conv, bn = fused.get_submodule(conv_name), fused.get_submodule(bn_name)
         set_submodule(fused, conv_name, fuse_conv_bn_eval(cast(nn.Conv2d, conv), cast(nn.BatchNorm2d, bn)))
