@@ -68,3 +68,37 @@ def test_deploy_profile_runs(what):
         "eager-variants": "ours compiled, freezing",
     }[what]
     assert expect in out.stdout
+
+
+def test_family_benchmark_runs(tmp_path):
+    pytest.importorskip("onnxruntime")
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(BENCH / "family.py"),
+            "--runs",
+            "1",
+            "--threads",
+            "1",
+            "--models",
+            "ghostnetv2_100",
+            "ghostnetv3_050",
+            "--output",
+            str(tmp_path / "f.json"),
+            "--plot",
+            str(tmp_path / "f.png"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert (
+        "| ghostnetv2_100 | 6.16M | 167.0M | 75.3 |" in out.stdout
+        and "| ghostnetv3_050 | 2.85M | 49.6M |" in out.stdout
+    )
+    assert (tmp_path / "f.png").stat().st_size > 0
+    again = subprocess.run(
+        [sys.executable, str(BENCH / "family.py"), "--output", str(tmp_path / "f.json")], capture_output=True, text=True
+    )
+    assert again.returncode == 2 and "exists" in again.stderr  # never replaces a result

@@ -494,3 +494,24 @@ def test_ctrl_c_during_an_export_leaves_nothing(tmp_path, monkeypatch, capsys):
     assert main(["export", "ghostnet_small_050", "--input-size", "32", "32", "--output", str(out)]) == 130
     assert capsys.readouterr().err.strip().splitlines() == [f"interrupted while writing {out}; nothing was written"]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_bench_peers_follow_the_model_and_v3_is_timed_folded():
+    pytest.importorskip("timm")
+    from ghostnet.deploy.bench_forms import peer_builders
+    from ghostnet.deploy.bench_report import BenchRow, set_ratios
+    from ghostnet.nn import GhostModuleV3
+
+    peers = peer_builders("ghostnetv3_100")
+    assert "timm ghostnetv3_100" in peers and "tv mobilenet_v3_large" in peers
+    timm_v3 = peers["timm ghostnetv3_100"]()
+    assert not any("rpr" in n for n, _ in timm_v3.named_parameters())  # timm's, folded as it is deployed
+    assert "timm ghostnet_100" in peer_builders("ghostnet_small_050")  # no such timm model: its GhostNet 1.0x
+    rows = [
+        BenchRow("ghostnetv3_100", "eager", 1, 2.0, 2.0, {}, 0.1),
+        BenchRow("timm ghostnetv3_100", "eager", 1, 4.0, 4.0, {}, 0.1),
+    ]
+    assert set_ratios(rows, None, "ghostnetv3_100", print) == "timm ghostnetv3_100 / eager"
+    assert rows[0].ratio == 0.5
+    folded = create_model("ghostnetv3_050").eval().reparameterize()
+    assert all(m.folded for m in folded.modules() if isinstance(m, GhostModuleV3))

@@ -233,7 +233,9 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-onnx", action="store_true")
     p.add_argument("--no-int8", action="store_true")
     p.add_argument("--no-peers", action="store_true")
-    p.add_argument("--baseline", help="'MODEL / FORM' to take ratios against (default: timm ghostnet_100 / eager)")
+    p.add_argument(
+        "--baseline", help="'MODEL / FORM' to take ratios against (default: timm's model of the same name, eager)"
+    )
     p.add_argument("--quick", action="store_true", help="a few runs at 64x64: checks the harness, not the machine")
     p.add_argument("--json", action="store_true")
     p.add_argument("--output", help="also write the JSON here")

@@ -28,6 +28,7 @@ from torch import nn
 
 from ..analysis.profile import profile_model
 from ..models import create_model
+from ..nn.rep import reparameterize
 
 # `_all_entries` calls `torch_forms` by this module's name for it: replacing `bench.torch_forms` takes effect
 from .bench_forms import ReportFailure, TimedForm, model_settings, onnx_forms, peer_builders, planned_forms, torch_forms
@@ -262,9 +263,12 @@ def _planned(setup: _Setup) -> dict[str, set[str]]:
 def _all_entries(setup: _Setup, tmp: Path, fail: ReportFailure) -> list[TimedForm]:
     """Every form to time: ours first, then each peer; each model's PyTorch forms, then its ONNX Runtime ones
     (ONNX files go under `tmp`)."""
-    builders: dict[str, Callable[[], nn.Module]] = {setup.model_name: lambda: create_model(setup.model_name)}
+    # Ours in its inference form: a GhostNetV3's branches folded (a no-op for the other models).
+    builders: dict[str, Callable[[], nn.Module]] = {
+        setup.model_name: lambda: reparameterize(_as_trained(create_model(setup.model_name), setup.input_size))
+    }
     if setup.peers:
-        builders.update(peer_builders())
+        builders.update(peer_builders(setup.model_name))
     entries: list[TimedForm] = []
     for name, build in builders.items():
         model = build().eval().to(setup.device)
@@ -278,6 +282,19 @@ def _all_entries(setup: _Setup, tmp: Path, fail: ReportFailure) -> list[TimedFor
             )
             entries += [TimedForm(name, form, fn, macs, numpy_input=True) for form, fn in onnx.items()]
     return entries
+
+
+@torch.no_grad()
+def _as_trained(model: nn.Module, size: int) -> nn.Module:
+    """`model` in eval mode with BN statistics measured on random batches, as after training: untrained
+    statistics let a deep multi-branch model's activations grow to 1e7, where no export check can pass."""
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.momentum = None  # a cumulative average over the passes below
+    model.train()
+    for _ in range(2):
+        model(torch.randn(4, 3, size, size))
+    return model.eval()
 
 
 def _time_all(

@@ -41,21 +41,30 @@ class TimedForm:
     numpy_input: bool
 
 
-def peer_builders() -> dict[str, Callable[[], nn.Module]]:
-    """The peers to time beside ours, by name: timm's GhostNet (if timm is installed), then torchvision's models."""
+def peer_builders(model_name: str = "ghostnet_100") -> dict[str, Callable[[], nn.Module]]:
+    """The peers to time beside `model_name`, by name: timm's model of the same name (its GhostNet 1.0x when timm
+    has no such model; a GhostNetV3 in its folded inference form), then torchvision's models."""
     import torchvision.models as tvm
 
     peers: dict[str, Callable[[], nn.Module]] = {}
     try:
         import timm
 
-        peers["timm ghostnet_100"] = lambda: timm.create_model("ghostnet_100")
+        timm_name = model_name if model_name in timm.list_models("ghostnet*") else "ghostnet_100"
+        peers[f"timm {timm_name}"] = lambda: _timm_inference_form(timm.create_model(timm_name))
     except ImportError:
         pass
     peers["tv mobilenet_v3_large"] = lambda: tvm.mobilenet_v3_large()
     peers["tv mobilenet_v2"] = lambda: tvm.mobilenet_v2()
     peers["tv resnet18"] = lambda: tvm.resnet18()
     return peers
+
+
+def _timm_inference_form(model: nn.Module) -> nn.Module:
+    """timm's model as it is deployed: re-parameterisable branches (GhostNetV3) folded."""
+    from timm.utils.model import reparameterize_model
+
+    return reparameterize_model(model.eval())
 
 
 def _cl(x: torch.Tensor) -> torch.Tensor:

@@ -57,11 +57,10 @@ def bench_rows(
 
 
 def set_ratios(rows: list[BenchRow], baseline: str | None, model_name: str, say: Callable[[str], None]) -> str:
-    """Set each row's latency ratio to the baseline row's (timm's GhostNet eager if timed, else ours eager, unless
+    """Set each row's latency ratio to the baseline row's (timm's model eager if timed, else ours eager, unless
     `baseline` names one) and return the baseline's name; with no such row, the ratios stay None."""
-    base = baseline or (
-        "timm ghostnet_100 / eager" if any(r.model == "timm ghostnet_100" for r in rows) else f"{model_name} / eager"
-    )
+    timm_peer = next((r.model for r in rows if r.model.startswith("timm ")), None)
+    base = baseline or f"{timm_peer or model_name} / eager"
     ref = next((r for r in rows if f"{r.model} / {r.form}" == base), None)
     if ref is None:  # it failed, or this configuration does not make that form: keep the timings, drop the ratios
         say(f"baseline {base} was not measured: no ratios")

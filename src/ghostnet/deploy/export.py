@@ -134,7 +134,8 @@ def export_model(
         input_size: (H, W) of the example input.
         dynamic_batch: allow any batch size (checked with two batch sizes).
         opset: ONNX opset.
-        tolerance: largest allowed absolute difference of the outputs.
+        tolerance: largest allowed difference of the outputs: absolute, or relative to the largest output
+            where that exceeds 1 (untrained weights can give logits of 1e6).
 
     Raises:
         ValueError: unknown format, unwritable path, or the exported file disagrees with PyTorch.
@@ -157,9 +158,10 @@ def export_model(
             report = _export_torchscript(model, tmp, output_names, batches, refs)
         else:
             report = _export_program(model, tmp, output_names, dynamic_batch, batches, refs)
-        if not report.max_abs_diff <= tolerance:
+        allowed = tolerance * max(1.0, _largest_output(refs))  # relative where outputs are large (random weights)
+        if not report.max_abs_diff <= allowed:
             raise ValueError(
-                f"the exported model disagrees with PyTorch: max abs diff {report.max_abs_diff:.2e} > {tolerance:g}"
+                f"the exported model disagrees with PyTorch: max abs diff {report.max_abs_diff:.2e} > {allowed:.2g}"
             )
         os.replace(tmp, path)
     except BaseException as e:
@@ -231,6 +233,7 @@ def _export_onnx(model, x, tmp: Path, output_names, dynamic_batch: bool, opset: 
     dynamic_axes = {"input": {0: "batch"}, **{n: {0: "batch"} for n in output_names}} if dynamic_batch else None
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript-based exporter's notice
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shape tests in forward (the DFC gate's) are fixed
         torch.onnx.export(
             model,
             (x,),
@@ -260,3 +263,9 @@ def _export_onnx(model, x, tmp: Path, output_names, dynamic_batch: bool, opset: 
         opset=onnx_opset(proto, opset),
         checks=["onnx.checker", "onnxruntime"],
     )
+
+
+def _largest_output(refs: list[Any]) -> float:
+    """The largest absolute value among the reference outputs (tensors or lists of them)."""
+    flat = [t for r in refs for t in (r if isinstance(r, (list, tuple)) else [r])]
+    return max(float(t.detach().abs().max()) for t in flat)
