@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -481,3 +482,22 @@ def test_detection_runs_keep_an_ema_like_classification(coco, tmp_path, capsys):
     log = [json.loads(line) for line in (runs / "e" / "log.jsonl").read_text().splitlines()]
     assert 0 <= log[0]["ema_eval_map"] <= 100
     assert read_checkpoint(runs / "e" / "last.pth")["model_ema"]
+
+
+def test_a_whole_detector_export_to_a_full_disk_leaves_nothing(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from ghostnet.deploy.detection import export_detector
+    from ghostnet.deploy.export import ExportWriteError
+    from ghostnet.models.detection import create_detector
+
+    def full_disk(model, args, f, **kw):
+        Path(f).write_bytes(bytes(4096))  # a partial file, as a full disk leaves it
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(torch.onnx, "export", full_disk)
+    model = create_detector("fasterrcnn_ghostnet", 4, width=0.5, min_size=96, max_size=96, fpn_channels=16)
+    with pytest.raises(ExportWriteError, match=r"could not write .*det\.onnx: No space left on device"):
+        export_detector(model, tmp_path / "det.onnx", "detector", input_size=(96, 96))
+    assert list(tmp_path.iterdir()) == []

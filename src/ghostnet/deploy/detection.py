@@ -15,7 +15,15 @@ from typing import Any, cast
 import torch
 from torch import nn
 
-from .export import ExportReport, check_output_path, export_model, onnx_opset, onnx_session, remove_partial
+from .export import (
+    ExportReport,
+    check_output_path,
+    export_model,
+    export_write_failure,
+    onnx_opset,
+    onnx_session,
+    remove_partial,
+)
 
 __all__ = ["BackboneMaps", "DetectorForExport", "export_detector", "match_detections"]
 
@@ -109,6 +117,12 @@ def export_detector(
         if not diff <= 1e-3:
             raise ValueError(f"the exported detector disagrees with PyTorch: max difference {diff:.2e} > 1e-3")
         os.replace(tmp, path)
+    except BaseException as e:  # a full disk or Ctrl-C: one line, and no partial file
+        remove_partial(tmp)
+        failure = export_write_failure(e, path, model)
+        if failure is None:
+            raise
+        raise failure from None
     finally:
         remove_partial(tmp)
     return ExportReport(

@@ -166,7 +166,7 @@ def export_model(
         os.replace(tmp, path)
     except BaseException as e:
         remove_partial(tmp)
-        failure = _write_failure(e, path, model)
+        failure = export_write_failure(e, path, model)
         if failure is None:
             raise
         raise failure from None
@@ -176,7 +176,7 @@ def export_model(
     return report
 
 
-def _write_failure(e: BaseException, path: Path, model: nn.Module) -> BaseException | None:
+def export_write_failure(e: BaseException, path: Path, model: nn.Module) -> BaseException | None:
     """The one-line error for an export that could not be written or was interrupted; None for other errors."""
     if interrupted(e):
         return KeyboardInterrupt(f"while writing {path}; nothing was written")
