@@ -128,7 +128,7 @@ def test_cli_export(tmp_path, capsys):
     out = tmp_path / "g.onnx"
     assert main(["export", "ghost_resnet56", "--fuse", "--dynamic-batch", "--output", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "opset 18" in text and "dynamic batch" in text and "max abs diff" in text
+    assert "opset 18" in text and "input batchx3x32x32 (any batch)" in text and "max abs diff" in text
     for argv, message in [
         (["export", "ghost_resnet56", "--output", str(out)], "exists"),
         (["export", "nope"], "unknown model 'nope'"),
@@ -515,3 +515,21 @@ def test_bench_peers_follow_the_model_and_v3_is_timed_folded():
     assert rows[0].ratio == 0.5
     folded = create_model("ghostnetv3_050").eval().reparameterize()
     assert all(m.folded for m in folded.modules() if isinstance(m, GhostModuleV3))
+
+
+def test_a_plain_export_takes_one_image_and_says_its_real_input(tmp_path, capsys, monkeypatch):
+    ort = pytest.importorskip("onnxruntime")
+    import numpy as np
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["export", "ghostnet_small_050", "--input-size", "32", "32"]) == 0
+    assert "input 1x3x32x32 (fixed)" in capsys.readouterr().out  # was "fixed batch" of an unnamed size: 2
+    session = ort.InferenceSession("ghostnet_small_050.onnx")
+    assert session.get_inputs()[0].shape == [1, 3, 32, 32]
+    assert session.run(None, {"input": np.zeros((1, 3, 32, 32), np.float32)})[0].shape == (1, 1000)
+    # the backbone's default name differs from the full model's, so exporting both works
+    assert main(["export", "ghostnet_small_050", "--features-only", "--input-size", "32", "32"]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "ghostnet_small_050-features-2-3-4.onnx",
+        "ghostnet_small_050.onnx",
+    ]

@@ -63,7 +63,6 @@ def cmd_export(args: argparse.Namespace) -> int:
         part = args.detector_part or "backbone"
         side = model.transform.min_size[0]
         hw = tuple(args.input_size) if args.input_size else (side, side)
-        in_chans = 3
         output = Path(args.output or f"{Path(args.checkpoint).stem}-{part}{default_suffix(args.format)}")
         if args.fuse and part == "backbone":
             model.backbone = fuse_bn(model.backbone.eval())
@@ -72,17 +71,15 @@ def cmd_export(args: argparse.Namespace) -> int:
         r = export_detector(model, output, part, args.format, hw, args.dynamic_batch, args.opset)
     else:
         model, hw, in_chans = _model_for_deploy(args)
-        output = Path(
-            args.output
-            or f"{args.model or Path(args.checkpoint).stem}{'-fused' if args.fuse else ''}{default_suffix(args.format)}"
-        )
+        stem = args.model or Path(args.checkpoint).stem
+        if args.features_only:  # not the full model's name: exporting both must not collide
+            stem += "-features-" + "-".join(map(str, args.out_indices))
+        output = Path(args.output or f"{stem}{'-fused' if args.fuse else ''}{default_suffix(args.format)}")
         if args.fuse:
             model = fuse_bn(model)
         r = export_model(model, output, args.format, hw, in_chans, args.dynamic_batch, args.opset)
     print(f"wrote {r.path} ({r.format}, {r.size_bytes / 2**20:.2f} MiB{f', opset {r.opset}' if r.opset else ''})")
-    print(
-        f"  inputs {r.input_names}  outputs {r.output_names}  {'dynamic' if r.dynamic_batch else 'fixed'} batch, input {in_chans}x{hw[0]}x{hw[1]}"
-    )
+    print(f"  inputs {r.input_names}  outputs {r.output_names}  input {r.describe_input()}")
     print(f"  checked with {', '.join(r.checks)}: max abs diff vs PyTorch {r.max_abs_diff:.2e}")
     return 0
 

@@ -135,6 +135,7 @@ def export_detector(
         opset=onnx_opset(proto, opset),
         dynamic_batch=False,
         checks=["onnx.checker", "onnxruntime (detections matched)"],
+        input_shape=[3, "height", "width"],  # one image of any size: the detector resizes it itself
     )
 
 

@@ -68,6 +68,15 @@ class ExportReport:
     opset: int | None = None
     dynamic_batch: bool = False
     checks: list[str] = field(default_factory=list)
+    input_shape: list[int | str] = field(default_factory=list)  # the input the file takes; a name for a free dim
+
+    def describe_input(self) -> str:
+        """The input shape as a user reads it, e.g. ``1x3x224x224`` or ``batch x 3x224x224 (any batch)``."""
+        if not self.input_shape:
+            return "?"
+        dims = "x".join(str(d) for d in self.input_shape)
+        free = [d for d in self.input_shape if isinstance(d, str)]
+        return f"{dims} (any {' and '.join(free)})" if free else f"{dims} (fixed)"
 
 
 def max_abs_diff(a: Any, b: Any) -> float:
@@ -132,7 +141,7 @@ def export_model(
         path: the output file; its folder must exist and the file must not.
         fmt: ``onnx``, ``torchscript`` or ``exported-program``.
         input_size: (H, W) of the example input.
-        dynamic_batch: allow any batch size (checked with two batch sizes).
+        dynamic_batch: allow any batch size (checked with two batch sizes); without it the file takes batch 1.
         opset: ONNX opset.
         tolerance: largest allowed difference of the outputs: absolute, or relative to the largest output
             where that exceeds 1 (untrained weights can give logits of 1e6).
@@ -144,7 +153,9 @@ def export_model(
         raise ValueError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
     path = check_output_path(path)
     model = model.eval()
-    x = torch.randn(2, in_chans, *input_size)
+    # A fixed export takes one image (what a deployed model is called with); a dynamic one is traced at 2
+    # (a size-1 dimension would be specialised) and checked at 2 and 3.
+    x = torch.randn(2 if dynamic_batch else 1, in_chans, *input_size)
     batches = [x, torch.randn(3, in_chans, *input_size)] if dynamic_batch else [x]
     with torch.no_grad():
         refs = [model(b) for b in batches]
@@ -158,11 +169,7 @@ def export_model(
             report = _export_torchscript(model, tmp, output_names, batches, refs)
         else:
             report = _export_program(model, tmp, output_names, dynamic_batch, batches, refs)
-        allowed = tolerance * max(1.0, _largest_output(refs))  # relative where outputs are large (random weights)
-        if not report.max_abs_diff <= allowed:
-            raise ValueError(
-                f"the exported model disagrees with PyTorch: max abs diff {report.max_abs_diff:.2e} > {allowed:.2g}"
-            )
+        _check_parity(report.max_abs_diff, tolerance, refs)
         os.replace(tmp, path)
     except BaseException as e:
         remove_partial(tmp)
@@ -173,6 +180,7 @@ def export_model(
     finally:
         remove_partial(tmp)
     report.path, report.size_bytes, report.dynamic_batch = str(path), path.stat().st_size, dynamic_batch
+    report.input_shape = ["batch" if dynamic_batch else 1, in_chans, *input_size]
     return report
 
 
@@ -263,6 +271,13 @@ def _export_onnx(model, x, tmp: Path, output_names, dynamic_batch: bool, opset: 
         opset=onnx_opset(proto, opset),
         checks=["onnx.checker", "onnxruntime"],
     )
+
+
+def _check_parity(diff: float, tolerance: float, refs: list[Any]) -> None:
+    """Refuse an export whose outputs differ from PyTorch's by more than `tolerance` (relative past |1|)."""
+    allowed = tolerance * max(1.0, _largest_output(refs))  # relative where outputs are large (random weights)
+    if not diff <= allowed:
+        raise ValueError(f"the exported model disagrees with PyTorch: max abs diff {diff:.2e} > {allowed:.2g}")
 
 
 def _largest_output(refs: list[Any]) -> float:
