@@ -25,11 +25,12 @@ def _model_kwargs(args: argparse.Namespace) -> dict:
 
 def cmd_list(args: argparse.Namespace) -> int:
     from ..models import list_models, model_entry
+    from ..models.hub import models_with_weights
 
+    published = models_with_weights()  # name -> its sources, preferred (what pretrained=True loads) first
     for name in list_models(args.pattern):
-        entry = model_entry(name)
-        weights = "  [ImageNet weights]" if entry.url else ""
-        print(f"{name:<24} {entry.description}{weights}")
+        weights = f"  [ImageNet weights] {', '.join(published[name])}" if name in published else ""
+        print(f"{name:<24} {model_entry(name).description}{weights}")
     return 0
 
 

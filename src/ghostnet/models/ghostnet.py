@@ -307,10 +307,6 @@ def fixed_width_ghostnet(width: float, version: str = "v1", /, **kwargs: Any) ->
     return GhostNet(width=width, version=version, **kwargs)
 
 
-# The official release's ImageNet weights (top-1 73.98 / top-5 91.46), a plain state dict.
-_OFFICIAL_1X_URL = "https://github.com/huawei-noah/CV-backbones/releases/download/ghostnet_pth/ghostnet_1x.pth"
-
-
 @register_model(default_width=1.0)
 def ghostnet(width: float = 1.0, **kwargs) -> GhostNet:
     """GhostNet at any width multiplier (``width=1.1`` is the paper's detection backbone)."""
@@ -335,7 +331,7 @@ def ghostnet_050(**kwargs) -> GhostNet:
     return fixed_width_ghostnet(0.5, **kwargs)
 
 
-@register_model(default_width=1.0, url=_OFFICIAL_1X_URL)
+@register_model(default_width=1.0)
 def ghostnet_100(**kwargs) -> GhostNet:
     """GhostNet 1.0x: 5.18M params, 141.2M MACs at 224 (paper: 73.9 top-1)."""
     return fixed_width_ghostnet(1.0, **kwargs)

@@ -10,17 +10,29 @@ from typing import Any
 
 from torch import nn
 
+from .hub import PUBLISHED_WEIGHTS, Weights, find_weights
+
 __all__ = ["register_model", "create_model", "list_models", "model_entry", "model_spec", "ModelEntry"]
 
 
 @dataclass(frozen=True)
 class ModelEntry:
-    """A registered model: its builder, the defaults it is known by, and where its weights live."""
+    """A registered model: its builder and the defaults it is known by. Its published weights are in
+    `ghostnet.models.hub.PUBLISHED_WEIGHTS` (see `weights`)."""
 
     name: str
     builder: Callable[..., nn.Module]
     default_cfg: dict[str, Any] = field(default_factory=dict)
-    url: str | None = None  # ImageNet weights published for this exact configuration, if any
+
+    @property
+    def weights(self) -> dict[str, Weights]:
+        """The published ImageNet weights of this exact configuration, by source (empty when there are none)."""
+        return dict(PUBLISHED_WEIGHTS.get(self.name, {}))
+
+    @property
+    def url(self) -> str | None:
+        """Where the preferred published weights are downloaded from (None when there are none)."""
+        return find_weights(self.name).url if self.weights else None
 
     @property
     def description(self) -> str:
@@ -31,18 +43,20 @@ class ModelEntry:
 _REGISTRY: dict[str, ModelEntry] = {}
 
 
-def register_model(url: str | None = None, **default_cfg: Any) -> Callable:
+def register_model(**default_cfg: Any) -> Callable:
     """Decorator adding a builder to the registry under its function name.
 
     Args:
-        url: where the published weights of this model can be downloaded, if any.
-        **default_cfg: metadata shown by `ghostnet list` (e.g. ``default_width``, ``input_size``).
+        **default_cfg: metadata shown by `ghostnet list` (e.g. ``default_width``, ``input_size``). Published
+            weights are not given here but in `ghostnet.models.hub.PUBLISHED_WEIGHTS`, under the model's name.
     """
+    if "url" in default_cfg:
+        raise ValueError("register_model takes no url=: add published weights to ghostnet.models.hub.PUBLISHED_WEIGHTS")
 
     def wrap(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if fn.__name__ in _REGISTRY:
             raise ValueError(f"model {fn.__name__!r} is registered twice")
-        _REGISTRY[fn.__name__] = ModelEntry(fn.__name__, fn, dict(default_cfg), url)
+        _REGISTRY[fn.__name__] = ModelEntry(fn.__name__, fn, dict(default_cfg))
         return fn
 
     return wrap
@@ -63,7 +77,7 @@ def model_entry(name: str) -> ModelEntry:
 
 def create_model(
     name: str,
-    pretrained: bool = False,
+    pretrained: bool | str = False,
     checkpoint_path: str | None = None,
     **kwargs: Any,
 ) -> nn.Module:
@@ -71,7 +85,10 @@ def create_model(
 
     Args:
         name: a registered name (see `list_models`).
-        pretrained: download and load the published ImageNet weights (only models that have them).
+        pretrained: download (once, into the cache; checksum-verified) and load the published ImageNet weights:
+            ``True`` takes the official release where there is one, else timm's; ``"official"`` or ``"timm"``
+            picks a source. Only models with published weights (``ghostnet list`` marks them); see
+            `ghostnet.models.hub`.
         checkpoint_path: load weights from this file (official/timm ``.pth``, ``.safetensors``, or our
             checkpoints). Without ``num_classes``, the model takes the checkpoint's class count; with a
             ``num_classes`` that differs from the checkpoint's, the classifier is left as initialised and
@@ -81,6 +98,8 @@ def create_model(
     entry = model_entry(name)
     if pretrained and checkpoint_path:
         raise ValueError("give either pretrained=True or checkpoint_path, not both")
+    if pretrained:
+        find_weights(name, pretrained)  # no such weights: say so before building anything
     model = _build(entry, kwargs)
     if checkpoint_path:
         from .checkpoint import extract_state_dict, load_weights, read_checkpoint
@@ -93,7 +112,7 @@ def create_model(
     elif pretrained:
         from .checkpoint import load_pretrained
 
-        load_pretrained(model, entry, ignore_classifier="mismatched")
+        load_pretrained(model, entry, source=pretrained, ignore_classifier="mismatched")
     # What it takes to build this model again (saved in checkpoints and exports).
     model.model_name = name  # type: ignore[assignment]
     model.model_kwargs = dict(kwargs)  # type: ignore[assignment]
