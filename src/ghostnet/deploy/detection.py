@@ -19,10 +19,9 @@ from .export import (
     ExportReport,
     check_output_path,
     export_model,
-    export_write_failure,
     onnx_opset,
     onnx_session,
-    remove_partial,
+    written_whole,
 )
 
 __all__ = ["BackboneMaps", "DetectorForExport", "export_detector", "match_detections"]
@@ -111,20 +110,11 @@ def export_detector(
     h, w = input_size
     images = [check_image if check_image is not None else torch.rand(3, h, w), torch.rand(3, max(32, h * 3 // 4), w)]
     tmp = path.with_name(f".{path.stem}.tmp.onnx")
-    try:
+    with written_whole(tmp, path, model):  # a full disk or Ctrl-C: one line, and no partial file
         proto = _write_detector_onnx(model, images[0], tmp, opset)
         diff = _detections_diff(model, tmp, images)
         if not diff <= 1e-3:
             raise ValueError(f"the exported detector disagrees with PyTorch: max difference {diff:.2e} > 1e-3")
-        os.replace(tmp, path)
-    except BaseException as e:  # a full disk or Ctrl-C: one line, and no partial file
-        remove_partial(tmp)
-        failure = export_write_failure(e, path, model)
-        if failure is None:
-            raise
-        raise failure from None
-    finally:
-        remove_partial(tmp)
     return ExportReport(
         str(path),
         "onnx",

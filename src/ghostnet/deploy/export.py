@@ -7,6 +7,8 @@ export_model(fused, "m.onnx", "onnx", input_size=(224, 224), dynamic_batch=True)
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -19,6 +21,7 @@ from ..nn.surgery import fuse_bn
 
 __all__ = [
     "default_suffix",
+    "written_whole",
     "fuse_bn",
     "prepare_inference",
     "export_model",
@@ -162,7 +165,7 @@ def export_model(
     multi = isinstance(refs[0], (list, tuple))
     output_names = [f"features_{i}" for i in range(len(refs[0]))] if multi else ["logits"]
     tmp = path.with_name(f".{path.stem}.tmp{_SUFFIX[fmt]}")  # torch.export insists on .pt2
-    try:
+    with written_whole(tmp, path, model):
         if fmt == "onnx":
             report = _export_onnx(model, x, tmp, output_names, dynamic_batch, opset, batches)
         elif fmt == "torchscript":
@@ -170,6 +173,17 @@ def export_model(
         else:
             report = _export_program(model, tmp, output_names, dynamic_batch, batches, refs)
         _check_parity(report.max_abs_diff, tolerance, refs)
+    report.path, report.size_bytes, report.dynamic_batch = str(path), path.stat().st_size, dynamic_batch
+    report.input_shape = ["batch" if dynamic_batch else 1, in_chans, *input_size]
+    return report
+
+
+@contextmanager
+def written_whole(tmp: Path, path: Path, model: nn.Module) -> Iterator[None]:
+    """The block writes and checks `tmp`; then it becomes `path`. A failure removes it (and ONNX's data file
+    beside it); a full disk or Ctrl-C is turned into one line (`export_write_failure`)."""
+    try:
+        yield
         os.replace(tmp, path)
     except BaseException as e:
         remove_partial(tmp)
@@ -179,9 +193,6 @@ def export_model(
         raise failure from None
     finally:
         remove_partial(tmp)
-    report.path, report.size_bytes, report.dynamic_batch = str(path), path.stat().st_size, dynamic_batch
-    report.input_shape = ["batch" if dynamic_batch else 1, in_chans, *input_size]
-    return report
 
 
 def export_write_failure(e: BaseException, path: Path, model: nn.Module) -> BaseException | None:
