@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from .common import UsageError
+from .common import CommandParser, UsageError
 
 __all__ = ["main", "build_parser", "UsageError"]
 
@@ -19,7 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="GhostNet: build, train, analyse, compress and deploy GhostNet models.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=CommandParser)
     sub.required = True
     models.add_parsers(sub)
     training.add_parsers(sub)

@@ -3,8 +3,26 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
-__all__ = ["UsageError", "positive_int", "positive_float"]
+__all__ = ["CommandParser", "HelpFormatter", "UsageError", "positive_int", "positive_float"]
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """--help with each option's default, except the uninformative ones (None, False, an empty list)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default in (None, False, []) or action.default is argparse.SUPPRESS:
+            return action.help
+        return super()._get_help_string(action)
+
+
+class CommandParser(argparse.ArgumentParser):
+    """A subcommand's parser: its --help shows the options' defaults (`HelpFormatter`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
 
 
 class UsageError(ValueError):

@@ -219,7 +219,7 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--threads", type=positive_int, help="default: all cores")
     p.add_argument("--runs", type=positive_int, help="timed runs at batch 1 (default 50)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     p.add_argument("--compile", action="store_true", help="include torch.compile (slow to compile on CPU)")
     p.add_argument(
         "--bf16",
@@ -234,7 +234,7 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
         "--baseline", help="'MODEL / FORM' to take ratios against (default: timm's model of the same name, eager)"
     )
     p.add_argument("--quick", action="store_true", help="a few runs at 64x64: checks the harness, not the machine")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--output", help="also write the JSON here")
     p.add_argument("--plot", help="also draw latency vs MACs into this PNG")
     p.set_defaults(func=cmd_bench)

@@ -97,7 +97,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     add_config_arguments(p, cls=DetectConfig)
     p.set_defaults(func=cmd_detect_train)
 
-    p = sub.add_parser("detect-eval", help="COCO mAP, mAP@0.5 and per-class AP of a trained detector")
+    p = sub.add_parser(
+        "detect-eval",
+        help="COCO mAP, mAP@0.5 and per-class AP of a trained detector",
+        description="Evaluate a detect-train checkpoint with pycocotools on a COCO-format split (by default the "
+        "validation split it was trained with): mAP@[.5:.95], mAP@0.5, mAP@0.75 and AP per class.",
+    )
     p.add_argument("checkpoint", help="a checkpoint written by detect-train")
     p.add_argument(
         "--data-dir", help="a COCO-layout folder (its val split); default: the split the detector was validated on"
@@ -106,18 +111,23 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--annotations", help="a COCO instances JSON")
     p.add_argument("--batch-size", type=positive_int, default=4)
     p.add_argument("--num-workers", type=int, default=2)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=cmd_detect_eval)
 
-    p = sub.add_parser("detect", help="detect objects in images and draw the labelled boxes")
+    p = sub.add_parser(
+        "detect",
+        help="detect objects in images and draw the labelled boxes",
+        description="Run a detect-train checkpoint on image files or folders; print the detections and write "
+        "each image with its labelled boxes into --output-dir (never replacing a file without --overwrite).",
+    )
     p.add_argument("images", nargs="+", help="image files and/or folders")
     p.add_argument("--checkpoint", required=True, help="a checkpoint written by detect-train")
     p.add_argument("--output-dir", default="detections", help="where the drawn images go (IMAGE_STEM.png)")
     p.add_argument("--score-threshold", type=float, default=0.5, help="keep detections scoring at least this")
     p.add_argument("--no-draw", action="store_true", help="only print the detections")
     p.add_argument("--overwrite", action="store_true", help="replace drawn images already in OUTPUT_DIR")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=cmd_detect)

@@ -210,7 +210,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_list(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("list", help="list the registered models")
+    p = sub.add_parser(
+        "list",
+        help="list the registered models",
+        description="The registered models, with their default width and input size, which have published "
+        "ImageNet weights (and from where), and a one-line description.",
+    )
     p.add_argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. 'ghostnet_*'")
     p.set_defaults(func=cmd_list)
 
@@ -255,7 +260,7 @@ def _add_ghostify(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--replace-first", action="store_true", help="also replace the first conv")
     p.add_argument("--input-size", type=positive_int, nargs=2, default=(224, 224), metavar=("H", "W"))
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=cmd_ghostify)
 
 

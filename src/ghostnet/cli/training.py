@@ -75,10 +75,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from ..deploy.predict import predict_images
+    from ..engine.distributed import init_distributed
     from ..engine.evaluate import load_model
 
+    _, device = init_distributed(args.device)  # resolves "auto"; a CUDA device on a machine without one is one line
     model, prep, _ = load_model(args.checkpoint, args.model, use_ema=args.ema)
-    results = predict_images(model, prep, args.images, args.topk)
+    results = predict_images(model.to(device), prep, args.images, args.topk)
     if args.json:
         print(json.dumps(results, indent=2))
         return 0
@@ -119,14 +121,19 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     add_config_arguments(p, exclude=("model", "ratio", "dw_size", "name", "resume", "overwrite"))
     p.set_defaults(func=cmd_ablate)
 
-    p = sub.add_parser("eval", help="top-1/top-5 (and confusion matrix) of a checkpoint on a dataset")
+    p = sub.add_parser(
+        "eval",
+        help="top-1/top-5 (and confusion matrix) of a checkpoint on a dataset",
+        description="Evaluate a checkpoint on a dataset's test split (by default the dataset it was trained on): "
+        "top-1, top-5, loss, and a confusion matrix for up to 20 classes. Runs distributed under torchrun.",
+    )
     p.add_argument("checkpoint", help="our checkpoint, or an official/timm state dict (with --model)")
     p.add_argument("--model", help="model name, for bare state dicts (e.g. ghostnet_100)")
     p.add_argument("--dataset", help="default: the dataset the checkpoint was trained on")
     p.add_argument("--data-dir")
     p.add_argument("--image-size", type=positive_int)
     p.add_argument("--batch-size", type=positive_int, default=256)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--ema", action="store_true", help="evaluate the EMA weights")
     p.add_argument(
         "--bad-images",
@@ -134,15 +141,21 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         default="skip",
         help="image folders: skip (leave unreadable images out and report the count) | error (refuse, naming the file)",
     )
-    p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("predict", help="top-k classes for image files or folders")
+    p = sub.add_parser(
+        "predict",
+        help="top-k classes for image files or folders",
+        description="Classify image files (any mode: 8- or 16-bit, palette, alpha, CMYK) or every image under "
+        "folders with a checkpoint, preprocessed as the checkpoint was trained.",
+    )
     p.add_argument("images", nargs="+", help="image files and/or folders")
     p.add_argument("--checkpoint", required=True, help="our checkpoint, or an official/timm state dict (with --model)")
     p.add_argument("--model", help="model name, for bare state dicts")
-    p.add_argument("--topk", type=positive_int, default=5)
+    p.add_argument("--topk", type=positive_int, default=5, help="how many classes to show per image")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--ema", action="store_true", help="use the EMA weights")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=cmd_predict)
