@@ -82,6 +82,7 @@ def test_plotting_leaves_the_users_backend_alone(tmp_path, user_backend):
 
 def test_cli_visualize_end_to_end(tmp_path, image, capsys):
     assert main(["visualize", "ghost", str(image), "--model", "ghost_vgg16", "--output", str(tmp_path / "a.png")]) == 0
+    assert "no --checkpoint, so ghost_vgg16 has random weights" in capsys.readouterr().out  # said, not silent
     assert (
         main(
             ["visualize", "ghost", str(image), "--model", "resnet18", "--ghostify", "--output", str(tmp_path / "b.png")]

@@ -169,6 +169,9 @@ def _model_and_image(args: argparse.Namespace):
         if not args.model:
             raise UsageError("give --model (and optionally --checkpoint)")
         model = _build_any_model(args.model)
+        print(
+            f"note: no --checkpoint, so {args.model} has random weights: its maps show the architecture, not learning"
+        )
         size = model_entry(args.model).default_cfg.get("input_size", 224) if args.model in list_models() else 224
         prep = Preprocess(image_size=size, center_crop=size >= 128)
     if args.image_size:
