@@ -6,26 +6,36 @@ python benchmarks/data_loader.py [--dataset fashion_mnist] [--model ghostnet_sma
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import platform
+import sys
 import time
 
 import torch
 import torch.nn.functional as F
 
 from ghostnet import create_model
+from ghostnet.cli.common import positive_int
 from ghostnet.data import TensorLoader, load_dataset
 
 
-def main() -> None:
+def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--dataset", default="fashion_mnist")
+    ap.add_argument("--dataset", default="fashion_mnist", help="an in-memory dataset (digits, fashion_mnist, ...)")
     ap.add_argument("--model", default="ghostnet_small_050")
-    ap.add_argument("--batch-size", type=int, default=128)
-    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--batch-size", type=positive_int, default=128)
+    ap.add_argument("--steps", type=positive_int, default=20)
     args = ap.parse_args()
 
-    data = load_dataset(args.dataset)
+    try:
+        data = load_dataset(args.dataset)
+    except ValueError as e:  # DatasetError: not found, with where it looked
+        ap.exit(2, f"data_loader.py: error: {e}\n")
+    if not data.in_memory:
+        ap.exit(
+            2, "data_loader.py: error: the loader benchmark takes in-memory datasets (digits, fashion_mnist, ...)\n"
+        )
     loader = TensorLoader(data.train, args.batch_size, train=True, augment=data.augment, mean=data.mean, std=data.std)
     t0, n = time.perf_counter(), 0
     for _, y in loader.batches(0):
@@ -34,7 +44,7 @@ def main() -> None:
 
     model = create_model(args.model, num_classes=data.num_classes, in_chans=data.in_chans)
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    batches = loader.batches(1)
+    batches = itertools.cycle(list(loader.batches(1)))  # a small dataset (digits) has fewer batches than steps
     for i in range(args.steps + 3):
         if i == 3:  # warm-up done
             t0 = time.perf_counter()
@@ -59,7 +69,8 @@ def main() -> None:
             indent=2,
         )
     )
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

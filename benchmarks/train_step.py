@@ -115,14 +115,25 @@ def main() -> None:
     args = ap.parse_args()
     if args.image_size < 32:
         ap.error("--image-size must be at least 32 (GhostNet downsamples 32x)")
+    import torch  # here, not at the top: the child measures memory before and after importing it
+
+    try:
+        device = torch.device(args.device)
+    except RuntimeError:
+        ap.error(f"--device {args.device!r} is not a device (cpu, cuda, cuda:N)")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        ap.error(f"--device {args.device}: CUDA is not available on this machine")
     if args.which:
         _child(args)
         return
     rows = []
     for which in ("timm", "ours", "timm", "ours"):  # interleaved, twice: drift on a shared machine shows up
         cmd = [sys.executable, __file__, "--which", which] + [a for a in sys.argv[1:]]
-        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
-        rows.append(json.loads(out))
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode != 0:  # the child's own last line, not a CalledProcessError around it
+            last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+            ap.exit(1, f"train_step.py: the {which} run failed: {last}\n")
+        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
     best = {w: max((r for r in rows if r["model"] == w), key=lambda r: r["images_per_s"]) for w in ("ours", "timm")}
     print(
         f"train step, ghostnet_100, batch {args.batch_size} at {args.image_size}, {args.device}, amp {args.amp}, "

@@ -102,3 +102,26 @@ def test_family_benchmark_runs(tmp_path):
         [sys.executable, str(BENCH / "family.py"), "--output", str(tmp_path / "f.json")], capture_output=True, text=True
     )
     assert again.returncode == 2 and "exists" in again.stderr  # never replaces a result
+
+
+def test_benchmark_scripts_refuse_bad_input_in_one_line():
+    import torch
+
+    cases = [(["data_loader.py", "--dataset", "nope"], "unknown dataset")]
+    if not torch.cuda.is_available():
+        cases.append((["train_step.py", "--device", "cuda"], "CUDA is not available"))
+    for argv, message in cases:
+        out = subprocess.run([sys.executable, str(BENCH / argv[0]), *argv[1:]], capture_output=True, text=True)
+        assert out.returncode == 2 and message in out.stderr.strip().splitlines()[-1], out.stderr[-500:]
+        assert "Traceback" not in out.stderr
+
+
+def test_loader_benchmark_on_a_dataset_smaller_than_its_steps():
+    out = subprocess.run(
+        [sys.executable, str(BENCH / "data_loader.py"), "--dataset", "digits", "--batch-size", "128", "--steps", "9"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-1000:]  # digits has 11 batches: StopIteration before
+    assert '"train_step_images_per_s"' in out.stdout
