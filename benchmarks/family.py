@@ -89,8 +89,20 @@ def measure(names: list[str], threads: int, runs: int) -> dict[str, object]:
     for row in rows:
         for form in ("torch folded+cl", "ONNX Runtime fp32"):
             row[form] = 1000 * statistics.median(times[(row["model"], form)])
-    cpu = platform.processor() or platform.machine()
-    return {"machine": {"cpu": cpu, "threads": threads, "torch": torch.__version__, "runs": runs}, "rows": rows}
+    machine = {"cpu": cpu_name(), "threads": threads, "torch": torch.__version__, "runs": runs}
+    return {"machine": machine, "rows": rows}
+
+
+def cpu_name() -> str:
+    """The processor's model name and vector extensions (Linux /proc/cpuinfo), else what platform knows."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine()
+    name = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")), "")
+    flags = next((ln.split(":", 1)[1].split() for ln in info.splitlines() if ln.startswith("flags")), [])
+    ext = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_tile") if f in flags]
+    return f"{name or platform.machine()} ({', '.join(ext) or 'no AVX2'})"
 
 
 def table(result: dict) -> str:
