@@ -92,6 +92,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
+    _add_train(sub)
+    _add_ablate(sub)
+    _add_eval(sub)
+    _add_predict(sub)
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
     from ..engine.config import add_config_arguments, list_recipes
 
     p = sub.add_parser(
@@ -104,6 +111,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", help="a YAML file or a bundled recipe name")
     add_config_arguments(p)
     p.set_defaults(func=cmd_train)
+
+
+def _add_ablate(sub: argparse._SubParsersAction) -> None:
+    from ..engine.config import add_config_arguments
 
     p = sub.add_parser(
         "ablate",
@@ -121,6 +132,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     add_config_arguments(p, exclude=("model", "ratio", "dw_size", "name", "resume", "overwrite"))
     p.set_defaults(func=cmd_ablate)
 
+
+def _add_eval(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "eval",
         help="top-1/top-5 (and confusion matrix) of a checkpoint on a dataset",
@@ -145,6 +158,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=cmd_eval)
 
+
+def _add_predict(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "predict",
         help="top-k classes for image files or folders",

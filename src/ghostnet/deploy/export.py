@@ -16,7 +16,7 @@ from typing import Any, cast
 import torch
 from torch import nn
 
-from ..models.checkpoint import CheckpointWriteError, interrupted, space_note, write_failure_reason
+from ..models.files import CheckpointWriteError, interrupted, space_note, write_failure_reason
 from ..nn.surgery import fuse_bn
 
 __all__ = [

@@ -15,7 +15,8 @@ from typing import Any, NamedTuple, cast
 import numpy as np
 import torch
 
-from ..models.checkpoint import FORMAT, CheckpointError, CheckpointWriteError, read_checkpoint, space_note
+from ..models.checkpoint import FORMAT, CheckpointError, read_checkpoint
+from ..models.files import CheckpointWriteError, space_note
 from .config import RunConfig
 from .distributed import Dist, broadcast
 

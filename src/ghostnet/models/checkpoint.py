@@ -8,21 +8,29 @@ so loading never runs pickled code. Official and timm state dicts, and ``.safete
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import pickle
 import pickletools
 import re
 import shutil
-import tempfile
 import zipfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any, Literal
 
 import torch
 from torch import nn
+
+from .files import (
+    CheckpointWriteError,
+    interrupted,
+    space_note,
+    state_bytes,
+    state_checksum,
+    write_atomically,
+    write_failure_reason,
+)
 
 __all__ = [
     "CheckpointError",
@@ -45,18 +53,11 @@ FORMAT = "ghostnet-checkpoint"
 _SHOW = 5  # how many offending keys an error names
 
 
-_SCALARS = (bool, int, float, str, bytes, type(None))  # the plain values a checksum covers besides tensors
-# torch's zip writer reports a failed write (disk full, interrupted) as an assertion about the file position
-_TORCH_WRITE_FAILURE = re.compile(r"unexpected pos|file write failed|PytorchStreamWriter failed", re.IGNORECASE)
 _SAFE_MODULES = ("torch", "collections", "_codecs")  # where the globals of a plain checkpoint come from
 
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be read, or does not fit the model."""
-
-
-class CheckpointWriteError(OSError):
-    """A checkpoint (or export) could not be written: disk full, I/O error. The previous file is left intact."""
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
@@ -327,7 +328,7 @@ def save_checkpoint(obj: Mapping[str, Any], path: str | os.PathLike) -> Path:
     """
     state = {k: v for k, v in obj.items() if k != "checksum"}
     state["checksum"] = state_checksum(state)
-    return _write_atomically(Path(path), lambda f: torch.save(state, f), lambda: _state_bytes(state))
+    return write_atomically(Path(path), lambda f: torch.save(state, f), lambda: state_bytes(state))
 
 
 def copy_checkpoint(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
@@ -339,130 +340,7 @@ def copy_checkpoint(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
         with open(src, "rb") as inp:
             shutil.copyfileobj(inp, f, 1 << 20)
 
-    return _write_atomically(Path(dst), write, lambda: src.stat().st_size)
-
-
-def _write_atomically(path: Path, write: Callable[[IO[bytes]], object], needed: Callable[[], int]) -> Path:
-    existed, tmp = path.exists(), None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
-        kept = f"the previous {path.name} is intact" if existed else f"no {path.name} was written"
-        if interrupted(e):
-            raise KeyboardInterrupt(f"while writing {path}; {kept}") from None
-        reason = write_failure_reason(e)
-        if reason is None:
-            raise
-        raise CheckpointWriteError(
-            f"could not write checkpoint {path}: {reason}; {space_note(path.parent, needed)}; {kept}"
-        ) from None
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)  # make the rename itself durable
-    finally:
-        os.close(dir_fd)
-    return path
-
-
-def interrupted(e: BaseException) -> bool:
-    """Whether `e` is, or came from, a KeyboardInterrupt (torch's zip writer turns one into a RuntimeError)."""
-    return any(isinstance(x, KeyboardInterrupt) for x in _chain(e))
-
-
-def write_failure_reason(e: BaseException) -> str | None:
-    """Why a write failed, in a few words (``No space left on device``); None when `e` is not a failed write."""
-    for x in _chain(e):
-        if isinstance(x, OSError) and not isinstance(x, CheckpointWriteError):
-            return x.strerror or _first_line(x)
-    if isinstance(e, RuntimeError) and _TORCH_WRITE_FAILURE.search(str(e)):
-        return f"the write stopped short ({_first_line(e)})"
-    return None
-
-
-def space_note(folder: Path, needed: Callable[[], int]) -> str:
-    """``it needs about 12.3 MiB, FOLDER has 1.0 MiB free`` (what it can find out of the two)."""
-    try:
-        need = f"it needs about {_size(needed())}"
-    except Exception:  # noqa: BLE001 - an estimate for an error message must not replace the error
-        need = "its size is unknown"
-    try:
-        return f"{need}, {folder} has {_size(shutil.disk_usage(folder).free)} free"
-    except OSError:
-        return need
-
-
-def state_checksum(obj: Any) -> str:
-    """``sha256:<hex>`` over every tensor (name, dtype, shape, bytes) and plain value in `obj`, in a fixed order.
-
-    Names are the key paths (``/model/conv_stem.weight``); a top-level ``"checksum"`` is left out.
-    """
-    h = hashlib.sha256()
-    for name, value in _leaves(obj, ""):
-        if isinstance(value, torch.Tensor):
-            h.update(f"{name}|{value.dtype}|{tuple(value.shape)}\n".encode())
-            h.update(_tensor_bytes(value))
-        else:
-            h.update(f"{name}|{type(value).__name__}|{value!r}\n".encode())
-    return "sha256:" + h.hexdigest()
-
-
-def _leaves(obj: Any, prefix: str) -> Iterator[tuple[str, Any]]:
-    """(key path, value) for every tensor and plain value inside nested dicts, lists and tuples."""
-    if isinstance(obj, torch.Tensor) or isinstance(obj, _SCALARS):
-        yield prefix, obj
-    elif isinstance(obj, Mapping):
-        items = [(str(k), v) for k, v in obj.items() if not (prefix == "" and k == "checksum")]
-        for key, value in sorted(items, key=lambda kv: kv[0]):
-            yield from _leaves(value, f"{prefix}/{key}")
-    elif isinstance(obj, (list, tuple)):
-        for i, value in enumerate(obj):
-            yield from _leaves(value, f"{prefix}/{i}")
-
-
-def _tensor_bytes(t: torch.Tensor) -> memoryview | bytes:
-    if t.layout != torch.strided or t.is_quantized or t.device.type == "meta":
-        return b""  # exotic tensors: their name, dtype and shape still count
-    flat = t.detach().cpu().contiguous().reshape(-1)
-    return flat.view(torch.uint8).numpy().data
-
-
-def _state_bytes(obj: Any) -> int:
-    """The bytes of the tensors in `obj` (shared storage counted once): about what a save writes."""
-    seen, total = set(), 0
-    for _, value in _leaves(obj, ""):
-        if isinstance(value, torch.Tensor):
-            storage = value.untyped_storage()
-            key = (storage.data_ptr(), str(storage.device))
-            if key not in seen:
-                seen.add(key)
-                total += storage.nbytes()
-    return total
-
-
-def _size(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} GiB"
-
-
-def _chain(e: BaseException | None) -> Iterator[BaseException]:
-    """`e` and the exceptions it was raised from or while handling."""
-    seen: set[int] = set()
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        yield e
-        e = e.__cause__ or e.__context__
+    return write_atomically(Path(dst), write, lambda: src.stat().st_size)
 
 
 def save_weights(model: nn.Module, path: str | os.PathLike) -> Path:
@@ -478,7 +356,7 @@ def save_weights(model: nn.Module, path: str | os.PathLike) -> Path:
 
         meta = {"format": FORMAT, "model_name": name or "", "model_kwargs": json.dumps(kwargs)}
         meta["checksum"] = state_checksum(sd)
-        return _write_atomically(path, lambda f: f.write(save(sd, metadata=meta)), lambda: _state_bytes(sd))
+        return write_atomically(path, lambda f: f.write(save(sd, metadata=meta)), lambda: state_bytes(sd))
     return save_checkpoint({"format": FORMAT, "model": sd, "model_name": name, "model_kwargs": kwargs}, path)
 
 
