@@ -131,3 +131,38 @@ def test_cli_ghostify(capsys):
 def test_ghostified_model_profile_counts_cheap_ops():
     p = profile_model(create_model("ghost_resnet56"), (32, 32))
     assert 0 < p.cheap_macs < 0.05 * p.macs
+
+
+@pytest.mark.parametrize("version", ["v2", "v3"])
+def test_ghostify_puts_in_the_successors_modules(version):
+    import torchvision
+
+    from ghostnet.nn import GhostModuleV2, GhostModuleV3, reparameterize
+
+    torch.manual_seed(0)
+    base = torchvision.models.resnet18(num_classes=10)
+    report = ghostify_report(base, version=version)
+    kind = GhostModuleV2 if version == "v2" else GhostModuleV3
+    assert isinstance(report.model.layer1[0].conv1, kind) and len(report.replaced) == 19
+    model = report.model
+    for m in model.modules():  # BN statistics from data, as after training
+        if isinstance(m, nn.BatchNorm2d):
+            m.momentum = None
+    with torch.no_grad():
+        model.train()(torch.randn(8, 3, 64, 64))
+    model.eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        y = model(x)
+        assert y.shape == (2, 10)
+        if version == "v3":  # the re-parameterisable branches fold like GhostNetV3's
+            assert (reparameterize(model)(x) - y).abs().max() <= 1e-4 * max(1.0, float(y.abs().max()))
+
+
+def test_ghostify_v3_keeps_convs_it_cannot_fold():
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=0), nn.Conv2d(8, 8, 3, padding=1))
+    report = ghostify_report(model, version="v3")
+    assert [r.action for r in report.layers] == ["kept", "kept", "replaced"]
+    assert "same' padding" in report.layers[1].reason
+    with pytest.raises(ValueError, match="version must be one of"):
+        ghostify(model, version="v4")

@@ -95,7 +95,9 @@ def cmd_ghostify(args: argparse.Namespace) -> int:
     from ..nn.ghostify import ghostify_report
 
     model = _build_any_model(args.model)
-    report = ghostify_report(model, args.ratio, args.dw_size, skip=args.skip, keep_first=not args.replace_first)
+    report = ghostify_report(
+        model, args.ratio, args.dw_size, skip=args.skip, keep_first=not args.replace_first, version=args.ghost_version
+    )
     size = tuple(args.input_size)
     for when, net in (("before", model), ("after", report.model)):
         p = profile_model(net, size)
@@ -262,6 +264,12 @@ def _add_ghostify(sub: argparse._SubParsersAction) -> None:
         "--skip", nargs="+", default=[], metavar="NAME", help="layer names or patterns to keep (e.g. 'layer4.*')"
     )
     p.add_argument("--replace-first", action="store_true", help="also replace the first conv")
+    p.add_argument(
+        "--ghost-version",
+        choices=["v1", "v2", "v3"],
+        default="v1",
+        help="the module put in: v1 Ghost module, v2 with DFC attention, v3 re-parameterisable (training form)",
+    )
     p.add_argument("--input-size", type=positive_int, nargs=2, default=(224, 224), metavar=("H", "W"))
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=cmd_ghostify)

@@ -168,8 +168,13 @@ class GhostModuleV2(GhostModule):
         dw_size: int = 3,
         stride: int = 1,
         relu: bool = True,
+        *,
+        padding: int | None = None,
+        dilation: int = 1,
     ) -> None:
-        super().__init__(in_channels, out_channels, kernel_size, ratio, dw_size, stride, relu)
+        super().__init__(
+            in_channels, out_channels, kernel_size, ratio, dw_size, stride, relu, padding=padding, dilation=dilation
+        )
         self.short_conv = DFCAttention(in_channels, out_channels, kernel_size, stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

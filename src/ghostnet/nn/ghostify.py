@@ -21,8 +21,12 @@ from typing import cast
 
 from torch import nn
 
-from .blocks import GhostModule
+from .blocks import GhostModule, GhostModuleV2
+from .rep import GhostModuleV3
 from .surgery import conv_bn_pairs, set_submodule
+
+# The module each `version` puts in place of a conv.
+_MODULES: dict[str, type[nn.Module]] = {"v1": GhostModule, "v2": GhostModuleV2, "v3": GhostModuleV3}
 
 __all__ = ["ghostify", "ghostify_report", "GhostifyReport", "ReplacedConv"]
 
@@ -117,6 +121,7 @@ def ghostify(
     keep_first: bool = True,
     inplace: bool = False,
     absorb_bn: bool = True,
+    version: str = "v1",
 ) -> nn.Module:
     """Replace the Conv2d layers of `model` with Ghost modules; returns the Ghost model.
 
@@ -129,11 +134,14 @@ def ghostify(
         inplace: modify `model` itself instead of a copy.
         absorb_bn: drop the BatchNorm right after each replaced conv (found by torch.fx tracing). A model
             that torch.fx cannot trace raises unless this is False (every BatchNorm is then kept).
+        version: the module that replaces each conv: ``"v1"`` `GhostModule`, ``"v2"`` `GhostModuleV2`
+            (with a DFC attention gate), ``"v3"`` `GhostModuleV3` (re-parameterisable branches; fold the
+            result with `reparameterize` for inference; convs without "same" padding are kept).
 
     Raises:
         ValueError: the model has no Conv2d, a bad ratio/dw_size, or it cannot be traced to find its BNs.
     """
-    return ghostify_report(model, ratio, dw_size, skip, keep_first, inplace, absorb_bn).model
+    return ghostify_report(model, ratio, dw_size, skip, keep_first, inplace, absorb_bn, version).model
 
 
 def ghostify_report(
@@ -144,12 +152,17 @@ def ghostify_report(
     keep_first: bool = True,
     inplace: bool = False,
     absorb_bn: bool = True,
+    version: str = "v1",
 ) -> GhostifyReport:
     """`ghostify` with its report: the Ghost model and one row per Conv2d (replaced, or kept and why).
 
     Takes the same arguments as `ghostify`.
     """
     GhostModule(1, 1, ratio=ratio, dw_size=dw_size)  # validates ratio and dw_size with their usual errors
+    if version not in _MODULES:
+        raise ValueError(f"version must be one of {', '.join(_MODULES)}, got {version!r}")
+    if version == "v3" and ratio < 2:
+        raise ValueError("version 'v3' needs ratio >= 2 (its cheap branches have an identity)")
     convs = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
     if not convs:
         raise ValueError(f"{type(model).__name__} has no Conv2d layers to turn into Ghost modules")
@@ -158,7 +171,7 @@ def ghostify_report(
         model = copy.deepcopy(model)
     report = GhostifyReport(model, ratio=ratio, dw_size=dw_size)
     for i, (name, conv) in enumerate(convs):
-        reason = _why_not(conv)
+        reason = _why_not(conv) or (_why_not_v3(conv) if version == "v3" else "")
         if keep_first and i == 0:
             reason = "first conv (sees the raw image)"
         elif any(fnmatch.fnmatch(name, pat) or name == pat for pat in skip):
@@ -176,25 +189,32 @@ def ghostify_report(
         )
         report.layers.append(row)
         if not reason:
-            _replace(model, row, conv, ratio, dw_size)
+            _replace(model, row, conv, ratio, dw_size, version)
     return report
 
 
-def _replace(model: nn.Module, row: ReplacedConv, conv: nn.Conv2d, ratio: int, dw_size: int) -> None:
+def _replace(model: nn.Module, row: ReplacedConv, conv: nn.Conv2d, ratio: int, dw_size: int, version: str) -> None:
     if row.absorbed_bn:
         set_submodule(model, row.absorbed_bn, nn.Identity())
-    ghost = GhostModule(
-        conv.in_channels,
-        conv.out_channels,
-        conv.kernel_size[0],
-        ratio,
-        dw_size,
-        conv.stride[0],
-        relu=False,
-        padding=cast(tuple[int, int], conv.padding)[0],  # not "same"/"valid": `_why_not` kept those convs
-        dilation=conv.dilation[0],
-    ).to(conv.weight.device)
-    set_submodule(model, row.name, ghost)
+    k, stride = conv.kernel_size[0], conv.stride[0]
+    ghost: nn.Module
+    if version == "v3":  # "same" padding, no dilation: `_why_not_v3` kept the others
+        ghost = GhostModuleV3(conv.in_channels, conv.out_channels, k, ratio, dw_size, stride, relu=False)
+    else:
+        padding = cast(tuple[int, int], conv.padding)[0]  # not "same"/"valid": `_why_not` kept those convs
+        ghost = _MODULES[version](
+            conv.in_channels, conv.out_channels, k, ratio, dw_size, stride, False,
+            padding=padding, dilation=conv.dilation[0],
+        )  # fmt: skip
+    set_submodule(model, row.name, ghost.to(conv.weight.device))
+
+
+def _why_not_v3(conv: nn.Conv2d) -> str:
+    """Why a conv cannot become a `GhostModuleV3` (whose branches all pad to the same size), or ''."""
+    k = conv.kernel_size[0]
+    if conv.dilation[0] != 1 or cast(tuple[int, int], conv.padding)[0] != k // 2:
+        return "GhostNetV3 branches need 'same' padding and no dilation"
+    return ""
 
 
 def _bn_after_conv(model: nn.Module) -> dict[str, str]:
