@@ -88,10 +88,15 @@ class GhostifyReport:
             b, a = self.before, self.after
             size = "x".join(map(str, b["input_size"]))
             lines.append(
-                f"params {b['params']:,} -> {a['params']:,} ({b['params'] / a['params']:.2f}x fewer); "
-                f"MACs at {size} {b['macs'] / 1e6:,.1f}M -> {a['macs'] / 1e6:,.1f}M ({b['macs'] / a['macs']:.2f}x fewer)"
+                f"params {b['params']:,} -> {a['params']:,} ({_change(b['params'], a['params'])}); "
+                f"MACs at {size} {b['macs'] / 1e6:,.1f}M -> {a['macs'] / 1e6:,.1f}M ({_change(b['macs'], a['macs'])})"
             )
         return "\n".join(lines)
+
+
+def _change(before: float, after: float) -> str:
+    """``2.00x fewer`` or, when the replacement costs more (a DFC gate per module), ``1.49x more``."""
+    return f"{before / after:.2f}x fewer" if after <= before else f"{after / before:.2f}x more"
 
 
 def _why_not(conv: nn.Conv2d) -> str:
