@@ -1,4 +1,5 @@
-"""Image classification on the shared loop: the data and model for a run, cross-entropy, top-1/top-5.
+"""Image classification on the shared loop: the data and model for a run, cross-entropy (plus, with a
+teacher, GhostNetV3's distillation term), top-1/top-5.
 
 from ghostnet.engine import load_config, train
 summary = train(load_config("digits", {"epochs": 3}))
@@ -6,6 +7,7 @@ summary = train(load_config("digits", {"epochs": 3}))
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import torch
@@ -24,7 +26,9 @@ __all__ = [
     "build_loaders",
     "build_model_for_data",
     "count_skipped",
+    "distillation_loss",
     "evaluate",
+    "load_teacher",
     "skipped_files_note",
     "subset",
     "train",
@@ -100,6 +104,72 @@ def build_model_for_data(cfg: TrainConfig, data: DataBundle) -> nn.Module:
         if getattr(cfg, name) is not None:
             kwargs[name] = getattr(cfg, name)
     return create_model(cfg.model, checkpoint_path=cfg.init_checkpoint, **kwargs)
+
+
+# ---------------------------------------------------------------- knowledge distillation
+
+
+def distillation_loss(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0
+) -> torch.Tensor:
+    """GhostNetV3's distillation term: ``T^2 * mean_batch(-sum_c softmax(teacher/T)_c * log_softmax(student/T)_c)``.
+
+    The cross-entropy of the student's tempered prediction against the teacher's. It is KL(teacher || student)
+    plus the teacher's entropy, which does not depend on the student, so its gradients are KL's. The factor T^2
+    (Hinton et al.) keeps the gradients' size when T changes; at T = 1 the term is exactly the paper's.
+    """
+    t = float(temperature)
+    soft_targets = F.softmax(teacher_logits.float() / t, dim=1)
+    log_probs = F.log_softmax(student_logits.float() / t, dim=1)
+    return -(soft_targets * log_probs).sum(dim=1).mean() * (t * t)
+
+
+def load_teacher(cfg: TrainConfig, data: DataBundle, in_chans: int, device: torch.device) -> tuple[nn.Module, str]:
+    """The frozen teacher of a distillation run (eval mode, no gradients, on `device`), checked on the student's input.
+
+    Returns:
+        (teacher, a warning, or ``""``, when the teacher was trained on another normalisation or input size).
+
+    Raises:
+        ValueError (one line): the checkpoint is missing or holds another model, the teacher does not take the
+        student's input (channels), or it predicts another number of classes than the dataset has.
+    """
+    from .evaluate import load_model  # evaluate.py imports this module
+
+    name, path = cfg.teacher, cfg.teacher_checkpoint
+    assert name is not None and path is not None  # TrainConfig.validate
+    # The teacher's constructor draws random initial weights (on the CPU) before its checkpoint replaces them;
+    # forking the CPU RNG keeps the run's random stream exactly that of the same run without a teacher.
+    with torch.random.fork_rng(devices=[]):
+        try:
+            teacher, prep, _ = load_model(path, name)
+        except ValueError as e:
+            raise type(e)(f"teacher: {e}") from None
+    teacher = teacher.to(device).eval().requires_grad_(False)
+    if cfg.channels_last:
+        teacher = teacher.to(memory_format=torch.channels_last)
+    size = data.image_size
+    try:
+        with torch.no_grad():
+            out = teacher(torch.zeros(1, in_chans, size, size, device=device))
+    except RuntimeError as e:
+        raise ValueError(
+            f"teacher {name} ({path}) does not take the student's {in_chans}x{size}x{size} input "
+            f"(in_chans 3 replicates grayscale data): {str(e).splitlines()[0]}"
+        ) from None
+    if out.ndim != 2 or out.shape[1] != data.num_classes:
+        raise ValueError(
+            f"teacher {name} ({path}) predicts {out.shape[-1]} classes but {data.name} has {data.num_classes}"
+        )
+    note = ""
+    same_norm = [round(v, 4) for v in (*prep.mean, *prep.std)] == [round(v, 4) for v in (*data.mean, *data.std)]
+    if not same_norm or prep.image_size != size:
+        note = (
+            f"warning: the teacher was trained on {prep.image_size}x{prep.image_size} inputs normalised with mean "
+            f"{tuple(prep.mean)} std {tuple(prep.std)}; it sees the student's {size}x{size} batch, normalised with "
+            f"mean {tuple(data.mean)} std {tuple(data.std)}"
+        )
+    return teacher, note
 
 
 # ---------------------------------------------------------------- evaluation
@@ -180,6 +250,11 @@ class ClassificationTask(Task):
         self.model = model
         self.train_loader, self.eval_loader = build_loaders(cfg, data, d, device, self.in_chans)
         self.criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+        self.teacher: nn.Module | None = None
+        if cfg.teacher:
+            self.teacher, note = load_teacher(cfg, data, self.in_chans, device)
+            if note and d.is_main:
+                print(note, file=sys.stderr)
 
     def describe(self) -> str:
         from ..analysis.profile import count_params
@@ -188,24 +263,46 @@ class ClassificationTask(Task):
         return (
             f"{self.model_name} on {data.name} ({data.source}): {len(data.train):,} train / {len(data.test):,} test images, "
             f"{data.num_classes} classes, {count_params(self.model):,} params, input {self.in_chans}x{data.image_size}x{data.image_size}"
-            f"{skipped_files_note(data)}"
+            f"{skipped_files_note(data)}{self._teacher_note()}"
+        )
+
+    def _teacher_note(self) -> str:
+        from ..analysis.profile import count_params
+
+        if self.teacher is None:
+            return ""
+        cfg = self.cfg
+        return (
+            f"; distilling from {cfg.teacher} ({count_params(self.teacher):,} params, {cfg.teacher_checkpoint}), "
+            f"kd_weight {cfg.kd_weight:g}, kd_temperature {cfg.kd_temperature:g}"
         )
 
     def stat_names(self) -> list[str]:
-        return ["images", "loss", "correct"]
+        return ["images", "loss", "correct"] + (["kd"] if self.teacher is not None else [])
 
     def step(self, net: nn.Module, batch: Any) -> tuple[torch.Tensor, list[float]]:
         x, y = batch
         if len(y) == 0:  # bad_images=skip dropped every image of this batch
-            return _no_images_loss(net), [0, 0.0, 0]
+            return _no_images_loss(net), [0.0] * len(self.stat_names())
         with autocast(x.device, self.cfg.amp):
             logits = net(x)
             loss = self.criterion(logits.float(), y)
-        return loss, [len(y), loss.item() * len(y), (logits.argmax(1) == y).sum().item()]
+        extra: list[float] = []
+        if self.teacher is not None:
+            with torch.no_grad(), autocast(x.device, self.cfg.amp):
+                teacher_logits = self.teacher(x)
+            kd = distillation_loss(logits, teacher_logits, self.cfg.kd_temperature)
+            loss = loss + self.cfg.kd_weight * kd
+            extra = [kd.item() * len(y)]
+        return loss, [len(y), loss.item() * len(y), (logits.argmax(1) == y).sum().item(), *extra]
 
     def train_row(self, sums: list[float]) -> dict[str, float]:
+        """train_loss (what was minimised: with a teacher, CE + kd_weight * KD), train_top1, and train_kd."""
         n = max(1.0, sums[0])
-        return {"train_loss": sums[1] / n, "train_top1": 100 * sums[2] / n}
+        row = {"train_loss": sums[1] / n, "train_top1": 100 * sums[2] / n}
+        if len(sums) > 3:  # a teacher's term (absent in an epoch resumed from a run that had none)
+            row["train_kd"] = sums[3] / n
+        return row
 
     def evaluate(self, model: nn.Module, d: Dist, device: torch.device, cfg: Any) -> dict[str, Any]:
         m = evaluate(model, self.eval_loader, self.data.num_classes, d, device, cfg.amp, progress=cfg.progress)

@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 
 import yaml
 
+from ..models import model_entry
 from ..models.detection import DetectorOptions
 
 __all__ = [
@@ -156,6 +157,20 @@ class TrainConfig(RunConfig):
     # --- optimisation
     label_smoothing: float = option(0.0, "label smoothing of the cross-entropy")
     channels_last: bool = option(False, "NHWC memory format (faster on CUDA)")
+    # --- knowledge distillation (GhostNetV3's recipe)
+    teacher: str | None = option(
+        None,
+        "distil from this registered model (frozen, eval mode, fed the same batch); needs teacher_checkpoint",
+    )
+    teacher_checkpoint: str | None = option(
+        None, "the teacher's weights: a checkpoint of ours, or an official/timm state dict of the model `teacher`"
+    )
+    kd_weight: float = option(
+        1.0, "loss = CE(label smoothing) + kd_weight * T^2 * mean(-sum softmax(teacher/T) * log_softmax(student/T))"
+    )
+    kd_temperature: float = option(
+        1.0, "T of the distillation term, which is scaled by T^2 (Hinton's convention); at 1 it is the paper's term"
+    )
 
     def data_name(self) -> str:
         return self.dataset
@@ -177,7 +192,22 @@ class TrainConfig(RunConfig):
                 self.dw_size is None or (self.dw_size >= 1 and self.dw_size % 2 == 1),
                 "dw_size must be a positive odd integer",
             ),
+            (self.kd_weight >= 0, "kd_weight must be >= 0"),
+            (self.kd_temperature > 0, "kd_temperature must be > 0"),
+            (
+                self.teacher is None or bool(self.teacher_checkpoint),
+                "teacher needs teacher_checkpoint: a randomly initialised teacher teaches nothing",
+            ),
+            (
+                self.teacher_checkpoint is None or self.teacher is not None,
+                "teacher_checkpoint needs teacher: the teacher's registered model name",
+            ),
         )
+        if self.teacher is not None:
+            try:
+                model_entry(self.teacher)
+            except ValueError as e:
+                raise ValueError(f"teacher: {e}") from None
 
 
 @dataclass
