@@ -24,7 +24,7 @@ import torch
 from ghostnet import create_model
 from ghostnet.analysis import profile_model
 from ghostnet.cli.common import positive_int
-from ghostnet.deploy.bench import interleaved_times, torch_threads
+from ghostnet.deploy.bench import as_trained, interleaved_times, torch_threads
 from ghostnet.deploy.export import check_output_path, export_model, onnx_session
 from ghostnet.nn import fuse_bn, reparameterize
 
@@ -49,14 +49,7 @@ def build(name: str) -> torch.nn.Module:
     import torchvision.models as tvm
 
     model = getattr(tvm, name)() if name.startswith("mobilenet") else create_model(name)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.momentum = None
-    model.train()
-    with torch.no_grad():
-        for _ in range(2):
-            model(torch.randn(4, 3, 224, 224))
-    return reparameterize(model.eval())
+    return reparameterize(as_trained(model, 224))
 
 
 def forms(name: str, model: torch.nn.Module, tmp: Path, threads: int) -> dict[str, Callable[[], object]]:

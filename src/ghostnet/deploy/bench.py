@@ -43,6 +43,7 @@ __all__ = [
     "format_bench",
     "plot_bench",
     "matmul_gflops",
+    "as_trained",
 ]
 
 
@@ -265,7 +266,7 @@ def _all_entries(setup: _Setup, tmp: Path, fail: ReportFailure) -> list[TimedFor
     (ONNX files go under `tmp`)."""
     # Ours in its inference form: a GhostNetV3's branches folded (a no-op for the other models).
     builders: dict[str, Callable[[], nn.Module]] = {
-        setup.model_name: lambda: reparameterize(_as_trained(create_model(setup.model_name), setup.input_size))
+        setup.model_name: lambda: reparameterize(as_trained(create_model(setup.model_name), setup.input_size))
     }
     if setup.peers:
         builders.update(peer_builders(setup.model_name))
@@ -285,7 +286,7 @@ def _all_entries(setup: _Setup, tmp: Path, fail: ReportFailure) -> list[TimedFor
 
 
 @torch.no_grad()
-def _as_trained(model: nn.Module, size: int) -> nn.Module:
+def as_trained(model: nn.Module, size: int) -> nn.Module:
     """`model` in eval mode with BN statistics measured on random batches, as after training: untrained
     statistics let a deep multi-branch model's activations grow to 1e7, where no export check can pass."""
     for m in model.modules():
