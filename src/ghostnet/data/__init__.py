@@ -1,6 +1,6 @@
 """Datasets in their real formats and the loaders that feed training.
 
-See `datasets` (the shared types and `load_dataset`), the format readers `cifar`, `idx`, `digits` and
+See `datasets` (the shared types), `load` (`load_dataset`), the format readers `cifar`, `idx`, `digits` and
 `image_folder`, `download` and `loaders`.
 """
 
@@ -8,18 +8,17 @@ from .cifar import load_cifar
 from .datasets import (
     CIFAR_MEAN,
     CIFAR_STD,
-    DATASETS,
     IMAGENET_MEAN,
     IMAGENET_STD,
     DataBundle,
     DatasetError,
     ImageData,
     data_search_dirs,
-    load_dataset,
 )
 from .digits import load_digits
 from .idx import load_idx, read_idx
 from .image_folder import load_image_folder
+from .load import DATASETS, load_dataset
 from .loaders import FolderLoader, TensorLoader, batch_indices, folder_transforms
 
 __all__ = [

@@ -117,7 +117,7 @@ def make_detection_set(
     Returns:
         ``{"out_dir", "classes", "train": {"images", "boxes"}, "val": {...}}``.
     """
-    from .datasets import load_dataset
+    from .load import load_dataset
 
     _check_settings(n_train, n_val, image_size, objects_per_image, object_size)
     out = Path(out_dir)

@@ -20,6 +20,7 @@ from ..models import create_model, model_spec
 from .config import TrainConfig
 from .distributed import Dist, all_reduce_sum
 from .loop import Task, autocast, run_training
+from .weights import load_model
 
 __all__ = [
     "ClassificationTask",
@@ -134,8 +135,6 @@ def load_teacher(cfg: TrainConfig, data: DataBundle, in_chans: int, device: torc
         ValueError (one line): the checkpoint is missing or holds another model, the teacher does not take the
         student's input (channels), or it predicts another number of classes than the dataset has.
     """
-    from .evaluate import load_model  # evaluate.py imports this module
-
     name, path = cfg.teacher, cfg.teacher_checkpoint
     assert name is not None and path is not None  # TrainConfig.validate
     # The teacher's constructor draws random initial weights (on the CPU) before its checkpoint replaces them;

@@ -44,7 +44,6 @@ __all__ = [
     "read_checkpoint",
     "extract_state_dict",
     "load_weights",
-    "load_pretrained",
     "save_checkpoint",
     "save_weights",
 ]
@@ -279,39 +278,6 @@ def _check_fit(
         parts.append(f"{len(unexpected)} unexpected key(s) {unexpected[:_SHOW]}")
     if parts:
         raise CheckpointError(f"{name} does not fit {type(model).__name__}: " + "; ".join(parts))
-
-
-def load_pretrained(
-    model: nn.Module,
-    entry: Any,
-    *,
-    source: bool | str = True,
-    ignore_classifier: bool | Literal["mismatched"] = False,
-    cache_dir: str | os.PathLike | None = None,
-) -> Path:
-    """Download (once, checksum-verified, see `ghostnet.models.hub`) and load the published weights of a registry
-    entry.
-
-    Args:
-        model: the model to fill (built from `entry`).
-        entry: the model's `ModelEntry` (its ``name`` finds the weights).
-        source: ``True`` for the preferred source (official where it exists, else timm), or ``"official"``/``"timm"``.
-        ignore_classifier: as in `load_weights`.
-        cache_dir: the download folder (default ``$GHOSTNET_CACHE``, else torch's hub cache).
-
-    Returns:
-        The cached file.
-
-    Raises:
-        CheckpointError: no such weights (listing the models and sources that have them), a failed or damaged
-            download, or weights that do not fit.
-    """
-    from .hub import download_weights, find_weights
-
-    weights = find_weights(entry.name, source)
-    path = download_weights(weights.url, weights.sha256, cache_dir, filename=weights.filename)
-    load_weights(model, path, ignore_classifier=ignore_classifier)  # read with read_checkpoint (weights only)
-    return path
 
 
 def save_checkpoint(obj: Mapping[str, Any], path: str | os.PathLike) -> Path:

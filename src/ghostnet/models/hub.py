@@ -29,11 +29,12 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Literal
+from typing import IO, Any, Literal
 
 import torch
+from torch import nn
 
-from .checkpoint import CheckpointError
+from .checkpoint import CheckpointError, load_weights
 
 __all__ = [
     "CACHE_ENV",
@@ -46,6 +47,7 @@ __all__ = [
     "find_weights",
     "models_with_weights",
     "sha256_of",
+    "load_pretrained",
 ]
 
 CACHE_ENV = "GHOSTNET_CACHE"
@@ -343,3 +345,33 @@ def _write_text_atomically(path: Path, text: str) -> None:
 def _one_line(e: object) -> str:
     text = str(e).strip() or type(e).__name__
     return text.splitlines()[0][:300]
+
+
+def load_pretrained(
+    model: nn.Module,
+    entry: Any,
+    *,
+    source: bool | str = True,
+    ignore_classifier: bool | Literal["mismatched"] = False,
+    cache_dir: str | os.PathLike | None = None,
+) -> Path:
+    """Download (once, checksum-verified) and load the published weights of a registry entry.
+
+    Args:
+        model: the model to fill (built from `entry`).
+        entry: the model's `ModelEntry` (its ``name`` finds the weights).
+        source: ``True`` for the preferred source (official where it exists, else timm), or ``"official"``/``"timm"``.
+        ignore_classifier: as in `load_weights`.
+        cache_dir: the download folder (default ``$GHOSTNET_CACHE``, else torch's hub cache).
+
+    Returns:
+        The cached file.
+
+    Raises:
+        CheckpointError: no such weights (listing the models and sources that have them), a failed or damaged
+            download, or weights that do not fit.
+    """
+    weights = find_weights(entry.name, source)
+    path = download_weights(weights.url, weights.sha256, cache_dir, filename=weights.filename)
+    load_weights(model, path, ignore_classifier=ignore_classifier)  # read with read_checkpoint (weights only)
+    return path

@@ -110,7 +110,7 @@ def create_model(
             model = _build(entry, kwargs)
         load_weights(model, checkpoint_path, ignore_classifier="mismatched")
     elif pretrained:
-        from .checkpoint import load_pretrained
+        from .hub import load_pretrained
 
         load_pretrained(model, entry, source=pretrained, ignore_classifier="mismatched")
     # What it takes to build this model again (saved in checkpoints and exports).
