@@ -7,8 +7,9 @@ dataclasses, run folders, distributed helpers, evaluation of checkpoints and the
 
 from .classification import ClassificationTask, train
 from .config import DetectConfig, TrainConfig, load_config
-from .loop import Task, TrainingDiverged, run_training
+from .loop import TrainingDiverged, run_training
 from .runs import RunDirError
+from .task import Task
 
 __all__ = [
     "ClassificationTask",

@@ -19,7 +19,8 @@ from ..data import DataBundle, DatasetError, FolderLoader, ImageData, TensorLoad
 from ..models import create_model, model_spec
 from .config import TrainConfig
 from .distributed import Dist, all_reduce_sum
-from .loop import Task, autocast, run_training
+from .loop import run_training
+from .task import Task, autocast
 from .weights import load_model
 
 __all__ = [

@@ -22,7 +22,8 @@ from ..models.checkpoint import CheckpointError, load_weights, read_checkpoint
 from ..models.detection import DETECTORS, create_detector
 from .config import DetectConfig
 from .distributed import Dist, broadcast, gather, init_distributed
-from .loop import Task, autocast, run_training
+from .loop import run_training
+from .task import Task, autocast
 
 __all__ = ["DetectionTask", "coco_metrics", "evaluate_detector", "load_detector", "train_detector"]
 

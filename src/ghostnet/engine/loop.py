@@ -3,11 +3,11 @@
     ghostnet train --config digits                     # one process
     torchrun --nproc_per_node=2 -m ghostnet train ...  # DistributedDataParallel (gloo on CPU, NCCL on CUDA)
 
-A task (`Task`: classification in `classification.py`, detection in `detection.py`) supplies the model,
-the data and the loss; this loop supplies the optimizer, schedule, AMP, EMA, DDP, checkpoints, resume,
-logs and progress bars. A run lives in ``output_dir/name``: config.yaml, log.jsonl (one row per epoch),
-last.pth / best.pth (written atomically, holding everything needed to resume bit-exactly), summary.json
-and curves.png.
+A task (`task.Task`: classification in `classification.py`, detection in `detection.py`, segmentation in
+`segmentation.py`, face embeddings in `face.py`) supplies the model, the data and the loss; this loop supplies the optimizer, schedule,
+AMP, EMA, DDP, checkpoints, resume, logs and progress bars. A run lives in ``output_dir/name``: config.yaml,
+log.jsonl (one row per epoch), last.pth / best.pth (written atomically, holding everything needed to resume
+bit-exactly), summary.json and curves.png.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import json
 import math
 import sys
 import time
-from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -38,58 +37,22 @@ from .runs import (
     write_log,
     write_text,
 )
+from .task import Task, WithLossHead, autocast
 
-__all__ = ["Task", "TrainingDiverged", "autocast", "lr_factor", "non_finite", "param_groups", "run_training"]
+__all__ = [
+    "Task",
+    "TrainingDiverged",
+    "WithLossHead",
+    "autocast",
+    "lr_factor",
+    "non_finite",
+    "param_groups",
+    "run_training",
+]
 
 
 class TrainingDiverged(RuntimeError):
     """The loss or the weights became NaN or infinite; the last good checkpoint is kept."""
-
-
-class Task:
-    """What the loop needs from one kind of training; `ClassificationTask` and `DetectionTask` implement it.
-
-    After `setup`: ``model`` (on the device), ``train_loader`` / ``eval_loader`` (``len()`` and
-    ``batches(epoch, first)``), ``model_name``, ``model_kwargs``.
-    """
-
-    metric = "eval_top1"  # the history column that picks best.pth (higher is better)
-    model: nn.Module
-    train_loader: Any
-    eval_loader: Any
-    model_name: str
-    model_kwargs: dict[str, Any]
-
-    def setup(self, cfg: Any, d: Dist, device: torch.device) -> None:
-        raise NotImplementedError
-
-    def describe(self) -> str:
-        """One line on the model and data, printed at the start."""
-        raise NotImplementedError
-
-    def stat_names(self) -> list[str]:
-        """What `step` adds up over an epoch; the first is the sample count."""
-        raise NotImplementedError
-
-    def step(self, net: nn.Module, batch: Any) -> tuple[torch.Tensor, list[float]]:
-        """The loss of one batch (to back-propagate) and its sums, in `stat_names` order."""
-        raise NotImplementedError
-
-    def train_row(self, sums: list[float]) -> dict[str, float]:
-        """The epoch's training columns from the sums over all ranks."""
-        raise NotImplementedError
-
-    def evaluate(self, model: nn.Module, d: Dist, device: torch.device, cfg: Any) -> dict[str, Any]:
-        """The epoch's evaluation columns (including `metric`), the same on every rank."""
-        raise NotImplementedError
-
-    def checkpoint_data(self) -> dict[str, Any]:
-        """What inference needs to know about the data, stored in every checkpoint."""
-        return {}
-
-    def summarize(self, model: nn.Module, history: list[dict[str, Any]], best: float) -> tuple[dict[str, Any], str]:
-        """Summary fields and the closing lines printed after training."""
-        return {}, ""
 
 
 def non_finite(model: nn.Module) -> str | None:
@@ -98,13 +61,6 @@ def non_finite(model: nn.Module) -> str | None:
     if not floats or bool(torch.stack([torch.isfinite(v).all() for _, v in floats]).all()):
         return None
     return next(k for k, v in floats if not torch.isfinite(v).all())
-
-
-def autocast(device: torch.device, amp: str) -> AbstractContextManager:
-    """The mixed-precision context for `amp` (none | bf16 | fp16); a no-op off CUDA."""
-    if amp == "none" or device.type != "cuda":
-        return nullcontext()
-    return torch.autocast("cuda", dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -145,6 +101,8 @@ def run_training(cfg: RunConfig, task: Task) -> dict[str, Any]:
     try:
         if cfg.resume:
             run.resume()
+            if run.complete():
+                return run.already_complete()
         run.start()
         for epoch in range(run.step // run.steps_per_epoch, cfg.epochs):
             if run.step >= run.total_steps:
@@ -175,8 +133,9 @@ class _Run:
 
             self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
         ids = [device.index] if device.type == "cuda" else None
-        self.net = nn.parallel.DistributedDataParallel(self.model, device_ids=ids) if d.enabled else self.model
-        groups = param_groups(self.model, cfg.weight_decay)
+        self.trained = self.model if task.loss_head is None else WithLossHead(self.model, task.loss_head)
+        self.net = nn.parallel.DistributedDataParallel(self.trained, device_ids=ids) if d.enabled else self.trained
+        groups = param_groups(self.trained, cfg.weight_decay)
         if cfg.optimizer == "sgd":
             nesterov = cfg.nesterov and cfg.momentum > 0
             self.optimizer: torch.optim.Optimizer = torch.optim.SGD(
@@ -193,6 +152,7 @@ class _Run:
         self.history: list[dict[str, Any]] = []
         self.progress = [0.0] * (self.n_stats + 1)  # this epoch so far, on this rank: the task's sums, then seconds
         self.saved: tuple[Path, int] | None = None  # the last good checkpoint and its step
+        self.passed_over: list[str] = []  # damaged checkpoints passed over on resuming
         self.folder = prepare_run_dir(cfg, d)  # last: nothing after it may fail and leave the folder locked
         self.run_dir: Path = self.folder.path
 
@@ -200,6 +160,8 @@ class _Run:
         """Load the newest complete checkpoint: weights, optimizer, schedule, RNG, the partial epoch's sums."""
         path, ckpt, passed_over = newest_checkpoint(self.run_dir)
         load_weights(self.model, ckpt)  # names the mismatch if the run was set up with another model
+        if self.task.loss_head is not None:
+            self.task.loss_head.load_state_dict(ckpt["loss_head"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.scaler.load_state_dict(ckpt["scaler"])
@@ -213,13 +175,37 @@ class _Run:
         set_rng_state(rank_state["rng"])
         self.progress = rank_state["progress"]
         self.step, self.history, self.best = ckpt["step"], ckpt["history"], ckpt["best_metric"]
-        self.saved = (path, self.step)
+        self.saved, self.passed_over = (path, self.step), passed_over
         if self.d.is_main:
             for problem in passed_over:
                 print(f"warning: {problem}; resuming from {path.name} (step {self.step}) instead", file=sys.stderr)
+            if not self.complete():
+                epoch = self.step // self.steps_per_epoch + 1
+                print(f"resuming {self.run_dir} from {path.name} at step {self.step} (epoch {epoch})")
+
+    def complete(self) -> bool:
+        """Every step trained, the summary written, the newest checkpoint whole: resuming has nothing to do.
+
+        A run killed between its last save and its summary, or whose last.pth is damaged, is finished instead
+        (the summary and last.pth are written again).
+        """
+        whole = not self.passed_over and (self.run_dir / "summary.json").is_file()
+        return self.step >= self.total_steps and whole
+
+    def already_complete(self) -> dict[str, Any]:
+        """A resumed run with nothing left to train: say so, and how to extend it; touch no file of the run."""
+        cfg, done = self.cfg, self.step // self.steps_per_epoch
+        if cfg.max_steps and self.total_steps == cfg.max_steps:
+            what, more = f"{self.step} of max_steps {cfg.max_steps}", f"--max-steps {2 * cfg.max_steps}"
+        else:
+            what, more = f"{done} of {cfg.epochs} epochs", f"--epochs {cfg.epochs + max(1, done // 2)}"
+        summary_path = self.run_dir / "summary.json"
+        if self.d.is_main:
             print(
-                f"resuming {self.run_dir} from {path.name} at step {self.step} (epoch {self.step // self.steps_per_epoch + 1})"
+                f"{self.run_dir} is already complete ({what}, step {self.step}): nothing to train. To train it "
+                f"further, resume with more, e.g. --resume --name {cfg.name} {more}; its results: {summary_path}"
             )
+        return json.loads(summary_path.read_text())
 
     def start(self) -> None:
         if self.d.is_main:
@@ -269,6 +255,7 @@ class _Run:
             "model": self.model.state_dict(),
             "model_name": task.model_name,
             "model_kwargs": task.model_kwargs,
+            "loss_head": task.loss_head.state_dict() if task.loss_head is not None else None,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
@@ -339,7 +326,7 @@ class _Run:
         self.scaler.scale(loss).backward()
         if self.cfg.clip_grad:
             self.scaler.unscale_(self.optimizer)
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip_grad)
+            nn.utils.clip_grad_norm_(self.trained.parameters(), self.cfg.clip_grad)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()

@@ -17,6 +17,8 @@ _COLUMNS = [
     ("eval_top5", "top-5", "{:.2f}%"),
     ("eval_map", "mAP", "{:.2f}"),
     ("eval_map50", "mAP@0.5", "{:.2f}"),
+    ("train_acc", "train acc", "{:.2f}%"),
+    ("eval_acc", "verif. acc", "{:.2f}%"),
     ("lr", "lr", "{:.5f}"),
     ("epoch_time_s", "time", "{:.1f}s"),
 ]
@@ -55,6 +57,16 @@ def plot_curves(history: list[dict[str, Any]], path: str | Path, title: str = ""
             ("ema_eval_top1", "^--", "EMA eval top-1"),
         ]
         metric, ylabel, unit = "eval_top1", "accuracy (%)", "%"
+    elif "eval_miou" in history[0]:
+        curves = [
+            ("eval_miou", "s-", "eval mIoU"),
+            ("eval_pixel_acc", "o-", "eval pixel acc."),
+            ("train_pixel_acc", "^--", "train pixel acc."),
+        ]
+        metric, ylabel, unit = "eval_miou", "mIoU / accuracy (%)", ""
+    elif "eval_acc" in history[0]:  # face: 10-fold verification accuracy on held-out pairs
+        curves = [("eval_acc", "s-", "verification acc."), ("train_acc", "o-", "train acc. (with margin)")]
+        metric, ylabel, unit = "eval_acc", "accuracy (%)", "%"
     else:
         curves = [("eval_map", "s-", "mAP@[.5:.95]"), ("eval_map50", "o-", "mAP@0.5")]
         metric, ylabel, unit = "eval_map", "COCO AP (%)", ""
