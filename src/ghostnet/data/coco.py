@@ -37,7 +37,7 @@ def require_pycocotools():
         import pycocotools.cocoeval  # noqa: F401
     except ImportError:
         raise DatasetError(
-            "detection needs pycocotools: pip install 'ghostnet[detection]' (or pip install pycocotools)"
+            "detection needs pycocotools: pip install 'ghostnet-pytorch[detection]' (or pip install pycocotools)"
         ) from None
     return pycocotools
 
