@@ -12,12 +12,15 @@ import platform
 import sys
 import time
 
-import torch
-import torch.nn.functional as F
+try:
+    import torch
+    import torch.nn.functional as F
 
-from ghostnet import create_model
-from ghostnet.cli.common import positive_int
-from ghostnet.data import TensorLoader, load_dataset
+    from ghostnet import create_model
+    from ghostnet.cli.common import positive_int
+    from ghostnet.data import TensorLoader, load_dataset
+except ModuleNotFoundError as e:  # run outside the project's environment: say how to run it
+    sys.exit(f"{sys.argv[0]}: {e}; run it with `uv run python {sys.argv[0]}` (or pip install -e . first)")
 
 
 def main() -> int:

@@ -17,20 +17,24 @@ import collections
 import copy
 import json
 import statistics
+import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import nn
+try:
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
 
-from ghostnet import create_model
-from ghostnet.cli.common import positive_int
-from ghostnet.deploy.bench import interleaved_times
-from ghostnet.deploy.export import export_model, fuse_bn, onnx_session
-from ghostnet.deploy.quantize import quantize_onnx
-from ghostnet.nn import GhostModule
+    from ghostnet import create_model
+    from ghostnet.cli.common import positive_int
+    from ghostnet.deploy.bench import interleaved_times
+    from ghostnet.deploy.export import export_model, fuse_bn, onnx_session
+    from ghostnet.deploy.quantize import quantize_onnx
+    from ghostnet.nn import GhostModule
+except ModuleNotFoundError as e:  # run outside the project's environment: say how to run it
+    sys.exit(f"{sys.argv[0]}: {e}; run it with `uv run python {sys.argv[0]}` (or pip install -e . first)")
 
 SIZE = 224
 

@@ -19,14 +19,17 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-import torch
+try:
+    import torch
 
-from ghostnet import create_model
-from ghostnet.analysis import profile_model
-from ghostnet.cli.common import positive_int
-from ghostnet.deploy.bench import as_trained, interleaved_times, torch_threads
-from ghostnet.deploy.export import check_output_path, export_model, onnx_session
-from ghostnet.nn import fuse_bn, reparameterize
+    from ghostnet import create_model
+    from ghostnet.analysis import profile_model
+    from ghostnet.cli.common import positive_int
+    from ghostnet.deploy.bench import as_trained, interleaved_times, torch_threads
+    from ghostnet.deploy.export import check_output_path, export_model, onnx_session
+    from ghostnet.nn import fuse_bn, reparameterize
+except ModuleNotFoundError as e:  # run outside the project's environment: say how to run it
+    sys.exit(f"{sys.argv[0]}: {e}; run it with `uv run python {sys.argv[0]}` (or pip install -e . first)")
 
 # ImageNet top-1 of the published weights (the papers' tables; torchvision's model cards for MobileNetV3).
 TOP1 = {

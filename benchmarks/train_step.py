@@ -12,6 +12,7 @@ before the model was built (torch's own libraries).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import platform
 import subprocess
@@ -115,6 +116,12 @@ def main() -> None:
     args = ap.parse_args()
     if args.image_size < 32:
         ap.error("--image-size must be at least 32 (GhostNet downsamples 32x)")
+    missing = [m for m in ("torch", "ghostnet") if importlib.util.find_spec(m) is None]
+    if missing:  # run outside the project's environment: say how to run it
+        ap.exit(
+            1,
+            f"{sys.argv[0]}: No module named {missing[0]!r}; run it with `uv run python {sys.argv[0]}` (or pip install -e . first)\n",
+        )
     import torch  # here, not at the top: the child measures memory before and after importing it
 
     try:

@@ -7,9 +7,13 @@ scored by the same COCO evaluation as the detectors. The chance level quoted in 
 
 import argparse
 import random
+import sys
 
-from ghostnet.data.coco import load_coco_split
-from ghostnet.engine.detection import coco_metrics
+try:
+    from ghostnet.data.coco import load_coco_split
+    from ghostnet.engine.detection import coco_metrics
+except ModuleNotFoundError as e:  # run outside the project's environment: say how to run it
+    sys.exit(f"{sys.argv[0]}: {e}; run it with `uv run python {sys.argv[0]}` (or pip install -e . first)")
 
 
 def main() -> None:

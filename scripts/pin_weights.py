@@ -12,9 +12,12 @@ import argparse
 import sys
 import tempfile
 
-from ghostnet.models import create_model
-from ghostnet.models.checkpoint import CheckpointError, load_weights
-from ghostnet.models.hub import PUBLISHED_WEIGHTS, Weights, download_weights, sha256_of
+try:
+    from ghostnet.models import create_model
+    from ghostnet.models.checkpoint import CheckpointError, load_weights
+    from ghostnet.models.hub import PUBLISHED_WEIGHTS, Weights, download_weights, sha256_of
+except ModuleNotFoundError as e:  # run outside the project's environment: say how to run it
+    sys.exit(f"{sys.argv[0]}: {e}; run it with `uv run python {sys.argv[0]}` (or pip install -e . first)")
 
 
 def check(w: Weights, cache: str) -> str:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
+from pathlib import Path
 
 from .common import UsageError, positive_float, positive_int
 
@@ -23,14 +25,38 @@ def _model_kwargs(args: argparse.Namespace) -> dict:
 # ---------------------------------------------------------------- list
 
 
+# Figures typed into a builder's docstring; `list` shows the measured ones (analysis/model_table.json) instead.
+_TYPED_FIGURES = re.compile(
+    r"(?::\s*)?\d+(?:\.\d+)?[KMG] params, \d+(?:\.\d+)?[KMG] MACs(?: at \d+)?"
+    r"|\(folded: [\d.]+[KMG], [\d.]+[KMG]\)|folded: [\d.]+[KMG], [\d.]+[KMG];\s*"
+)
+
+
+def describe(description: str) -> str:
+    """A builder's one-line description without the figures typed into it."""
+    text = _TYPED_FIGURES.sub("", description)
+    return re.sub(r"\s+([.,;])", r"\1", re.sub(r"\s{2,}", " ", text)).strip()
+
+
+def _count(n: int | None) -> str:
+    if n is None:
+        return "?"
+    return f"{n / 1e9:.2f}G" if n >= 1e9 else f"{n / 1e6:.2f}M"
+
+
 def cmd_list(args: argparse.Namespace) -> int:
+    from ..analysis.model_table import load_table
     from ..models import list_models, model_entry
     from ..models.hub import models_with_weights
 
     published = models_with_weights()  # name -> its sources, preferred (what pretrained=True loads) first
+    table = load_table()  # measured by the profiler at each model's defaults (scripts/model_table.py)
+    print(f"{'model':<24} {'params':>7} {'MACs':>8} {'at':>4}  description")
     for name in list_models(args.pattern):
+        row = table.get(name, {})
         weights = f"  [ImageNet weights] {', '.join(published[name])}" if name in published else ""
-        print(f"{name:<24} {model_entry(name).description}{weights}")
+        figures = f"{_count(row.get('params')):>7} {_count(row.get('macs')):>8} {row.get('input_size', '?'):>4}"
+        print(f"{name:<24} {figures}  {describe(model_entry(name).description)}{weights}")
     return 0
 
 
@@ -56,13 +82,16 @@ def cmd_profile(args: argparse.Namespace) -> int:
         print(json.dumps(r, indent=2) if args.json else format_ghost_module(r))
         return 0
 
-    from ..models import create_model
+    from ..models import create_model, model_entry
 
     kwargs = _model_kwargs(args)
     if args.features_only:
         kwargs["features_only"] = True
     model = create_model(args.model, **kwargs)
-    p = profile_model(model, size or (224, 224), name=args.model + (f" (width {args.width})" if args.width else ""))
+    if size is None:  # the size the model is made for (112 for the face models, 32 for the CIFAR ones, else 224)
+        side = model_entry(args.model).default_cfg.get("input_size", 224)
+        size = (side, side)
+    p = profile_model(model, size, name=args.model + (f" (width {args.width})" if args.width else ""))
     if args.json:
         d = p.to_dict()
         if not args.per_layer:
@@ -128,28 +157,39 @@ def cmd_ghostify(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- visualize
 
 
+def _figure_path(args: argparse.Namespace, name: str) -> Path:
+    """--output, else figures/NAME (not the current folder); an existing file is replaced only with --overwrite."""
+    path = Path(args.output) if args.output else Path("figures") / name
+    if path.exists() and not args.overwrite:
+        raise UsageError(f"{path} exists; pass --overwrite to replace it, or another --output")
+    return path
+
+
 def cmd_visualize(args: argparse.Namespace) -> int:
     if args.figure == "dataset":
         return _visualize_dataset(args)
     if not args.image:
         raise UsageError(f"the {args.figure} figure needs an input IMAGE")
+    out = _figure_path(args, f"{args.figure}-{Path(args.image).stem}.png")
     model, x = _model_and_image(args)
-    out = args.output or f"{args.figure}_maps.png"
-    return _visualize_maps(args.figure, model, x, args.layer, out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return _visualize_maps(args.figure, model, x, args.layer, str(out))
 
 
 def _visualize_dataset(args: argparse.Namespace) -> int:
     from ..analysis import visualize as viz
     from ..data import load_dataset
 
+    out = _figure_path(args, f"{args.dataset}-preview.png")
     data = load_dataset(args.dataset, args.data_dir, False, None)
     if not data.in_memory:
         raise UsageError("the dataset preview works on in-memory datasets (digits, mnist, fashion_mnist, cifar10/100)")
+    out.parent.mkdir(parents=True, exist_ok=True)
     path = viz.plot_dataset_preview(
         data.train.images,
         data.train.labels,
         data.classes,
-        args.output or f"{args.dataset}_preview.png",
+        str(out),
         title=data.name,
     )
     print(f"wrote {path}")
@@ -218,8 +258,9 @@ def _add_list(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "list",
         help="list the registered models",
-        description="The registered models, with their default width and input size, which have published "
-        "ImageNet weights (and from where), and a one-line description.",
+        description="The registered models: params and MACs at their default arguments and input size (measured "
+        "by the profiler; `ghostnet profile` gives any other size), a one-line description, and which have published "
+        "ImageNet weights (and from where).",
     )
     p.add_argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. 'ghostnet_*'")
     p.set_defaults(func=cmd_list)
@@ -235,7 +276,11 @@ def _add_profile(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model", help="a registered model name (see `ghostnet list`), or 'ghost_module'")
     p.add_argument("--width", type=positive_float, help="width multiplier (with MODEL 'ghostnet')")
     p.add_argument(
-        "--input-size", type=positive_int, nargs=2, metavar=("H", "W"), help="default 224 224 (56 56 for ghost_module)"
+        "--input-size",
+        type=positive_int,
+        nargs=2,
+        metavar=("H", "W"),
+        help="default: the size the model is made for (224; 32 for CIFAR models, 112 for face models; 56 for ghost_module)",
     )
     p.add_argument("--num-classes", type=positive_int)
     p.add_argument("--in-chans", type=positive_int, help="input channels (ghost_module: c)")
@@ -294,5 +339,6 @@ def _add_visualize(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--image-size", type=positive_int)
     p.add_argument("--dataset", default="digits", help="for the dataset preview")
     p.add_argument("--data-dir")
-    p.add_argument("--output", help="the PNG to write")
+    p.add_argument("--output", help="the PNG to write (default: figures/FIGURE-IMAGE.png, figures/DATASET-preview.png)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing PNG")
     p.set_defaults(func=cmd_visualize)

@@ -396,7 +396,8 @@ def add_config_arguments(
         default = f.default_factory() if callable(f.default_factory) else f.default
         helptext = f.metadata.get("help", "").replace("%", "%%") + f" (default: {_show(default)})"
         flag, tp = "--" + f.name.replace("_", "-"), types_[f.name]
-        if tp is bool:
+        if tp is bool or tp == bool | None:
+            # --x / --no-x; an optional bool (None = decided automatically) stays None when neither is given
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=helptext)
         elif typing.get_origin(tp) is list:
             parser.add_argument(flag, nargs="+", default=argparse.SUPPRESS, help=helptext, metavar=f.name.upper())
