@@ -46,16 +46,51 @@ def _detector_checkpoint(path: str | None) -> dict | None:
     return ckpt if isinstance(ckpt, dict) and ckpt.get("model_name") in DETECTORS else None
 
 
+def _segmenter_checkpoint(path: str | None) -> dict | None:
+    """The checkpoint at `path` if it holds a segmenter trained with seg-train, else None."""
+    from ..models.checkpoint import read_checkpoint
+    from ..models.segmentation import SEGMENTERS
+
+    if not path:
+        return None
+    ckpt = read_checkpoint(path)
+    return ckpt if isinstance(ckpt, dict) and ckpt.get("model_name") in SEGMENTERS else None
+
+
+def _export_segmenter(args: argparse.Namespace, ckpt: dict) -> Any:
+    """A seg-train checkpoint to ONNX (any batch, height and width; logits out), checked in ONNX Runtime."""
+    from pathlib import Path
+
+    from ..deploy.export import default_suffix
+    from ..deploy.segment import export_segmenter
+    from ..engine.segmentation import load_segmenter
+    from ..nn.surgery import fuse_bn
+
+    if args.format != "onnx":
+        raise UsageError("a seg-train checkpoint exports to onnx (with any height and width)")
+    from ..nn.rep import reparameterize
+
+    model: Any = reparameterize(load_segmenter(ckpt)[0])  # a GhostNetV3 backbone in its folded inference form
+    if args.fuse:
+        model.backbone = fuse_bn(model.backbone.eval())
+    hw = tuple(args.input_size) if args.input_size else (512, 512)
+    output = Path(args.output or f"{Path(args.checkpoint).stem}{'-fused' if args.fuse else ''}{default_suffix('onnx')}")
+    return export_segmenter(model, output, hw, args.opset)
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ..deploy.export import default_suffix, export_model
     from ..nn.surgery import fuse_bn
 
-    detector_ckpt = _detector_checkpoint(args.checkpoint)
+    segmenter_ckpt = None if args.detector_part else _segmenter_checkpoint(args.checkpoint)
+    detector_ckpt = None if segmenter_ckpt else _detector_checkpoint(args.checkpoint)
     if args.detector_part and detector_ckpt is None:
         raise UsageError("--detector-part needs --checkpoint of a detector trained with detect-train")
-    if detector_ckpt is not None:
+    if segmenter_ckpt is not None:
+        r = _export_segmenter(args, segmenter_ckpt)
+    elif detector_ckpt is not None:
         from ..deploy.detection import export_detector
         from ..engine.detection import load_detector
 
@@ -107,6 +142,15 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_size(given: list[int] | None, default: int) -> int | tuple[int, int]:
+    """--input-size as run_bench takes it: one int (a square) or (H, W)."""
+    if not given:
+        return default
+    if len(given) > 2:
+        raise UsageError(f"--input-size takes H W or one size for a square, got {len(given)} numbers")
+    return given[0] if len(given) == 1 else (given[0], given[1])
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from ..deploy.bench import format_bench, run_bench
     from ..deploy.export import check_output_path
@@ -117,7 +161,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             check_output_path(out)  # before the run, not after it
     result = run_bench(
         args.model,
-        args.input_size or (64 if quick else 224),
+        _bench_size(args.input_size, 64 if quick else 224),
         tuple(args.batch_sizes or ([1, 4] if quick else [])),
         args.threads,
         args.runs or (3 if quick else 50),
@@ -159,7 +203,8 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
         help="write ONNX / TorchScript / ExportedProgram, checked against PyTorch",
         description="Export a registered model (random weights) or a checkpoint; the file is validated (ONNX checker "
         "and ONNX Runtime, or reloading) and must match PyTorch to 1e-4. A detect-train checkpoint exports its backbone + FPN "
-        "or, with --detector-part detector, the whole detector (one image of any size in, boxes/scores/labels out).",
+        "or, with --detector-part detector, the whole detector (one image of any size in, boxes/scores/labels out); a "
+        "seg-train checkpoint exports to ONNX taking any height and width (logits out, parity checked at two sizes).",
     )
     p.add_argument("model", nargs="?", help="a registered model (optional with --checkpoint of ours)")
     p.add_argument("--checkpoint", help="our checkpoint, or an official/timm state dict (with MODEL)")
@@ -212,8 +257,19 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
         "and timm's ghostnet_100 (if installed) and torchvision's mobilenet_v3_large, mobilenet_v2 and resnet18, eager "
         "and in ONNX Runtime, with pinned threads and warm-up; ratios against one baseline of the same run.",
     )
-    p.add_argument("--model", default="ghostnet_100")
-    p.add_argument("--input-size", type=positive_int)
+    p.add_argument(
+        "--model",
+        default="ghostnet_100",
+        help="a registered model, or a segmenter (lraspp_ghostnet_100, deeplabv3_ghostnet_100: timed against "
+        "torchvision's LR-ASPP / DeepLabV3 MobileNetV3-Large)",
+    )
+    p.add_argument(
+        "--input-size",
+        type=positive_int,
+        nargs="+",
+        metavar="SIZE",
+        help="H W, or one size for a square (default 224; 64 with --quick)",
+    )
     p.add_argument(
         "--batch-sizes", type=positive_int, nargs="+", help="default 1 32, and 256 on CUDA (1 gives latency)"
     )

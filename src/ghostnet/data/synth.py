@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["make_detection_set", "sample_backgrounds"]
+__all__ = ["make_detection_set", "random_background", "sample_backgrounds", "scaled_object"]
 
 
 def sample_backgrounds() -> list[np.ndarray]:
@@ -28,7 +28,7 @@ def sample_backgrounds() -> list[np.ndarray]:
     return list(load_sample_images().images)
 
 
-def _background(photos: list[np.ndarray], size: int, rng: np.random.Generator) -> np.ndarray:
+def random_background(photos: list[np.ndarray], size: int, rng: np.random.Generator) -> np.ndarray:
     """A random crop of a random photo at a random scale, maybe mirrored: float (size, size, 3) in [0, 1]."""
     import torch
     import torch.nn.functional as F
@@ -46,7 +46,8 @@ def _background(photos: list[np.ndarray], size: int, rng: np.random.Generator) -
     return out[:, ::-1] if rng.random() < 0.5 else out
 
 
-def _scaled(obj: np.ndarray, size: int) -> np.ndarray:
+def scaled_object(obj: np.ndarray, size: int) -> np.ndarray:
+    """A uint8 object image scaled to `size` x `size`, float in [0, 1]."""
     import torch
     import torch.nn.functional as F
 
@@ -78,7 +79,7 @@ def _compose(
             s = int(rng.integers(size_range[0], size_range[1] + 1))
             y, x = int(rng.integers(0, size - s + 1)), int(rng.integers(0, size - s + 1))
             i = int(rng.integers(len(objects)))
-            gray = _scaled(objects[i], s)
+            gray = scaled_object(objects[i], s)
             alpha = np.clip(gray * 1.6, 0, 1)
             ys, xs = np.nonzero(alpha > 0.25)
             if len(ys) == 0:
@@ -185,7 +186,7 @@ def _write_images(
     images: list[dict[str, Any]] = []
     anns: list[dict[str, Any]] = []
     for k in range(n):
-        bg = _background(photos, image_size, rng)
+        bg = random_background(photos, image_size, rng)
         n_objects = int(rng.integers(objects_per_image[0], objects_per_image[1] + 1))
         img, placed = _compose(bg, objects, labels, n_objects, object_size, rng)
         name = f"{k:06d}.jpg"

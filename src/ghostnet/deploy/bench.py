@@ -27,11 +27,19 @@ import torch
 from torch import nn
 
 from ..analysis.profile import profile_model
-from ..models import create_model
 from ..nn.rep import reparameterize
 
 # `_all_entries` calls `torch_forms` by this module's name for it: replacing `bench.torch_forms` takes effect
-from .bench_forms import ReportFailure, TimedForm, model_settings, onnx_forms, peer_builders, planned_forms, torch_forms
+from .bench_forms import (
+    ReportFailure,
+    TimedForm,
+    build_ours,
+    model_settings,
+    onnx_forms,
+    peer_builders,
+    planned_forms,
+    torch_forms,
+)
 from .bench_report import BenchRow, bench_rows, format_bench, plot_bench, set_ratios
 
 __all__ = [
@@ -150,7 +158,7 @@ def _check_baseline(baseline: str, plan: dict[str, set[str]]) -> None:
 
 def run_bench(
     model_name: str = "ghostnet_100",
-    input_size: int = 224,
+    input_size: int | tuple[int, int] = 224,
     batch_sizes: tuple[int, ...] | None = None,
     threads: int | None = None,
     runs: int = 50,
@@ -168,7 +176,8 @@ def run_bench(
 
     Args:
         model_name: the registered model to measure in every form.
-        input_size: square input resolution.
+        input_size: the input's (height, width), or one int for a square; a segmenter (``lraspp_ghostnet_100``,
+            ``deeplabv3_ghostnet_100``) is timed against torchvision's LR-ASPP and DeepLabV3 MobileNetV3-Large.
         batch_sizes: batch 1 gives the latency; the others give throughput (images/s). Default 1 and 32, and
             256 on CUDA.
         threads: CPU threads for torch and ONNX Runtime (default: all cores).
@@ -186,7 +195,9 @@ def run_bench(
     cuda = _use_device(device)
     bf16 = cuda if bf16 is None else bf16
     threads = threads or (os.cpu_count() or 1)
-    setup = _Setup(model_name, input_size, device, cuda, compile, bf16, onnx, int8, peers, threads)
+    setup = _Setup(model_name, _height_width(input_size), device, cuda, compile, bf16, onnx, int8, peers, threads)
+    if baseline is None and peers and model_name.startswith(("lraspp_", "deeplabv3_")):
+        baseline = "tv lraspp_mobilenet_v3_large / eager"  # a segmenter's ratios: against torchvision's LR-ASPP
     if baseline is not None:
         _check_baseline(baseline, _planned(setup))
     batch_sizes = tuple(batch_sizes or ((1, 32, 256) if cuda else (1, 32)))
@@ -207,12 +218,20 @@ def run_bench(
     }
 
 
+def _height_width(input_size: int | tuple[int, int]) -> tuple[int, int]:
+    """(H, W) from one size (a square) or a pair; refuses a size below 1."""
+    hw = (input_size, input_size) if isinstance(input_size, int) else (int(input_size[0]), int(input_size[1]))
+    if min(hw) < 1:
+        raise ValueError(f"input size must be positive, got {input_size}")
+    return hw
+
+
 @dataclass(frozen=True)
 class _Setup:
     """One `run_bench` call's settings, as resolved from its arguments."""
 
     model_name: str
-    input_size: int
+    input_size: tuple[int, int]  # (H, W)
     device: str
     cuda: bool
     compile: bool
@@ -254,7 +273,7 @@ def _use_device(device: str) -> bool:
 
 def _planned(setup: _Setup) -> dict[str, set[str]]:
     """Model name -> the form names this run will time for it (see `planned_forms`)."""
-    names = [setup.model_name, *(peer_builders() if setup.peers else [])]
+    names = [setup.model_name, *(peer_builders(setup.model_name) if setup.peers else [])]
     return {
         m: planned_forms(m == setup.model_name, setup.device, setup.compile, setup.bf16, setup.onnx, setup.int8)
         for m in names
@@ -266,7 +285,7 @@ def _all_entries(setup: _Setup, tmp: Path, fail: ReportFailure) -> list[TimedFor
     (ONNX files go under `tmp`)."""
     # Ours in its inference form: a GhostNetV3's branches folded (a no-op for the other models).
     builders: dict[str, Callable[[], nn.Module]] = {
-        setup.model_name: lambda: reparameterize(as_trained(create_model(setup.model_name), setup.input_size))
+        setup.model_name: lambda: reparameterize(as_trained(build_ours(setup.model_name), setup.input_size))
     }
     if setup.peers:
         builders.update(peer_builders(setup.model_name))
@@ -274,7 +293,7 @@ def _all_entries(setup: _Setup, tmp: Path, fail: ReportFailure) -> list[TimedFor
     for name, build in builders.items():
         model = build().eval().to(setup.device)
         ours = name == setup.model_name
-        macs = profile_model(model, (setup.input_size, setup.input_size)).macs
+        macs = profile_model(model, setup.input_size).macs
         forms = torch_forms(model, setup.device, bf16=setup.bf16, **model_settings(ours, setup.cuda, setup.compile))
         entries += [TimedForm(name, form, fn, macs, numpy_input=False) for form, fn in forms.items()]
         if setup.onnx and not setup.cuda:
@@ -286,15 +305,16 @@ def _all_entries(setup: _Setup, tmp: Path, fail: ReportFailure) -> list[TimedFor
 
 
 @torch.no_grad()
-def as_trained(model: nn.Module, size: int) -> nn.Module:
+def as_trained(model: nn.Module, size: int | tuple[int, int]) -> nn.Module:
     """`model` in eval mode with BN statistics measured on random batches, as after training: untrained
     statistics let a deep multi-branch model's activations grow to 1e7, where no export check can pass."""
     for m in model.modules():
         if isinstance(m, nn.BatchNorm2d):
             m.momentum = None  # a cumulative average over the passes below
     model.train()
+    hw = (size, size) if isinstance(size, int) else size
     for _ in range(2):
-        model(torch.randn(4, 3, size, size))
+        model(torch.randn(4, 3, *hw))
     return model.eval()
 
 
@@ -333,7 +353,7 @@ def _time_batch(
     """Every form's timings at batch `bs` (see `interleaved_times`), keyed by ``id(entry)``. A form that raises is
     reported to `fail` and left out of this batch size, and removed from `entries` (the table) if it fails at
     batch 1."""
-    x = torch.randn(bs, 3, setup.input_size, setup.input_size, device=setup.device)
+    x = torch.randn(bs, 3, *setup.input_size, device=setup.device)
     args = {False: x, True: x.cpu().numpy() if any(e.numpy_input for e in entries) else None}
     by_key = {id(e): e for e in entries}
 
@@ -358,6 +378,6 @@ def _machine(setup: _Setup, gflops: float, runs: int) -> dict[str, Any]:
         "device": torch.cuda.get_device_name() if setup.cuda else "cpu",
         "torch": torch.__version__,
         "matmul_gflops": round(gflops, 1),
-        "input_size": setup.input_size,
+        "input_size": list(setup.input_size),
         "runs": runs,
     }

@@ -24,6 +24,7 @@ __all__ = [
     "onnx_forms",
     "peer_builders",
     "planned_forms",
+    "build_ours",
     "torch_forms",
 ]
 
@@ -41,11 +42,46 @@ class TimedForm:
     numpy_input: bool
 
 
+def build_ours(model_name: str) -> nn.Module:
+    """Our model to time: a registered classifier, or a segmenter (21 classes, as VOC) returning its logits."""
+    from ..models import create_model
+    from ..models.segmentation import SEGMENTERS, create_segmenter
+    from .segment import SegmentationLogits
+
+    if model_name in SEGMENTERS:
+        return SegmentationLogits(create_segmenter(model_name, 21))
+    return create_model(model_name)
+
+
+def _segmentation_peers(model_name: str) -> dict[str, Callable[[], nn.Module]]:
+    """Beside one of our segmenters: our other head, then torchvision's LR-ASPP and DeepLabV3 on MobileNetV3-Large
+    (21 classes, output stride 16, no auxiliary head), all returning their logits."""
+    from torchvision.models import segmentation as tvs
+
+    from .segment import SegmentationLogits
+
+    other = "deeplabv3_ghostnet_100" if model_name.startswith("lraspp") else "lraspp_ghostnet_100"
+    return {
+        other: lambda: build_ours(other),
+        "tv lraspp_mobilenet_v3_large": lambda: SegmentationLogits(
+            tvs.lraspp_mobilenet_v3_large(weights=None, weights_backbone=None)
+        ),
+        "tv deeplabv3_mobilenet_v3_large": lambda: SegmentationLogits(
+            tvs.deeplabv3_mobilenet_v3_large(weights=None, weights_backbone=None, aux_loss=False)
+        ),
+    }
+
+
 def peer_builders(model_name: str = "ghostnet_100") -> dict[str, Callable[[], nn.Module]]:
     """The peers to time beside `model_name`, by name: timm's model of the same name (its GhostNet 1.0x when timm
-    has no such model; a GhostNetV3 in its folded inference form), then torchvision's models."""
+    has no such model; a GhostNetV3 in its folded inference form), then torchvision's models; beside a segmenter,
+    the segmentation peers (`_segmentation_peers`)."""
     import torchvision.models as tvm
 
+    from ..models.segmentation import SEGMENTERS
+
+    if model_name in SEGMENTERS:
+        return _segmentation_peers(model_name)
     peers: dict[str, Callable[[], nn.Module]] = {}
     try:
         import timm
@@ -179,13 +215,22 @@ def planned_forms(ours: bool, device: str, compile: bool, bf16: bool, onnx: bool
 
 
 def onnx_forms(
-    name: str, model: nn.Module, ours: bool, tmp: Path, *, size: int, threads: int, int8: bool, fail: ReportFailure
+    name: str,
+    model: nn.Module,
+    ours: bool,
+    tmp: Path,
+    *,
+    size: int | tuple[int, int],
+    threads: int,
+    int8: bool,
+    fail: ReportFailure,
 ) -> dict[str, Callable[[np.ndarray], Any]]:
     """A model's ONNX Runtime forms (name -> callable on an NCHW array): ``ort-fp32``, and for ours ``ort-int8``
     if `int8`; the ONNX files go under `tmp`. One that cannot be made is reported to `fail` and left out."""
     path = tmp / f"{name.replace(' ', '_')}.onnx"
+    size = (size, size) if isinstance(size, int) else size
     try:  # ours is exported BN-folded (as `ghostnet export --fuse`); peers as they are (ORT folds BN itself)
-        export_model(fuse_bn(model.cpu()) if ours else model.cpu(), path, "onnx", (size, size), dynamic_batch=True)
+        export_model(fuse_bn(model.cpu()) if ours else model.cpu(), path, "onnx", size, dynamic_batch=True)
         fp32 = onnx_session(path, threads)
     except Exception as e:  # noqa: BLE001
         fail(name, "ort-fp32", e)
@@ -206,12 +251,12 @@ def _ort_call(session: Any) -> Callable[[np.ndarray], Any]:
     return lambda a: session.run(None, {"input": a})
 
 
-def _quantize_random(fp32: Path, tmp: Path, size: int) -> Path:
+def _quantize_random(fp32: Path, tmp: Path, size: tuple[int, int]) -> Path:
     """int8 as `ghostnet quantize` makes it, calibrated on random inputs: right for timing, not for accuracy."""
     from .quantize import quantize_onnx
 
     out = tmp / "int8.onnx"
     quantize_onnx(
-        fp32, out, (np.random.default_rng(i).standard_normal((1, 3, size, size)).astype(np.float32) for i in range(4))
+        fp32, out, (np.random.default_rng(i).standard_normal((1, 3, *size)).astype(np.float32) for i in range(4))
     )
     return out

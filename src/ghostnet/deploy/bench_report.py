@@ -69,19 +69,27 @@ def set_ratios(rows: list[BenchRow], baseline: str | None, model_name: str, say:
     return base
 
 
+def input_hw(machine: dict[str, Any]) -> str:
+    """The timed input size as ``HxW`` (results of older versions stored one int for a square)."""
+    size = machine["input_size"]
+    h, w = (size, size) if isinstance(size, int) else size
+    return f"{h}x{w}"
+
+
 def format_bench(result: dict[str, Any]) -> str:
     """The benchmark as a table, ratios against the baseline, then any forms that failed."""
     m = result["machine"]
     bs = sorted({k for r in result["rows"] for k in r["throughput"]}, key=int)
     fw = max([14, *(len(r["form"]) for r in result["rows"])])
+    mw = max([24, *(len(r["model"]) for r in result["rows"])])
     head = (
-        f"{'model':<24} {'form':<{fw}} {'MACs':>8} {'lat. ms':>8} {'p90 ms':>8} {'floor ms':>8} {'x base':>7}"
+        f"{'model':<{mw}} {'form':<{fw}} {'MACs':>8} {'lat. ms':>8} {'p90 ms':>8} {'floor ms':>8} {'x base':>7}"
         + "".join(f" {'img/s@' + b:>11}" for b in bs)
     )
     measured = any(r["ratio"] is not None for r in result["rows"])
     lines = [
         f"{m['device']} ({m['cpu']}, {m['threads']} threads), torch {m['torch']}, fp32 matmul {m['matmul_gflops']} GFLOP/s, "
-        f"input {m['input_size']}x{m['input_size']}, {m['runs']} runs; "
+        f"input {input_hw(m)}, {m['runs']} runs; "
         + (
             f"ratios vs {result['baseline']}"
             if measured
@@ -94,7 +102,7 @@ def format_bench(result: dict[str, Any]) -> str:
         tp = "".join(f" {r['throughput'].get(b, float('nan')):>11.1f}" for b in bs)
         ratio = f"{r['ratio']:>7.2f}" if r["ratio"] is not None else f"{'-':>7}"
         lines.append(
-            f"{r['model']:<24} {r['form']:<{fw}} {r['macs'] / 1e6:>7.0f}M {r['latency_ms']:>8.2f} {r['latency_p90_ms']:>8.2f} "
+            f"{r['model']:<{mw}} {r['form']:<{fw}} {r['macs'] / 1e6:>7.0f}M {r['latency_ms']:>8.2f} {r['latency_p90_ms']:>8.2f} "
             f"{r['floor_ms']:>8.2f} {ratio}{tp}"
         )
     for f in result.get("failed", []):
@@ -133,7 +141,7 @@ def plot_bench(result: dict[str, Any], path: str | Path) -> Path:
         xscale="log",
         yscale="log",
         title=f"{m['device']} / {m['cpu']}, {m['threads']} thread{'s' if m['threads'] != 1 else ''}, "
-        f"input {m['input_size']}x{m['input_size']}",
+        f"input {input_hw(m)}",
     )
     for axis in (ax.xaxis, ax.yaxis):  # plain numbers, not powers of ten
         axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))

@@ -9,7 +9,7 @@ from typing import Any, cast
 import torch
 from torch import nn
 
-from ..nn.blocks import ConvBnAct, GhostBottleneck, init_weights, make_divisible
+from ..nn.blocks import ConvBnAct, GhostBottleneck, dilate_, init_weights, make_divisible
 from ..nn.rep import GhostBottleneckV3, GhostModuleV3, reparameterize
 from ..nn.surgery import Fusable
 from .checkpoint import CheckpointError
@@ -80,6 +80,8 @@ class GhostNet(Fusable, nn.Module):
         version: ``"v1"`` (Ghost bottlenecks), ``"v2"`` (DFC attention on the expansion of every bottleneck
             but the first two, GhostNetV2) or ``"v3"`` (V2 with re-parameterisable branches, GhostNetV3).
         folded: V3 only: build the inference form (one conv with bias per site) instead of the training form.
+        output_stride: 32, 16 or 8: the strides of the last stages are removed and the convs after them dilated
+            (as DeepLab does), so the deepest map is H/16 or H/8; the weights are the same for every value.
     """
 
     def __init__(
@@ -96,16 +98,21 @@ class GhostNet(Fusable, nn.Module):
         out_indices: Sequence[int] = (0, 1, 2, 3, 4),
         version: str = "v1",
         folded: bool = False,
+        output_stride: int = 32,
     ) -> None:
         super().__init__()
         out_indices = tuple(out_indices)
         _check_args(num_classes, width, in_chans, drop_rate, features_only, out_indices)
+        _check_output_stride(output_stride, small_input)
         block = _block_builder(version, ratio, dw_size, folded)
         # The constructor's arguments: what builds a twin of this model (e.g. to fold a checkpoint for it).
         self.arch: dict[str, Any] = dict(
             num_classes=num_classes, width=width, in_chans=in_chans, drop_rate=drop_rate, ratio=ratio, dw_size=dw_size,
             small_input=small_input, features_only=features_only, out_indices=out_indices, version=version,
         )  # fmt: skip
+        if output_stride != 32:  # only then: checkpoints of the models built before the option stay as they were
+            self.arch["output_stride"] = output_stride
+        self.output_stride = output_stride
         self.version = version
         self.num_classes = num_classes
         self.width = width
@@ -120,7 +127,7 @@ class GhostNet(Fusable, nn.Module):
         self.bn1 = nn.BatchNorm2d(stem_chs)
         self.act1 = nn.ReLU(inplace=True)
 
-        stages, feature_info = _build_stages(stem_chs, stem_stride, width, block, small_input)
+        stages, feature_info = _build_stages(stem_chs, stem_stride, width, block, small_input, output_stride)
         self.num_features = make_divisible(LAST_STAGE_CHANNELS * width, 4)
         self.head_hidden_size = HEAD_CHANNELS
         levels = out_indices if features_only else tuple(range(len(_FEATURE_BLOCKS)))
@@ -256,6 +263,11 @@ def _check_args(
         raise ValueError(f"out_indices must be a non-empty subset of 0..{len(_FEATURE_BLOCKS) - 1}, got {out_indices}")
 
 
+def _check_output_stride(output_stride: int, small_input: bool) -> None:
+    if output_stride not in (8, 16, 32) or (small_input and output_stride != 32):
+        raise ValueError(f"output_stride must be 32, 16 or 8 (and 32 with small_input), got {output_stride!r}")
+
+
 Block = Callable[[int, int, int, int, int, int, float], nn.Module]  # (layer, in, mid, out, k, stride, se) -> block
 
 
@@ -276,12 +288,17 @@ def _block_builder(version: str, ratio: int, dw_size: int, folded: bool) -> Bloc
 
 
 def _build_stages(
-    stem_chs: int, stem_stride: int, width: float, block: Block, small_input: bool
+    stem_chs: int, stem_stride: int, width: float, block: Block, small_input: bool, output_stride: int = 32
 ) -> tuple[list[nn.Module], list[dict[str, Any]]]:
-    """The nine bottleneck stages of Table 1 and the 1x1 conv stage, with the five feature levels' info."""
+    """The nine bottleneck stages of Table 1 and the 1x1 conv stage, with the five feature levels' info.
+
+    A stride that would take the reduction past `output_stride` is removed, and every later block is dilated by
+    the strides removed so far (the block that loses its stride keeps the previous dilation, as torchvision's
+    DeepLab ResNets do).
+    """
     feature_info = [{"num_chs": stem_chs, "reduction": stem_stride, "module": "conv_stem"}]
     stages: list[nn.Module] = []
-    prev_chs, reduction, layer = stem_chs, stem_stride, 0
+    prev_chs, reduction, layer, dilation = stem_chs, stem_stride, 0, 1
     for stage_idx, stage in enumerate(GHOSTNET_STAGES):
         blocks = []
         for k, exp, out, se, s in stage:
@@ -289,6 +306,11 @@ def _build_stages(
                 s = 1
             out_chs, mid_chs = make_divisible(out * width, 4), make_divisible(exp * width, 4)
             blocks.append(block(layer, prev_chs, mid_chs, out_chs, k, s, se))
+            if reduction * s > output_stride:  # (B, C, H/os, W/os) from here on: dilation replaces the stride
+                dilate_(blocks[-1], dilation, remove_stride=True)
+                dilation, s = dilation * s, 1
+            elif dilation > 1:
+                dilate_(blocks[-1], dilation)
             prev_chs, reduction, layer = out_chs, reduction * s, layer + 1
         stages.append(nn.Sequential(*blocks))
         if stage_idx in _FEATURE_BLOCKS:

@@ -23,6 +23,7 @@ __all__ = [
     "ConvBnAct",
     "GhostBottleneck",
     "ghost_shortcut",
+    "dilate_",
 ]
 
 
@@ -289,3 +290,21 @@ def ghost_shortcut(in_chs: int, out_chs: int, dw_kernel_size: int, stride: int) 
         nn.Conv2d(in_chs, out_chs, 1, bias=False),
         nn.BatchNorm2d(out_chs),
     )
+
+
+def dilate_(module: nn.Module, dilation: int, *, remove_stride: bool = False) -> nn.Module:
+    """Give every conv of `module` with a spatial kernel `dilation` (padding kept "same"), in place.
+
+    What an output stride below 32 needs (DeepLab): the strides of the last stages are removed (`remove_stride`
+    sets every conv's stride to 1) and the convs after a removed stride are dilated, so each layer keeps the
+    receptive field it was trained with. Only strides, dilations and paddings change: the weights stay as they are.
+    """
+    _check_positive("dilation", dilation)
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            if remove_stride:
+                m.stride = (1, 1)
+            kh, kw = m.kernel_size
+            m.dilation = (dilation if kh > 1 else 1, dilation if kw > 1 else 1)
+            m.padding = (m.dilation[0] * (kh // 2), m.dilation[1] * (kw // 2))
+    return module

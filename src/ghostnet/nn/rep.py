@@ -106,6 +106,7 @@ def _folded_conv(template: nn.Conv2d, weight: torch.Tensor, bias: torch.Tensor) 
         template.kernel_size,  # type: ignore[arg-type]
         template.stride,  # type: ignore[arg-type]
         template.padding,  # type: ignore[arg-type]
+        template.dilation,  # type: ignore[arg-type]
         groups=template.groups,
         bias=True,
     ).to(device=weight.device, dtype=template.weight.dtype)
