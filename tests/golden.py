@@ -36,6 +36,13 @@ GOLDEN = {
     "ghostnetv3_100 folded": (224, 1000, {"folded": True}, 6_147_588, 167_048_288),
     "ghostnetv3_130 folded": (224, 1000, {"folded": True}, 8_948_296, 269_322_976),
     "ghostnetv3_160 folded": (224, 1000, {"folded": True}, 12_377_778, 398_607_224),
+    # GhostFaceNets (112x112 faces; "num_classes" is the embedding size)
+    "ghostfacenet_v1": (112, 512, {}, 3_221_696, 139_180_272),  # the generic builders at their default width 1.0
+    "ghostfacenet_v2": (112, 512, {}, 4_196_096, 165_078_048),
+    "ghostfacenet_v1_100": (112, 512, {}, 3_221_696, 139_180_272),
+    "ghostfacenet_v1_130": (112, 512, {}, 5_194_136, 224_825_944),
+    "ghostfacenet_v2_100": (112, 512, {}, 4_196_096, 165_078_048),
+    "ghostfacenet_v2_130": (112, 512, {}, 6_795_720, 267_145_664),
 }
 
 # The paper's Table 1 (ImageNet) and Tables 2-4 (CIFAR): (params, MACs) as it states them.

@@ -163,7 +163,8 @@ def export_model(
     with torch.no_grad():
         refs = [model(b) for b in batches]
     multi = isinstance(refs[0], (list, tuple))
-    output_names = [f"features_{i}" for i in range(len(refs[0]))] if multi else ["logits"]
+    single = "embedding" if getattr(model, "embedding_size", None) else "logits"  # face models give embeddings
+    output_names = [f"features_{i}" for i in range(len(refs[0]))] if multi else [single]
     tmp = path.with_name(f".{path.stem}.tmp{_SUFFIX[fmt]}")  # torch.export insists on .pt2
     with written_whole(tmp, path, model):
         if fmt == "onnx":
