@@ -101,3 +101,47 @@ def make_tar(folder: Path, archive: Path) -> Path:
     with tarfile.open(archive, "w:gz") as tar:
         tar.add(folder, arcname=folder.name)
     return archive
+
+
+def write_identity_folder(
+    root: Path, identities: int = 8, per_identity: int = 5, size: int = 28, seed: int = 0
+) -> Path:
+    """An identity folder in LFW's naming (``Name/Name_0001.jpg``): each identity a bright band at its own rows."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for k in range(identities):
+        name = f"Person_{chr(ord('A') + k)}"
+        (root / name).mkdir(parents=True)
+        for i in range(1, per_identity + 1):
+            arr = rng.integers(0, 60, (size, size, 3), dtype=np.uint8)
+            arr[3 * k : 3 * k + 3, :, :] = 250
+            Image.fromarray(arr).save(root / name / f"{name}_{i:04d}.jpg", quality=95)
+    return root
+
+
+def write_verification_bin(path: Path, pairs: int = 10, size: int = 28, seed: int = 0) -> Path:
+    """An insightface-format verification set: a pickle of (list of JPEG bytes, list of bool), two images a pair."""
+    import io
+
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    bins, issame = [], []
+    for p in range(pairs):
+        same = p % 2 == 0
+        for j in range(2):
+            k = p % 8 if same or j == 0 else (p + 3) % 8
+            arr = rng.integers(0, 60, (size, size, 3), dtype=np.uint8)
+            arr[3 * k : 3 * k + 3] = 250
+            buf = io.BytesIO()
+            Image.fromarray(arr).save(buf, format="JPEG", quality=95)
+            bins.append(buf.getvalue())
+        issame.append(same)
+    path.write_bytes(pickle.dumps((bins, issame), protocol=pickle.HIGHEST_PROTOCOL))
+    return path
+
+
+@pytest.fixture
+def identity_folder(tmp_path):
+    return write_identity_folder(tmp_path / "faces")

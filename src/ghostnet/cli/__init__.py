@@ -12,7 +12,7 @@ __all__ = ["main", "build_parser", "UsageError"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import deploy, detection, models, training
+    from . import deploy, detection, face, models, segmentation, training
 
     parser = argparse.ArgumentParser(
         prog="ghostnet",
@@ -25,6 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
     training.add_parsers(sub)
     deploy.add_parsers(sub)
     detection.add_parsers(sub)
+    face.add_parsers(sub)
+    segmentation.add_parsers(sub)
     return parser
 
 
