@@ -233,8 +233,11 @@ def test_read_mask_refuses_rgb_masks_everywhere(tmp_path):
         read_mask(split.masks[0], split)
 
 
-def test_voc_download_is_verified_unpacked_and_not_repeated(tmp_path, monkeypatch):
+def test_voc_download_from_a_local_server_is_verified_unpacked_and_not_repeated(tmp_path):
+    import hashlib
+    import http.server
     import tarfile
+    import threading
 
     from torchvision.datasets.voc import DATASET_YEAR_DICT
 
@@ -244,22 +247,35 @@ def test_voc_download_is_verified_unpacked_and_not_repeated(tmp_path, monkeypatc
         DATASET_YEAR_DICT["2012"]["url"],
         DATASET_YEAR_DICT["2012"]["md5"],
     )
+    site = tmp_path / "site"
     source = write_voc(tmp_path / "src")
-    archive = tmp_path / "voc.tar"
-    with tarfile.open(archive, "w") as tar:
+    site.mkdir()
+    with tarfile.open(site / "VOCtrainval_11-May-2012.tar", "w") as tar:
         tar.add(source / "VOCdevkit", arcname="VOCdevkit")
-    fetched = []
+    md5 = hashlib.md5((site / "VOCtrainval_11-May-2012.tar").read_bytes()).hexdigest()
+    requests = []
 
-    def fake_download(url, dest, md5):  # what download_verified leaves: the checked archive at dest
-        fetched.append((url, md5))
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        dest.write_bytes(archive.read_bytes())
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, directory=str(site), **kwargs)
 
-    monkeypatch.setattr(voc_download, "download_verified", fake_download)
-    root = voc_download.download_voc(tmp_path / "cache")
-    assert root == tmp_path / "cache" / "VOCdevkit" / "VOC2012" and len(fetched) == 1
-    assert len(load_segmentation_split("voc", root, "val")) == 2
-    assert voc_download.download_voc(tmp_path / "cache") == root and len(fetched) == 1  # already there
+        def log_message(self, *args):
+            requests.append(self.path)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/VOCtrainval_11-May-2012.tar"
+    try:
+        root = voc_download.download_voc(tmp_path / "cache", url=url, md5=md5)
+        fetched = len(requests)
+        assert root == tmp_path / "cache" / "VOCdevkit" / "VOC2012" and fetched >= 1
+        assert len(load_segmentation_split("voc", root, "val")) == 2
+        assert voc_download.download_voc(tmp_path / "cache", url=url, md5=md5) == root
+        assert len(requests) == fetched  # already there: nothing fetched again
+        with pytest.raises(DatasetError, match="(?i)checksum|md5"):
+            voc_download.download_voc(tmp_path / "other", url=url, md5="0" * 32)
+    finally:
+        server.shutdown()
 
 
 def test_golden_params_and_macs_of_the_named_segmenters():

@@ -161,6 +161,10 @@ def test_folder_run_with_other_classes(tmp_path, capsys):
     code, out, err = _run(capsys, *args, *TINY[:-2], "--epochs", "1", "--model", "deeplabv3_ghostnet", "--aux-loss")
     assert code == 0, err
     assert "3 classes" in out
+    (checkpoint,) = (tmp_path / "runs").glob("*/best.pth")
+    renamed = write_folder(tmp_path / "g", n_train=1, n_val=2, classes=("background", "b", "a"))
+    code, _, err = _run(capsys, "seg-eval", str(checkpoint), "--dataset", "folder", "--data-dir", str(renamed))
+    assert code == 2 and "class 1 is 'b', the segmenter's is 'a'" in err and len(err.strip().splitlines()) == 1
 
 
 @pytest.mark.slow

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from .datasets import DatasetError, data_search_dirs
 
-__all__ = ["download_dir", "download_verified"]
+__all__ = ["download_dir", "download_verified", "extract_tar"]
 
 
 def download_dir(data_dir: str | os.PathLike | None) -> Path:
@@ -35,3 +35,24 @@ def download_verified(url: str, dest: Path, md5: str) -> None:
         tmp.unlink(missing_ok=True)
         raise DatasetError(f"checksum mismatch for {url} (expected md5 {md5}); the download was discarded")
     os.replace(tmp, dest)
+
+
+def extract_tar(archive: Path, dest: Path) -> None:
+    """Unpack a tar archive into `dest`, refusing anything that would land outside it or is not a plain file or
+    folder (absolute paths, ``..``, links, devices). Uses tarfile's ``data`` filter where this Python has it
+    (3.10.12+, 3.11.4+), and the same checks made here before extracting where it does not."""
+    import tarfile
+
+    try:
+        with tarfile.open(archive) as tar:
+            if hasattr(tarfile, "data_filter"):
+                tar.extractall(dest, filter="data")
+                return
+            root = dest.resolve()
+            for m in tar.getmembers():
+                inside = (root / m.name).resolve().is_relative_to(root)
+                if not inside or not (m.isfile() or m.isdir()):
+                    raise DatasetError(f"{archive} holds {m.name!r}, which is not a plain file inside the folder")
+            tar.extractall(dest)  # every member checked above
+    except (tarfile.TarError, OSError) as e:
+        raise DatasetError(f"could not unpack {archive}: {e}") from None

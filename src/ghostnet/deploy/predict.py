@@ -16,7 +16,7 @@ from torch import nn
 from ..data.coco import read_image
 from ..data.images import Preprocess, collect_images, open_image
 
-__all__ = ["predict_images", "detect_images", "draw_detections"]
+__all__ = ["predict_images", "detect_images", "draw_detections", "output_targets", "save_png"]
 
 
 @torch.no_grad()
@@ -93,20 +93,9 @@ def detect_images(
 
     Refuses to replace an existing output file unless `overwrite`, and never writes over an input.
     """
-    from PIL import Image
-
     device = next(model.parameters()).device
     out_dir = Path(output_dir) if output_dir is not None else None
-    targets: dict[Path, Path] = {}
-    if out_dir is not None:
-        for p in paths:
-            dest = out_dir / f"{p.stem}.png"
-            if dest in targets.values():
-                raise ValueError(f"two inputs would both be drawn to {dest}; run them separately")
-            if dest.resolve() in {q.resolve() for q in paths} or (dest.exists() and not overwrite):
-                raise ValueError(f"{dest} exists; pass --overwrite to replace it or choose another --output-dir")
-            targets[p] = dest
-        out_dir.mkdir(parents=True, exist_ok=True)
+    targets = output_targets(paths, out_dir, overwrite) if out_dir is not None else {}
     results = []
     for p in paths:
         x = read_image(p)  # DatasetError naming the file if it is unreadable
@@ -123,10 +112,37 @@ def detect_images(
         ]
         row: dict[str, Any] = {"path": str(p), "detections": boxes}
         if out_dir is not None:
-            drawn = draw_detections(x, det, classes).permute(1, 2, 0).numpy()
-            tmp = targets[p].with_name(f".{targets[p].name}.tmp.png")
-            Image.fromarray(drawn).save(tmp)
-            os.replace(tmp, targets[p])
+            save_png(draw_detections(x, det, classes).permute(1, 2, 0).numpy(), targets[p])
             row["output"] = str(targets[p])
         results.append(row)
     return results
+
+
+def output_targets(paths: list[Path], out_dir: Path, overwrite: bool) -> dict[Path, Path]:
+    """``OUT_DIR/STEM.png`` for each input; refuses two inputs sharing a target, a target that is one of the
+    inputs (even with `overwrite`), and an existing target unless `overwrite`. Creates `out_dir`."""
+    inputs = {q.resolve() for q in paths}
+    targets: dict[Path, Path] = {}
+    for p in paths:
+        dest = out_dir / f"{p.stem}.png"
+        if dest in targets.values():
+            raise ValueError(f"two inputs would both be written to {dest}; run them separately")
+        if dest.resolve() in inputs:
+            raise ValueError(f"{dest} is one of the input images; choose another --output-dir")
+        if dest.exists() and not overwrite:
+            raise ValueError(f"{dest} exists; pass --overwrite to replace it or choose another --output-dir")
+        targets[p] = dest
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return targets
+
+
+def save_png(rgb: Any, dest: Path) -> None:
+    """Write an (H, W, 3) uint8 array as PNG through a temporary file, so `dest` is never left half-written."""
+    from PIL import Image
+
+    tmp = dest.with_name(f".{dest.name}.tmp.png")
+    try:
+        Image.fromarray(rgb).save(tmp)
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)

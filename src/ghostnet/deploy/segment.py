@@ -18,6 +18,7 @@ from torch import nn
 from ..data.coco import read_image
 from ..data.segmentation import normalize, voc_palette
 from .export import ExportReport, check_output_path, max_abs_diff, onnx_opset, onnx_session, written_whole
+from .predict import output_targets, save_png
 
 __all__ = ["SegmentationLogits", "colorize", "export_segmenter", "segment_images"]
 
@@ -50,20 +51,15 @@ def segment_images(
 ) -> list[dict[str, Any]]:
     """Segment each image file at its own size; with `output_dir`, write ``STEM.png``: the image blended (`alpha`)
     with its predicted classes' colours. Returns per file ``{"path", "classes": {name: % of pixels}, "output"?}``."""
-    from PIL import Image
-
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha (the overlay's opacity) must be in [0, 1], got {alpha}")
     out_dir = Path(output_dir) if output_dir is not None else None
-    if out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        targets = [out_dir / f"{f.stem}.png" for f in files]
-        clash = [t for t in targets if t.exists()]
-        if clash and not overwrite:
-            raise ValueError(f"{clash[0]} exists ({len(clash)} file(s) would be replaced); pass --overwrite")
+    targets = output_targets(files, out_dir, overwrite) if out_dir is not None else {}
+    # Class 0 is left uncoloured only where it is the background (VOC, the folder sets); Cityscapes' 0 is road.
+    first = 1 if classes and classes[0].strip("_").lower() == "background" else 0
     device = next(model.parameters()).device
     results = []
-    for i, f in enumerate(files):
+    for f in files:
         image = read_image(f)  # (3, H, W) in [0, 1]
         pred = model(normalize(image)[None].to(device))["out"].argmax(1)[0].cpu().numpy()  # (H, W)
         counts = np.bincount(pred.ravel(), minlength=len(classes))
@@ -71,9 +67,9 @@ def segment_images(
         r: dict[str, Any] = {"path": str(f), "classes": dict(sorted(share.items(), key=lambda kv: -kv[1]))}
         if out_dir is not None:
             rgb = image.permute(1, 2, 0).numpy() * 255
-            blended = np.where(pred[..., None] > 0, (1 - alpha) * rgb + alpha * colorize(pred), rgb)
-            Image.fromarray(blended.round().clip(0, 255).astype(np.uint8)).save(targets[i])
-            r["output"] = str(targets[i])
+            blended = np.where(pred[..., None] >= first, (1 - alpha) * rgb + alpha * colorize(pred), rgb)
+            save_png(blended.round().clip(0, 255).astype(np.uint8), targets[f])
+            r["output"] = str(targets[f])
         results.append(r)
     return results
 
@@ -92,7 +88,7 @@ def export_segmenter(
     path = check_output_path(path)
     net = SegmentationLogits(model.eval()).eval()
     h, w = input_size
-    sizes = check_sizes or ((h, w), (max(32, h * 3 // 4), max(32, w + 32)))
+    sizes = check_sizes or ((h, w), (max(33, h * 3 // 4 + 7), max(33, w + 13)))  # the second: no multiple of 32
     tmp = path.with_name(f".{path.stem}.tmp.onnx")
     with written_whole(tmp, path, net):
         axes = {0: "batch", 2: "height", 3: "width"}

@@ -232,9 +232,12 @@ def evaluate_checkpoint(
 
         root = str(download_dir(None) / "VOCdevkit" / "VOC2012")
     seg = load_segmentation_split(fmt, root, split or config.get("val_split", "val"))  # type: ignore[arg-type]
-    if len(seg.classes) != len(data["classes"]):
+    if list(seg.classes) != list(data["classes"]):
+        differ = next((i for i, (a, b) in enumerate(zip(seg.classes, data["classes"])) if a != b), None)
         raise ValueError(
             f"{seg.root} has {len(seg.classes)} classes, the segmenter was trained on {len(data['classes'])}"
+            if differ is None
+            else f"{seg.root}'s class {differ} is {seg.classes[differ]!r}, the segmenter's is {data['classes'][differ]!r}"
         )
     loader = SegmentationLoader(
         seg, batch_size, train=False, rank=d.rank, world_size=d.world_size, num_workers=num_workers, device=dev

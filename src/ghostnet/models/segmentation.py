@@ -35,7 +35,8 @@ __all__ = [
     "segmentation_backbone",
 ]
 
-_LOW_BLOCK = 3  # blocks.3 ends the stride-8 stage (40 channels at width 1): LR-ASPP's "low", DeepLab's "aux" input
+_LOW_BLOCK = 3  # blocks.3: the first stride-8 block (40 channels at width 1), where torchvision's MobileNetV3
+# LR-ASPP also takes its "low" map; DeepLab's "aux" input
 _HEAD_MODULES = ("global_pool", "conv_head", "act2", "flatten", "dropout", "classifier")
 
 

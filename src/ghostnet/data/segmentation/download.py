@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import os
-import tarfile
 from pathlib import Path
 
-from ..datasets import DatasetError
-from ..download import download_dir, download_verified
+from ..download import download_dir, download_verified, extract_tar
 
 __all__ = ["VOC_MD5", "VOC_URL", "download_voc"]
 
@@ -16,7 +14,7 @@ VOC_URL = "https://thor.robots.ox.ac.uk/pascal/VOC/voc2012/VOCtrainval_11-May-20
 VOC_MD5 = "6cd6e144f989b92b3379bac3b3de84fd"
 
 
-def download_voc(data_dir: str | os.PathLike | None = None) -> Path:
+def download_voc(data_dir: str | os.PathLike | None = None, url: str = VOC_URL, md5: str = VOC_MD5) -> Path:
     """Fetch and unpack VOC 2012 unless it is there already; returns the folder holding ``JPEGImages/``.
 
     The archive is verified against its MD5 before it is unpacked, and unpacked with tarfile's ``data`` filter
@@ -26,11 +24,7 @@ def download_voc(data_dir: str | os.PathLike | None = None) -> Path:
     voc = root / "VOCdevkit" / "VOC2012"
     if (voc / "ImageSets" / "Segmentation" / "train.txt").is_file():
         return voc
-    archive = root / Path(VOC_URL).name
-    download_verified(VOC_URL, archive, VOC_MD5)
-    try:
-        with tarfile.open(archive) as tar:
-            tar.extractall(root, filter="data")
-    except (tarfile.TarError, OSError) as e:
-        raise DatasetError(f"could not unpack {archive}: {e}") from None
+    archive = root / Path(url).name
+    download_verified(url, archive, md5)
+    extract_tar(archive, root)
     return voc

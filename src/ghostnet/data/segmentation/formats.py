@@ -168,7 +168,8 @@ def _voc(root: Path, split: str) -> SegSplit:
     list_file = root / "ImageSets" / "Segmentation" / f"{split}.txt"
     if not list_file.is_file():
         raise DatasetError(f"the split file {list_file} is missing")
-    ids = [line.split()[0] for line in list_file.read_text().splitlines() if line.strip()]
+    # "2007_000032", or the augmented lists' "/JPEGImages/2007_000032.jpg /SegmentationClassAug/2007_000032.png"
+    ids = [Path(line.split()[0]).stem for line in list_file.read_text().splitlines() if line.strip()]
     aug = split.endswith("_aug")  # SBD's augmented lists (train_aug.txt) use its masks
     mask_dir = root / ("SegmentationClassAug" if aug else "SegmentationClass")
     return SegSplit(

@@ -39,7 +39,7 @@ def joint_scale_crop_flip(
     flip: bool,
     rng: np.random.Generator,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Scale by a random factor in `scale_range` (image bilinear, mask nearest), pad to at least `crop` (image 0,
+    """Scale by a random factor in `scale_range` (image bilinear, mask nearest-exact: both sampled at pixel centres), pad to at least `crop` (image 0,
     mask 255), take a random `crop` x `crop` window and maybe flip: the same draw for both.
 
     Args:
@@ -53,7 +53,7 @@ def joint_scale_crop_flip(
     nh, nw = max(1, round(h * s)), max(1, round(w * s))
     if (nh, nw) != (h, w):
         image = F.interpolate(image[None], size=(nh, nw), mode="bilinear", align_corners=False)[0]
-        mask = F.interpolate(mask[None, None].float(), size=(nh, nw), mode="nearest")[0, 0].to(torch.uint8)
+        mask = F.interpolate(mask[None, None].float(), size=(nh, nw), mode="nearest-exact")[0, 0].to(torch.uint8)
     ph, pw = max(0, crop - nh), max(0, crop - nw)
     if ph or pw:
         image = F.pad(image, (0, pw, 0, ph), value=0.0)
