@@ -2,6 +2,7 @@
 
 import hashlib
 import http.server
+import io
 import math
 import pickle
 import tarfile
@@ -15,6 +16,7 @@ from torch import nn
 from conftest import write_identity_folder, write_verification_bin
 from ghostnet import create_model, save_weights
 from ghostnet.data import DatasetError, faces
+from ghostnet.data.download import extract_tar
 from ghostnet.data.faces import (
     decode_pair_images,
     identity_files,
@@ -22,6 +24,7 @@ from ghostnet.data.faces import (
     read_pairs,
     read_verification_bin,
 )
+from ghostnet.engine.face_data import IdentityFileLoader
 from ghostnet.engine.verification import roc_curve, tar_at_far, ten_fold_accuracy, verification_report
 from ghostnet.nn.margin import ArcFace, CosFace, SoftmaxHead, create_margin_head
 
@@ -265,3 +268,144 @@ def test_download_lfw_from_a_local_server(tmp_path, monkeypatch):
             faces.download_lfw(tmp_path / "other", base_url=url)
     finally:
         server.shutdown()
+
+
+def test_tied_scores_give_one_roc_point_per_score_whatever_the_order():
+    issame = np.array([True] * 10 + [False] * 10)
+    for order in (issame, issame[::-1]):  # positives first, then last
+        far, tar, auc = roc_curve(np.full(20, 0.3), order)
+        assert auc == pytest.approx(0.5) and far.tolist() == [0, 1] and tar.tolist() == [0, 1]
+    scores = np.array([0.9, 0.5, 0.5, 0.1])  # a tie across one same and one different pair: a diagonal step
+    far, tar, auc = roc_curve(scores, np.array([True, False, True, False]))
+    assert far.tolist() == [0, 0, 0.5, 1] and tar.tolist() == [0, 0.5, 1, 1] and auc == pytest.approx(0.875)
+
+
+def test_roc_area_without_numpy_2s_trapezoid(monkeypatch):
+    monkeypatch.delattr(np, "trapezoid", raising=False)
+    monkeypatch.delattr(np, "trapz", raising=False)
+    assert roc_curve(np.array([0.9, 0.8, 0.2, 0.1]), np.array([True, True, False, False]))[2] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("far", [-0.1, 0.0, 1.5, math.nan])
+def test_a_far_outside_0_1_is_refused(far):
+    with pytest.raises(ValueError, match=r"in \(0, 1\]"):
+        tar_at_far(np.array([0.9, 0.1]), np.array([True, False]), far)
+    assert tar_at_far(np.array([0.9, 0.1]), np.array([True, False]), 1.0)["tar"] == 1.0
+
+
+# ---------------------------------------------------------------- identity folders, read per batch
+
+
+def test_training_identities_with_one_image_are_left_out_with_a_warning(tmp_path):
+    root = write_identity_folder(tmp_path / "ids", identities=4, per_identity=3, size=16)
+    for name in ("Person_B", "Person_D"):
+        for f in sorted((root / name).iterdir())[1:]:
+            f.unlink()
+    with pytest.warns(UserWarning, match="2 of 4 identities .* fewer than 2 images and are left out"):
+        names, files = identity_files(root)
+    assert names == ["Person_A", "Person_C"] and [len(f) for f in files] == [3, 3]
+    for name in ("Person_A", "Person_C"):
+        for f in sorted((root / name).iterdir())[1:]:
+            f.unlink()
+    with pytest.raises(DatasetError, match="no identity in .* has 2 or more images"):
+        identity_files(root)  # nothing to build a same-identity pair from
+
+
+def _tar_with(tmp_path, member):
+    path = tmp_path / "a.tgz"
+    with tarfile.open(path, "w:gz") as tar:
+        info = tarfile.TarInfo(member)
+        if member == "lfw/link":
+            info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
+            tar.addfile(info)
+        else:
+            info.size = 1
+            tar.addfile(info, io.BytesIO(b"x"))
+    return path
+
+
+@pytest.mark.parametrize("filtered", [True, False])
+def test_unpacking_refuses_members_outside_the_folder(tmp_path, monkeypatch, filtered):
+    if not filtered:  # a Python whose tarfile has no extraction filters: every member is checked first
+        monkeypatch.delattr(tarfile, "data_filter", raising=False)
+    elif not hasattr(tarfile, "data_filter"):
+        pytest.skip("this Python's tarfile has no extraction filters")
+    dest = tmp_path / "out"
+    refused = []
+    for member in ("../evil.txt", str(tmp_path / "evil.txt"), "lfw/link"):
+        try:
+            extract_tar(_tar_with(tmp_path, member), dest)
+        except DatasetError as e:
+            assert "a.tgz" in str(e) and "\n" not in str(e)
+            refused.append(member)
+        assert not (tmp_path / "evil.txt").exists() and not (dest / "lfw" / "link").exists()
+    # tarfile's own filter unpacks an absolute name under the folder instead of refusing it
+    assert refused == ["../evil.txt", "lfw/link"] if filtered else len(refused) == 3
+    extract_tar(_tar_with(tmp_path, "lfw/ok.txt"), dest)
+    assert (dest / "lfw" / "ok.txt").read_text() == "x"
+
+
+def test_identity_files_are_read_per_batch_sharded_and_resumable(tmp_path):
+    root = write_identity_folder(tmp_path / "ids", identities=3, per_identity=4, size=20)
+    names, files = identity_files(root)
+    data = faces.IdentityImageFiles(files, 16)
+    in_memory = faces.load_identity_images(files, 16)
+    assert len(data) == 12 and torch.equal(torch.stack([data[i][0] for i in range(12)]), in_memory.images)
+    assert torch.equal(data.labels, in_memory.labels) and len(data.head(5)) == 5
+    norm = dict(mean=(0.5,) * 3, std=(0.5,) * 3, in_chans=3, seed=3, num_workers=0)
+    for augment in ("flip", "crop_flip", "none"):
+        whole = IdentityFileLoader(data, 4, augment=augment, **norm)
+        halves = [IdentityFileLoader(data, 4, augment=augment, rank=r, world_size=2, **norm) for r in (0, 1)]
+        batches = list(whole.batches(epoch=1))
+        assert len(batches) == len(whole) == 3
+        for i, (x, y) in enumerate(batches):
+            parts = [list(h.batches(epoch=1, start=i))[0] for h in halves]  # each rank's share, resumed at batch i
+            assert torch.equal(x[0::2], parts[0][0]) and torch.equal(x[1::2], parts[1][0]), augment
+            assert torch.equal(y[0::2], parts[0][1]) and torch.equal(y[1::2], parts[1][1])
+        assert not torch.equal(batches[0][0], next(whole.batches(epoch=2))[0])  # another epoch, another order
+    workers = IdentityFileLoader(data, 4, augment="crop_flip", **(norm | {"num_workers": 2}))
+    alone = IdentityFileLoader(data, 4, augment="crop_flip", **norm)
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(workers.batches(epoch=1), alone.batches(epoch=1)))
+    flipped = next(IdentityFileLoader(data, 12, augment="flip", **norm).batches())[0]
+    plain = next(IdentityFileLoader(data, 12, augment="none", **norm).batches())[0]
+    mirrored = [torch.equal(f, p.flip(2)) and not torch.equal(f, p) for f, p in zip(flipped, plain)]
+    assert 0 < sum(mirrored) < 12 and all(m or torch.equal(f, p) for m, f, p in zip(mirrored, flipped, plain))
+
+
+def test_an_unreadable_image_read_per_batch_is_one_dataset_error(tmp_path):
+    root = write_identity_folder(tmp_path / "ids", identities=2, per_identity=2, size=16)
+    (root / "Person_A" / "Person_A_0001.jpg").write_bytes(b"not a jpeg")
+    loader = IdentityFileLoader(
+        faces.IdentityImageFiles(identity_files(root)[1], 16), 4, augment="none", mean=(0.5,) * 3, std=(0.5,) * 3,
+        in_chans=3, num_workers=0,
+    )  # fmt: skip
+    with pytest.raises(DatasetError, match="Person_A_0001.jpg"):
+        list(loader.batches())
+
+
+def test_make_pairs_lives_with_the_data_and_refuses_what_cannot_pair():
+    idx, same = faces.make_pairs(torch.tensor([0, 0, 1, 1, 2]), 20, seed=1)
+    labels = np.array([0, 0, 1, 1, 2])
+    assert idx.shape == (20, 2) and same.sum() == 10
+    assert all((labels[a] == labels[b]) == s and a != b for (a, b), s in zip(idx, same))
+    with pytest.raises(DatasetError, match="an identity with two images"):
+        faces.make_pairs(torch.tensor([0, 1, 2]), 10)
+
+
+def test_flip_only_augmentation_of_in_memory_identities_is_sharded_and_seeded():
+    from ghostnet.data import ImageData, TensorLoader
+    from ghostnet.engine.face import FlipLoader
+
+    data = ImageData(torch.randint(0, 255, (16, 1, 8, 8), dtype=torch.uint8), torch.arange(16) % 4)
+    make = lambda rank, world: FlipLoader(  # noqa: E731
+        TensorLoader(data, 8, train=True, seed=5, rank=rank, world_size=world)
+    )
+    plain = list(TensorLoader(data, 8, train=True, seed=5).batches(epoch=3))
+    whole = list(make(0, 1).batches(epoch=3))
+    assert len(whole) == len(make(0, 1)) == 2
+    for i, (x, _) in enumerate(whole):
+        shares = [next(make(r, 2).batches(epoch=3, start=i)) for r in (0, 1)]
+        assert torch.equal(x[0::2], shares[0][0]) and torch.equal(x[1::2], shares[1][0])
+        same = [torch.equal(a, b) for a, b in zip(x, plain[i][0])]
+        assert all(s or torch.equal(a, b.flip(2)) for s, a, b in zip(same, x, plain[i][0]))
+    assert 0 < sum(torch.equal(a, b) for x, p in zip(whole, plain) for a, b in zip(x[0], p[0])) < 16

@@ -63,7 +63,8 @@ def test_face_eval_on_its_own_pairs_a_pairs_txt_and_a_bin(trained, tmp_path, cap
     code, out, _ = run(capsys, "face-eval", ckpt, "--json")
     r = json.loads(out)
     assert code == 0 and r["pairs"] == 40 and len(r["fold_accuracy"]) == 10
-    assert r["accuracy"] == pytest.approx(json.loads((run_dir / "log.jsonl").read_text().splitlines()[-1])["eval_acc"])
+    log = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    assert r["accuracy"] == pytest.approx(max(row["eval_acc"] for row in log))  # best.pth: the best epoch
     pairs = tmp_path / "pairs.txt"
     pairs.write_text("1\t20\n" + "Person_G\t1\t2\nPerson_G\t3\tPerson_H\t4\n" * 10)
     code, out, _ = run(
@@ -134,7 +135,7 @@ def test_a_killed_run_resumes_to_the_same_weights(tmp_path, capsys, monkeypatch)
 @pytest.mark.parametrize(
     "case, message",
     [
-        ("one_image", "identity 'Person_A' has 1 image(s), fewer than 2"),
+        ("one_image", "has 2 or more images"),
         ("empty", "identity 'Person_Z' has no images"),
         ("missing_pair_image", "names an image that is not there"),
         ("malicious_bin", "refused: the file asks for"),
@@ -143,8 +144,8 @@ def test_a_killed_run_resumes_to_the_same_weights(tmp_path, capsys, monkeypatch)
 def test_bad_data_is_one_line_and_exit_code_2(tmp_path, capsys, case, message):
     faces = write_identity_folder(tmp_path / "faces", identities=6, per_identity=3, size=16)
     extra = []
-    if case == "one_image":
-        for f in sorted((faces / "Person_A").iterdir())[1:]:
+    if case == "one_image":  # no identity has two images: no same-identity pair can be built
+        for f in faces.glob("*/*_000[23].jpg"):
             f.unlink()
     elif case == "empty":
         (faces / "Person_Z").mkdir()
@@ -158,6 +159,51 @@ def test_bad_data_is_one_line_and_exit_code_2(tmp_path, capsys, case, message):
     code, _, err = _train(capsys, faces, tmp_path / "runs", "bad", "--epochs", "1", *extra)
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "pwned").exists()
+
+
+def test_training_identities_with_one_image_are_left_out(tmp_path, capsys):
+    faces = write_identity_folder(tmp_path / "faces", identities=9, per_identity=4, size=16)
+    for f in sorted((faces / "Person_A").iterdir())[1:]:
+        f.unlink()
+    with pytest.warns(UserWarning, match="1 of 9 identities .* left out"):
+        code, _, err = _train(capsys, faces, tmp_path / "runs", "r", "--epochs", "1", "--image-size", "16")
+    assert code == 0, err
+    ckpt = read_checkpoint(tmp_path / "runs" / "r" / "last.pth")
+    assert "Person_A" not in ckpt["data"]["identities"] and len(ckpt["data"]["identities"]) == 6  # 8 less 2 held out
+
+
+def test_face_eval_and_embed_refuse_bad_options_before_any_work(trained, tmp_path, capsys, monkeypatch):
+    import ghostnet.engine.face as face_engine
+
+    root, faces, run_dir = trained
+    ckpt = str(run_dir / "best.pth")
+
+    def no_work(*a, **k):
+        raise AssertionError("reached the model")
+
+    monkeypatch.setattr(face_engine, "load_face_model", no_work)
+    monkeypatch.setattr(face_engine, "evaluate_face_checkpoint", no_work)
+    for argv, message in (
+        (["face-eval", ckpt, "--root", str(faces)], "--root names the images of --pairs"),
+        (["face-eval", ckpt, "--far", "-0.1"], "--far takes fractions of impostor pairs in (0, 1]"),
+        (["face-eval", ckpt, "--far", "1e-3", "2"], "got 2"),
+        (["embed", str(faces), "--checkpoint", ckpt, "--output", str(tmp_path / "e.txt")], "must end in .npz"),
+    ):
+        code, _, err = run(capsys, *argv)
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_face_checkpoint_is_read_once(trained, monkeypatch):
+    import ghostnet.models.checkpoint as checkpoint
+    from ghostnet.engine.face import load_face_model
+
+    reads = []
+    real = checkpoint.read_checkpoint
+    monkeypatch.setattr(checkpoint, "read_checkpoint", lambda p: reads.append(p) or real(p))
+    model, prep, data, config = load_face_model(trained[2] / "best.pth")
+    assert len(reads) == 1 and model.embedding_size == 16 and data["task"] == "face"
+    assert prep.image_size == 32 and prep.mean == (0.5, 0.5, 0.5) and not prep.center_crop
+    assert config["augment"] == "flip"  # flips only by default: aligned faces are not shifted
 
 
 class _Payload:

@@ -1,15 +1,10 @@
-"""What segmentation writes and reads at its edges: overlay files, archives, split lists, class lists."""
-
-import io
-import tarfile
+"""What segmentation writes and reads at its edges: overlay files, scaled masks, split lists."""
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from ghostnet.data.datasets import DatasetError
-from ghostnet.data.download import extract_tar
 from ghostnet.data.segmentation import joint_scale_crop_flip, load_segmentation_split
 from ghostnet.deploy.segment import segment_images
 from ghostnet.models.segmentation import create_segmenter
@@ -76,25 +71,3 @@ def test_augmented_voc_lists_with_paths_are_read(tmp_path):
     (root / "ImageSets" / "Segmentation" / "train_aug.txt").write_text(aug + "\n")
     split = load_segmentation_split("voc", root, "train_aug")
     assert [p.stem for p in split.images] == lines and all(p.parent.name == "SegmentationClassAug" for p in split.masks)
-
-
-def _tar(path, members):
-    with tarfile.open(path, "w") as tar:
-        for name, data in members:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return path
-
-
-@pytest.mark.parametrize("has_data_filter", [True, False])
-def test_archives_unpack_only_inside_their_folder(tmp_path, monkeypatch, has_data_filter):
-    if not has_data_filter:
-        monkeypatch.delattr(tarfile, "data_filter", raising=False)
-    good = _tar(tmp_path / "good.tar", [("VOCdevkit/a.txt", b"a")])
-    extract_tar(good, tmp_path / "out")
-    assert (tmp_path / "out" / "VOCdevkit" / "a.txt").read_bytes() == b"a"
-    evil = _tar(tmp_path / "evil.tar", [("../escaped.txt", b"x")])
-    with pytest.raises(DatasetError, match="evil.tar"):
-        extract_tar(evil, tmp_path / "out2")
-    assert not (tmp_path / "escaped.txt").exists()

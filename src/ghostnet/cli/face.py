@@ -41,6 +41,11 @@ def cmd_face_eval(args: argparse.Namespace) -> int:
 
     if args.pairs and args.bin:
         raise UsageError("give --pairs (with --root) or --bin, not both")
+    if args.root and not args.pairs:
+        raise UsageError("--root names the images of --pairs; give --pairs with it")
+    bad_far = [f for f in args.far if not 0 < f <= 1]
+    if bad_far:
+        raise UsageError(f"--far takes fractions of impostor pairs in (0, 1], got {bad_far[0]:g}")
     if args.roc and Path(args.roc).exists() and not args.overwrite:
         raise UsageError(f"{args.roc} exists; pass --overwrite to replace it")
     if args.labels and len(args.labels) != len(args.checkpoints):
@@ -67,15 +72,14 @@ def cmd_face_eval(args: argparse.Namespace) -> int:
 
 def cmd_embed(args: argparse.Namespace) -> int:
     from ..data.images import collect_images
-    from ..deploy.face import embed_files, save_embeddings
+    from ..deploy.face import check_embeddings_path, embed_files, save_embeddings
     from ..engine.distributed import init_distributed
     from ..engine.face import load_face_model
 
+    check_embeddings_path(args.output, args.overwrite)  # before any image is embedded
     _, device = init_distributed(args.device)
     model, prep, _, _ = load_face_model(args.checkpoint, args.embedding_size)
     files = collect_images(args.images)
-    if Path(args.output).exists() and not args.overwrite:
-        raise UsageError(f"{args.output} exists; pass --overwrite to replace it")
     emb = embed_files(model.to(device), prep, files, args.batch_size)
     save_embeddings(args.output, files, emb, args.overwrite)
     print(f"{len(files)} embeddings of {emb.shape[1]} dimensions (L2-normalised, image + mirror) in {args.output}")
@@ -112,7 +116,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         help="train a GhostFaceNet identity embedding with ArcFace / CosFace (also under torchrun)",
         description="Train an embedding model on identity folders (DATA_DIR/<identity>/*.jpg) or a built-in set whose "
         "classes stand in for identities, through a margin head; each epoch, 10-fold verification accuracy on pairs "
-        "of identities never trained on picks best.pth. Run folders, resume, curves and DDP as in `ghostnet train`.",
+        "of identities never trained on picks best.pth. Identity-folder images are read from their files per batch "
+        "(--num-workers workers); identities with fewer than --min-images images are left out with a warning. "
+        "Run folders, resume, curves and DDP as in `ghostnet train`.",
     )
     p.add_argument("--config", help="a YAML file of settings")
     add_config_arguments(p, cls=FaceConfig)

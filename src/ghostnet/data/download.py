@@ -37,10 +37,15 @@ def download_verified(url: str, dest: Path, md5: str) -> None:
     os.replace(tmp, dest)
 
 
-def extract_tar(archive: Path, dest: Path) -> None:
-    """Unpack a tar archive into `dest`, refusing anything that would land outside it or is not a plain file or
-    folder (absolute paths, ``..``, links, devices). Uses tarfile's ``data`` filter where this Python has it
-    (3.10.12+, 3.11.4+), and the same checks made here before extracting where it does not."""
+def extract_tar(archive: str | os.PathLike, dest: str | os.PathLike) -> None:
+    """Unpack a tar archive into `dest`, refusing absolute paths, ``..``, links and devices.
+
+    Uses tarfile's ``data`` filter where this Python has it (3.10.12+, 3.11.4+); elsewhere every member is
+    checked first.
+
+    Raises:
+        DatasetError: unreadable archive, or a member that could land outside `dest` or is not a file or folder.
+    """
     import tarfile
 
     try:
@@ -48,11 +53,11 @@ def extract_tar(archive: Path, dest: Path) -> None:
             if hasattr(tarfile, "data_filter"):
                 tar.extractall(dest, filter="data")
                 return
-            root = dest.resolve()
             for m in tar.getmembers():
-                inside = (root / m.name).resolve().is_relative_to(root)
-                if not inside or not (m.isfile() or m.isdir()):
-                    raise DatasetError(f"{archive} holds {m.name!r}, which is not a plain file inside the folder")
+                if m.name.startswith(("/", "\\")) or Path(m.name).is_absolute() or ".." in Path(m.name).parts:
+                    raise DatasetError(f"{archive}: refused to unpack: member {m.name!r} points outside the folder")
+                if not (m.isfile() or m.isdir()):
+                    raise DatasetError(f"{archive}: refused to unpack: member {m.name!r} is a link or device")
             tar.extractall(dest)  # every member checked above
     except (tarfile.TarError, OSError) as e:
-        raise DatasetError(f"could not unpack {archive}: {e}") from None
+        raise DatasetError(f"{archive}: cannot unpack ({e})") from None

@@ -2,7 +2,8 @@
 verification sets (read without executing pickled code), and the LFW download.
 
 - An identity folder is ``root/<identity>/*.jpg`` (CASIA-WebFace, extracted MS1M, LFW itself): one folder per
-  person. `load_identity_folder` reads it into memory (uint8), resized to the model's input size.
+  person. `load_identity_folder` reads it into memory (uint8), resized to the model's input size;
+  `IdentityImageFiles` keeps only the file list and reads one image per item (for training on large sets).
 - ``pairs.txt`` (LFW's format): an optional header line (folds and pairs per fold), then one pair a line:
   ``name n1 n2`` (the same person, images ``name/name_000n1.jpg`` and ``name/name_000n2.jpg``) or
   ``name1 n1 name2 n2`` (two people). Lines ``pathA pathB 1|0`` (paths under the root) are read as well.
@@ -16,30 +17,36 @@ from __future__ import annotations
 import io
 import os
 import pickle
-import tarfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from .datasets import DatasetError, ImageData
-from .download import download_dir, download_verified
+from .download import download_dir, download_verified, extract_tar
 from .images import IMAGE_SUFFIXES, ImageReadError, open_image
 
 __all__ = [
     "LFW_FILES",
     "LFW_URL",
+    "IdentityImageFiles",
     "PairList",
     "decode_pair_images",
     "download_lfw",
     "identity_files",
+    "generated_pairs",
     "load_identity_folder",
+    "load_identity_images",
     "load_image_files",
     "load_pair_images",
+    "make_pairs",
     "read_pairs",
     "read_verification_bin",
+    "resize_images",
 ]
 
 # The LFW site and its files (the MD5s torchvision checks too).
@@ -55,11 +62,12 @@ LFW_FILES = {
 
 
 def identity_files(root: str | os.PathLike, min_images: int = 2) -> tuple[list[str], list[list[Path]]]:
-    """The identities (sorted folder names) under `root` and each one's image files (sorted).
+    """The identities (sorted folder names) under `root` with at least `min_images` images, and each one's image
+    files (sorted). Identities with fewer images are left out with one warning that counts them.
 
     Raises:
-        DatasetError: `root` is missing or holds no identity folder, an identity folder holds no image, or
-            one holds fewer than `min_images` (a single image cannot give a same-identity pair).
+        DatasetError: `root` is missing or holds no identity folder, an identity folder holds no image, or no
+            identity has `min_images` images.
     """
     root = Path(root)
     if not root.is_dir():
@@ -67,7 +75,7 @@ def identity_files(root: str | os.PathLike, min_images: int = 2) -> tuple[list[s
     names = sorted(p.name for p in root.iterdir() if p.is_dir())
     if not names:
         raise DatasetError(f"{root} holds no identity folders (expected {root}/<identity>/<image>)")
-    files = []
+    kept, files, few = [], [], []
     for name in names:
         found = sorted(f for f in (root / name).iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
         if not found:
@@ -75,12 +83,22 @@ def identity_files(root: str | os.PathLike, min_images: int = 2) -> tuple[list[s
                 f"identity {name!r} has no images ({root / name} is empty of {', '.join(IMAGE_SUFFIXES)})"
             )
         if len(found) < min_images:
-            raise DatasetError(
-                f"identity {name!r} has {len(found)} image(s), fewer than {min_images} ({root / name}); "
-                "remove it or lower min_images"
-            )
+            few.append(name)
+            continue
+        kept.append(name)
         files.append(found)
-    return names, files
+    if not kept:
+        raise DatasetError(
+            f"no identity in {root} has {min_images} or more images (e.g. {few[0]!r}); "
+            "same-identity pairs need two images of one identity"
+        )
+    if few:
+        warnings.warn(
+            f"{len(few)} of {len(names)} identities in {root} have fewer than {min_images} images and are left out "
+            f"(e.g. {few[0]!r})",
+            stacklevel=2,
+        )
+    return kept, files
 
 
 def _read_resized(path: Path | bytes, image_size: int, mode: str, name: str) -> np.ndarray:
@@ -113,6 +131,41 @@ def load_image_files(paths: list[Path], image_size: int = 112, grayscale: bool =
     return _stack([_read_resized(p, image_size, mode, str(p)) for p in paths])
 
 
+def load_identity_images(files: list[list[Path]], image_size: int = 112, grayscale: bool = False) -> ImageData:
+    """The images of some identities (each a list of files) in memory, resized to `image_size`, labelled 0..k-1."""
+    images = [load_image_files(paths, image_size, grayscale) for paths in files]
+    labels = torch.cat([torch.full((len(x),), i, dtype=torch.int64) for i, x in enumerate(images)])
+    return ImageData(torch.cat(images), labels)
+
+
+class IdentityImageFiles(torch.utils.data.Dataset):
+    """The images of some identities (each a list of files) read one at a time, for a `DataLoader`: item i is
+    (uint8 (C, S, S) resized to `image_size`, label), labels 0..k-1 in the order of `files`. Only the file list
+    is held in memory. An unreadable image gives ``(None, why)`` so the loader can say so in one line.
+    """
+
+    def __init__(self, files: list[list[Path]], image_size: int = 112, grayscale: bool = False) -> None:
+        self.paths = [p for paths in files for p in paths]
+        self.labels = torch.tensor([i for i, paths in enumerate(files) for _ in paths], dtype=torch.int64)
+        self.image_size, self.mode = image_size, "L" if grayscale else "RGB"
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def head(self, n: int) -> IdentityImageFiles:
+        """The first `n` images (a training subset)."""
+        out = IdentityImageFiles([], self.image_size, self.mode == "L")
+        out.paths, out.labels = self.paths[:n], self.labels[:n]
+        return out
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor | None, Any]:
+        try:
+            arr = _read_resized(self.paths[i], self.image_size, self.mode, str(self.paths[i]))
+        except ImageReadError as e:
+            return None, str(e)
+        return torch.tensor(arr).permute(2, 0, 1).contiguous(), self.labels[i]
+
+
 def load_identity_folder(
     root: str | os.PathLike,
     image_size: int = 112,
@@ -132,9 +185,44 @@ def load_identity_folder(
     if only is not None:
         by_name = dict(zip(names, files))
         names, files = list(only), [by_name[n] for n in only]
-    images = [load_image_files(paths, image_size, grayscale) for paths in files]
-    labels = torch.cat([torch.full((len(x),), i, dtype=torch.int64) for i, x in enumerate(images)])
-    return ImageData(torch.cat(images), labels), names
+    return load_identity_images(files, image_size, grayscale), names
+
+
+def resize_images(images: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 images (N, C, H, W) resized to (N, C, size, size) (bilinear, antialiased); unchanged if already so."""
+    if images.shape[-1] == size and images.shape[-2] == size:
+        return images
+    out = F.interpolate(images.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return out.round().clamp(0, 255).to(torch.uint8)
+
+
+def make_pairs(labels: torch.Tensor, num_pairs: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """`num_pairs` pairs of sample indices, half of one identity and half of two, in random order.
+
+    Returns:
+        (indices (P, 2), issame (P,)).
+
+    Raises:
+        DatasetError: no identity has two images, or there are fewer than two identities.
+    """
+    labels_np = labels.numpy()
+    rng = np.random.default_rng(seed)
+    groups = [np.flatnonzero(labels_np == c) for c in np.unique(labels_np)]
+    multi = [g for g in groups if len(g) >= 2]
+    if not multi or len(groups) < 2:
+        raise DatasetError("verification pairs need an identity with two images and at least two identities")
+    pairs, same = [], []
+    for i in range(num_pairs):
+        if i % 2 == 0:
+            g = multi[rng.integers(len(multi))]
+            a, b = rng.choice(g, 2, replace=False)
+        else:
+            ga, gb = rng.choice(len(groups), 2, replace=False)
+            a, b = rng.choice(groups[ga]), rng.choice(groups[gb])
+        pairs.append((a, b))
+        same.append(i % 2 == 0)
+    order = rng.permutation(num_pairs)
+    return np.asarray(pairs, dtype=np.int64)[order], np.asarray(same, dtype=bool)[order]
 
 
 # ---------------------------------------------------------------- pairs.txt
@@ -150,6 +238,15 @@ class PairList:
 
     def __len__(self) -> int:
         return len(self.issame)
+
+
+def generated_pairs(images: torch.Tensor, labels: torch.Tensor, num_pairs: int, seed: int, source: str) -> PairList:
+    """`num_pairs` verification pairs (`make_pairs`) drawn from labelled images, as a `PairList`."""
+    idx, issame = make_pairs(labels, num_pairs, seed)
+    flat = torch.from_numpy(idx.reshape(-1))
+    return PairList(
+        ImageData(images[flat], torch.arange(len(idx)).repeat_interleave(2)), torch.from_numpy(issame), source
+    )
 
 
 def _lfw_path(root: Path, name: str, number: str) -> Path:
@@ -274,9 +371,5 @@ def download_lfw(
     download_verified(base_url + images, archive, LFW_FILES[images])
     top = images.removesuffix(".tgz")
     if not (folder / top).is_dir():
-        try:
-            with tarfile.open(archive) as tar:
-                tar.extractall(folder, filter="data")  # no absolute paths, links out of the folder or devices
-        except (tarfile.TarError, OSError) as e:
-            raise DatasetError(f"{archive}: cannot unpack ({e})") from None
+        extract_tar(archive, folder)
     return pairs, folder / top

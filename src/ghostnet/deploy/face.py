@@ -11,13 +11,13 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..data.images import Preprocess, open_image
+from ..engine.face_data import flip_sum_embeddings
 from ..models.files import write_atomically
 
-__all__ = ["embed_files", "save_embeddings", "verify_images"]
+__all__ = ["check_embeddings_path", "embed_files", "save_embeddings", "verify_images"]
 
 
 @torch.no_grad()
@@ -31,22 +31,29 @@ def embed_files(
     out = []
     for i in range(0, len(files), batch_size):
         x = torch.stack([transform(open_image(f, prep.image_mode)) for f in files[i : i + batch_size]]).to(device)
-        e = model(x).float()
-        if flip:
-            e = e + model(x.flip(3)).float()
-        out.append(F.normalize(e, dim=1).cpu())
+        out.append(flip_sum_embeddings(model, x, flip).cpu())
     return torch.cat(out) if out else torch.empty(0, 0)
+
+
+def check_embeddings_path(path: str | os.PathLike, overwrite: bool = False) -> Path:
+    """`path` as a Path if embeddings may be written there (before any are computed).
+
+    Raises:
+        ValueError: it does not end in ``.npz``, or it exists and not `overwrite`.
+    """
+    path = Path(path)
+    if path.suffix != ".npz":
+        raise ValueError(f"the embeddings file must end in .npz, got {path}")
+    if path.exists() and not overwrite:
+        raise ValueError(f"{path} exists; pass --overwrite to replace it")
+    return path
 
 
 def save_embeddings(
     path: str | os.PathLike, files: list[Path], embeddings: torch.Tensor, overwrite: bool = False
 ) -> Path:
     """Write ``{"paths", "embeddings"}`` as a NumPy ``.npz`` (atomically); refuses to replace a file unless `overwrite`."""
-    path = Path(path)
-    if path.suffix != ".npz":
-        raise ValueError(f"the embeddings file must end in .npz, got {path}")
-    if path.exists() and not overwrite:
-        raise ValueError(f"{path} exists; pass --overwrite to replace it")
+    path = check_embeddings_path(path, overwrite)
     buf = io.BytesIO()
     np.savez(buf, paths=np.array([str(f) for f in files]), embeddings=embeddings.numpy().astype(np.float32))
     data = buf.getvalue()

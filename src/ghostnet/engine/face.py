@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,18 +22,27 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data import TensorLoader
-from ..data.faces import PairList, decode_pair_images, load_pair_images
+from ..data.faces import IdentityImageFiles, PairList, decode_pair_images, load_pair_images
 from ..data.images import Preprocess
+from ..data.loaders import sample_seed
 from ..models import create_model, model_spec
 from ..models.checkpoint import CheckpointError
 from ..nn.margin import MARGIN_HEADS, create_margin_head
 from .config import RunConfig, option
 from .distributed import Dist, init_distributed
-from .face_data import BUILTIN_IDENTITY_SETS, embed_batches, load_face_data, validation_pairs
+from .face_data import (
+    BUILTIN_IDENTITY_SETS,
+    FACE_MEAN,
+    FACE_STD,
+    FaceData,
+    IdentityFileLoader,
+    embed_batches,
+    load_face_data,
+    validation_pairs,
+)
 from .loop import run_training
 from .task import Task, autocast
 from .verification import pair_scores, roc_curve, verification_report
-from .weights import load_model
 
 __all__ = ["FaceConfig", "FaceTask", "evaluate_face_checkpoint", "load_face_model", "train_face"]
 
@@ -50,7 +60,7 @@ class FaceConfig(RunConfig):
     )
     image_size: int = option(112, "input resolution (images are resized to it)")
     in_chans: int | None = option(None, "model input channels; None = the data's; 3 on grayscale data replicates it")
-    min_images: int = option(2, "folder: refuse identities with fewer images than this")
+    min_images: int = option(2, "folder: leave out identities with fewer images than this (with a warning)")
     val_pairs: str | None = option(None, "folder: an LFW-style pairs.txt to verify on (images under VAL_ROOT)")
     val_root: str | None = option(None, "folder: the images VAL_PAIRS names; None = DATA_DIR")
     val_bin: str | None = option(
@@ -60,7 +70,10 @@ class FaceConfig(RunConfig):
         0.2, "folder without VAL_PAIRS/VAL_BIN: this fraction of identities is held out and gives the pairs"
     )
     num_pairs: int = option(1000, "generated verification pairs (half same-identity)")
-    augment: str = option("crop_flip", "crop_flip | crop | none (training images)")
+    augment: str = option(
+        "flip",
+        "flip (horizontal flips only, as for aligned faces) | crop_flip (pad 4 + random crop + flip) | crop | none",
+    )
     # --- model and head
     model: str = option("ghostfacenet_v1", "a GhostFaceNet model (`ghostnet list ghostfacenet*`)")
     embedding_size: int = option(512, "the embedding's width")
@@ -90,7 +103,7 @@ class FaceConfig(RunConfig):
             (self.min_images >= 1, "min_images must be >= 1"),
             (0 < self.holdout_identities < 1, "holdout_identities must be a fraction in (0, 1)"),
             (self.num_pairs >= 20, "num_pairs must be >= 20 (10 folds of both kinds)"),
-            (self.augment in ("crop_flip", "crop", "none"), "augment must be crop_flip, crop or none"),
+            (self.augment in ("flip", "crop_flip", "crop", "none"), "augment must be flip, crop_flip, crop or none"),
             (self.embedding_size >= 1, "embedding_size must be >= 1"),
             (self.stem_stride in (1, 2), "stem_stride must be 1 or 2"),
             (0 <= self.dropout < 1, "dropout must be in [0, 1)"),
@@ -113,6 +126,39 @@ def _model_kwargs(cfg: FaceConfig, in_chans: int) -> dict[str, Any]:
     if cfg.width is not None:
         kwargs["width"] = cfg.width
     return kwargs
+
+
+class FlipLoader:
+    """A training `TensorLoader` whose batches are mirrored image by image with probability 1/2 (no crop: aligned
+    faces keep their landmarks in place). The coin of sample j of batch i in an epoch is fixed by (seed, epoch, i),
+    drawn over the global batch and sharded as the loader shards it, so resuming mid-epoch and DDP see the same flips.
+    """
+
+    def __init__(self, loader: TensorLoader) -> None:
+        self.loader = loader
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def batches(self, epoch: int = 0, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        ld = self.loader
+        for i, (x, y) in enumerate(ld.batches(epoch, start), start):
+            coins = torch.rand(
+                ld.batch_size, generator=torch.Generator().manual_seed(sample_seed(ld.seed, epoch, i, 2))
+            )
+            mine = (coins[ld.rank :: ld.world_size] < 0.5).to(x.device)
+            yield torch.where(mine[:, None, None, None], x.flip(3), x), y
+
+
+def _train_loader(cfg: FaceConfig, data: FaceData, d: Dist, norm: dict[str, Any]) -> Any:
+    """Identity folders: read from their files per batch (`IdentityFileLoader`); built-in sets: in memory."""
+    shard: dict[str, Any] = dict(seed=cfg.seed, rank=d.rank, world_size=d.world_size, **norm)
+    if isinstance(data.train, IdentityImageFiles):
+        return IdentityFileLoader(data.train, cfg.batch_size, augment=cfg.augment, num_workers=cfg.num_workers, **shard)
+    assert data.train is not None
+    augment = "none" if cfg.augment == "flip" else cfg.augment
+    loader = TensorLoader(data.train, cfg.batch_size, train=True, augment=augment, **shard)
+    return FlipLoader(loader) if cfg.augment == "flip" else loader
 
 
 class FaceTask(Task):
@@ -138,10 +184,7 @@ class FaceTask(Task):
             device
         )
         norm: dict[str, Any] = dict(mean=self.data.mean, std=self.data.std, in_chans=self.in_chans, device=device)
-        self.train_loader = TensorLoader(
-            self.data.train, cfg.batch_size, train=True, augment=cfg.augment, seed=cfg.seed, rank=d.rank,
-            world_size=d.world_size, **norm,
-        )  # fmt: skip
+        self.train_loader = _train_loader(cfg, self.data, d, norm)
         # Every rank embeds all pairs (the sets are small): the metrics are the same everywhere.
         self.eval_loader = TensorLoader(self.data.pairs.images, cfg.eval_batch_size, train=False, **norm)
         if len(self.train_loader) == 0:
@@ -228,17 +271,30 @@ def load_face_model(
     Raises:
         CheckpointError: not a face checkpoint; ValueError: `embedding_size` given and not the checkpoint's.
     """
-    from ..models.checkpoint import read_checkpoint
+    from ..models.checkpoint import FORMAT, load_weights, read_checkpoint
 
-    data = (read_checkpoint(checkpoint).get("data") or {}) if os.path.isfile(checkpoint) else {}
-    model, prep, config = load_model(checkpoint)
-    if data.get("task") != "face" or not hasattr(model, "embedding_size"):
+    ckpt = read_checkpoint(checkpoint)  # read once: the weights and the data info come from the same dict
+    data = ckpt.get("data") or {}
+    if ckpt.get("format") != FORMAT or not ckpt.get("model_name") or data.get("task") != "face":
         raise CheckpointError(f"{checkpoint} is not an embedding model trained with `ghostnet face-train`")
+    model = create_model(ckpt["model_name"], **dict(ckpt.get("model_kwargs") or {}))
+    if not hasattr(model, "embedding_size"):
+        raise CheckpointError(f"{checkpoint} is not an embedding model trained with `ghostnet face-train`")
+    load_weights(model, ckpt)
     if embedding_size is not None and embedding_size != model.embedding_size:
         raise ValueError(
             f"{checkpoint} makes {model.embedding_size}-d embeddings, not {embedding_size}-d (--embedding-size)"
         )
-    return model, prep, data, config
+    mean = tuple(data.get("mean", FACE_MEAN))
+    prep = Preprocess(
+        image_size=data.get("image_size", 112),
+        in_chans=data.get("in_chans", 3),
+        data_chans=len(mean),
+        mean=mean,
+        std=tuple(data.get("std", FACE_STD)),
+        center_crop=False,  # trained on whole (aligned) images resized to image_size
+    )
+    return model.eval(), prep, data, ckpt.get("config") or {}
 
 
 def _pairs_for(

@@ -7,32 +7,44 @@ drawn from their test-split images, so the evaluation measures embeddings of ide
 
 An identity folder: with ``val_pairs`` (an LFW-style ``pairs.txt``) or ``val_bin`` (an insightface ``.bin``)
 those pairs verify; otherwise the last ``holdout_identities`` fraction of identities (sorted by name) is held
-out of training and the pairs are drawn from their images.
+out of training and the pairs are drawn from their images. Its training images are not held in memory: they are
+read per batch by `IdentityFileLoader` (the pairs are).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..data import DatasetError, ImageData, TensorLoader, load_dataset
 from ..data.faces import (
+    IdentityImageFiles,
     PairList,
     decode_pair_images,
+    generated_pairs,
     identity_files,
-    load_identity_folder,
-    load_image_files,
+    load_identity_images,
     load_pair_images,
+    resize_images,
 )
+from ..data.loaders import batch_indices, sample_seed
 from .task import autocast
 
-__all__ = ["BUILTIN_IDENTITY_SETS", "FaceData", "embed_batches", "load_face_data", "make_pairs", "validation_pairs"]
+__all__ = [
+    "BUILTIN_IDENTITY_SETS",
+    "FaceData",
+    "IdentityFileLoader",
+    "embed_batches",
+    "flip_sum_embeddings",
+    "load_face_data",
+    "validation_pairs",
+]
 
 BUILTIN_IDENTITY_SETS = ("fashion_mnist", "mnist", "digits")
 FACE_MEAN, FACE_STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)  # insightface's normalisation: pixels to [-1, 1]
@@ -42,7 +54,7 @@ FACE_MEAN, FACE_STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)  # insightface's normalis
 class FaceData:
     """Training identities (images with identity labels) and the verification pairs of a run."""
 
-    train: ImageData | None
+    train: ImageData | IdentityImageFiles | None  # in memory (built-in sets) or read from files (identity folders)
     identities: list[str]  # the training identities, in label order
     pairs: PairList
     mean: tuple[float, ...]
@@ -54,47 +66,6 @@ class FaceData:
         n_same = int(self.pairs.issame.sum())
         train = f"{len(self.train):,} images of {len(self.identities)} identities; " if self.train is not None else ""
         return f"{train}{len(self.pairs):,} verification pairs ({n_same} same-identity) from {self.pairs.source}"
-
-
-def make_pairs(labels: torch.Tensor, num_pairs: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """`num_pairs` pairs of sample indices, half of one identity and half of two, in random order.
-
-    Returns:
-        (indices (P, 2), issame (P,)).
-    """
-    labels_np = labels.numpy()
-    rng = np.random.default_rng(seed)
-    groups = [np.flatnonzero(labels_np == c) for c in np.unique(labels_np)]
-    multi = [g for g in groups if len(g) >= 2]
-    if not multi or len(groups) < 2:
-        raise DatasetError("verification pairs need an identity with two images and at least two identities")
-    pairs, same = [], []
-    for i in range(num_pairs):
-        if i % 2 == 0:
-            g = multi[rng.integers(len(multi))]
-            a, b = rng.choice(g, 2, replace=False)
-        else:
-            ga, gb = rng.choice(len(groups), 2, replace=False)
-            a, b = rng.choice(groups[ga]), rng.choice(groups[gb])
-        pairs.append((a, b))
-        same.append(i % 2 == 0)
-    order = rng.permutation(num_pairs)
-    return np.asarray(pairs, dtype=np.int64)[order], np.asarray(same, dtype=bool)[order]
-
-
-def _pair_list(images: torch.Tensor, labels: torch.Tensor, num_pairs: int, seed: int, source: str) -> PairList:
-    idx, issame = make_pairs(labels, num_pairs, seed)
-    flat = torch.from_numpy(idx.reshape(-1))
-    return PairList(
-        ImageData(images[flat], torch.arange(len(idx)).repeat_interleave(2)), torch.from_numpy(issame), source
-    )
-
-
-def _resize(images: torch.Tensor, size: int) -> torch.Tensor:
-    if images.shape[-1] == size and images.shape[-2] == size:
-        return images
-    out = F.interpolate(images.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-    return out.round().clamp(0, 255).to(torch.uint8)
 
 
 def _builtin(cfg: Any, with_train: bool) -> FaceData:
@@ -110,14 +81,16 @@ def _builtin(cfg: Any, with_train: bool) -> FaceData:
     test = bundle.test
     keep = torch.isin(test.labels, torch.tensor(held))
     source = f"{cfg.dataset} test images of held-out classes {held}"
-    pairs = _pair_list(_resize(test.images[keep], cfg.image_size), test.labels[keep], cfg.num_pairs, cfg.seed, source)
+    pairs = generated_pairs(
+        resize_images(test.images[keep], cfg.image_size), test.labels[keep], cfg.num_pairs, cfg.seed, source
+    )
     train = None
     if with_train:
         tr = bundle.train
         mask = torch.isin(tr.labels, torch.tensor(train_ids))
         remap = torch.full((n,), -1, dtype=torch.int64)
         remap[torch.tensor(train_ids)] = torch.arange(len(train_ids))
-        train = ImageData(_resize(tr.images[mask], cfg.image_size), remap[tr.labels[mask]])
+        train = ImageData(resize_images(tr.images[mask], cfg.image_size), remap[tr.labels[mask]])
         if cfg.train_subset:
             train = ImageData(train.images[: cfg.train_subset], train.labels[: cfg.train_subset])
     names = [bundle.classes[c] for c in train_ids]
@@ -157,24 +130,87 @@ def load_face_data(cfg: Any, with_train: bool = True) -> FaceData:
         k = 0
     else:
         k = _held_out(names, cfg.holdout_identities)
-        held = load_identity_folder_subset(files[-k:], cfg.image_size, gray)
+        held = load_identity_images(files[-k:], cfg.image_size, gray)
         source = f"{k} held-out identities of {cfg.data_dir}"
-        pairs = _pair_list(held.images, held.labels, cfg.num_pairs, cfg.seed, source)
+        pairs = generated_pairs(held.images, held.labels, cfg.num_pairs, cfg.seed, source)
     train = None
     train_names = names[: len(names) - k]
     if with_train:
-        train, _ = load_identity_folder(cfg.data_dir, cfg.image_size, gray, cfg.min_images, only=train_names)
+        train = IdentityImageFiles(files[: len(names) - k], cfg.image_size, gray)  # read per batch, not held
         if cfg.train_subset:
-            train = ImageData(train.images[: cfg.train_subset], train.labels[: cfg.train_subset])
+            train = train.head(cfg.train_subset)
     chans = 1 if gray else 3
     return FaceData(train, train_names, pairs, FACE_MEAN[:chans], FACE_STD[:chans], chans, cfg.image_size)
 
 
-def load_identity_folder_subset(files: list[list[Any]], image_size: int, grayscale: bool) -> ImageData:
-    """The images of some identities (lists of files), labelled 0..k-1."""
-    images = [load_image_files(paths, image_size, grayscale) for paths in files]
-    labels = torch.cat([torch.full((len(x),), i, dtype=torch.int64) for i, x in enumerate(images)])
-    return ImageData(torch.cat(images), labels)
+def _collate(samples: list[tuple[Any, Any]]) -> tuple[torch.Tensor, torch.Tensor]:
+    bad = [why for x, why in samples if x is None]
+    if bad:
+        raise DatasetError(f"{bad[0]}; remove it from the identity folder")
+    return torch.stack([x for x, _ in samples]), torch.stack([y for _, y in samples])
+
+
+class IdentityFileLoader:
+    """Training batches of identity-folder images read from their files by `num_workers` DataLoader workers:
+    only the file list is in memory. Like `TensorLoader`, the global batches of an epoch depend only on
+    (seed, epoch); each of `world_size` ranks reads its share of each, and the augmentation of image j of batch
+    i is drawn from (seed, epoch, i) over the global batch, so a run resumes mid-epoch exactly.
+
+    Args:
+        augment: "flip" (horizontal flips), "crop_flip" (pad 4, random crop, flip), "crop", or "none".
+    """
+
+    def __init__(
+        self, data: IdentityImageFiles, batch_size: int, *, augment: str, mean: Any, std: Any, in_chans: int,
+        seed: int = 0, rank: int = 0, world_size: int = 1, num_workers: int = 2, device: torch.device | str = "cpu",
+    ) -> None:  # fmt: skip
+        if augment not in ("flip", "crop_flip", "crop", "none"):
+            raise ValueError(f"augment must be flip, crop_flip, crop or none, got {augment!r}")
+        self.data, self.batch_size, self.augment, self.in_chans = data, batch_size, augment, in_chans
+        self.seed, self.rank, self.world_size, self.num_workers = seed, rank, world_size, num_workers
+        self.device = torch.device(device)
+        self.mean = torch.tensor(list(mean), device=self.device).view(1, -1, 1, 1)
+        self.std = torch.tensor(list(std), device=self.device).view(1, -1, 1, 1)
+
+    def __len__(self) -> int:
+        return len(self.data) // self.batch_size
+
+    def batches(self, epoch: int = 0, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(images, labels) of this rank, from batch `start` of `epoch` on: float (b, C, H, W), int64 (b,)."""
+        all_batches = batch_indices(len(self.data), self.batch_size, self.seed, epoch, True, True)
+        mine = [b[self.rank :: self.world_size].tolist() for b in all_batches[start:]]
+        loader = torch.utils.data.DataLoader(
+            self.data, batch_sampler=mine, num_workers=self.num_workers, collate_fn=_collate,
+            pin_memory=self.device.type == "cuda",
+        )  # fmt: skip
+        for i, (x, y) in enumerate(loader, start):
+            x = self._augment(x, torch.Generator().manual_seed(sample_seed(self.seed, epoch, i, 1)))
+            x = x.to(self.device, non_blocking=True)
+            if x.shape[1] != self.in_chans:
+                x = x.expand(-1, self.in_chans, -1, -1)
+            yield (x.float().div_(255) - self.mean) / self.std, y.to(self.device, non_blocking=True)
+
+    def _augment(self, x: torch.Tensor, g: torch.Generator, pad: int = 4) -> torch.Tensor:
+        """This rank's share of the global batch, augmented with draws made for the whole global batch."""
+        b, _, h, w = x.shape
+        mine = slice(self.rank, None, self.world_size)
+        if self.augment in ("crop", "crop_flip"):
+            oy = torch.randint(0, 2 * pad + 1, (self.batch_size,), generator=g)[mine]
+            ox = torch.randint(0, 2 * pad + 1, (self.batch_size,), generator=g)[mine]
+            xp = F.pad(x, (pad, pad, pad, pad))
+            x = torch.stack([xp[j, :, oy[j] : oy[j] + h, ox[j] : ox[j] + w] for j in range(b)])
+        if self.augment in ("flip", "crop_flip"):
+            coins = (torch.rand(self.batch_size, generator=g) < 0.5)[mine]
+            x = torch.where(coins[:, None, None, None], x.flip(3), x)
+        return x
+
+
+def flip_sum_embeddings(model: nn.Module, x: torch.Tensor, flip: bool = True) -> torch.Tensor:
+    """L2-normalised float32 embeddings (B, E) of a normalised batch: each image's plus its mirror image's."""
+    e = model(x).float()
+    if flip:
+        e = e + model(x.flip(3)).float()
+    return F.normalize(e, dim=1)
 
 
 @torch.no_grad()
@@ -184,8 +220,5 @@ def embed_batches(model: nn.Module, loader: TensorLoader, amp: str = "none", fli
     out = []
     for x, _ in loader.batches():
         with autocast(x.device, amp):
-            e = model(x).float()
-            if flip:
-                e = e + model(x.flip(3)).float()
-        out.append(F.normalize(e, dim=1).cpu())
+            out.append(flip_sum_embeddings(model, x, flip).cpu())
     return torch.cat(out)

@@ -70,6 +70,8 @@ def ten_fold_accuracy(
 
 def tar_at_far(scores: np.ndarray, issame: np.ndarray, far: float) -> dict[str, float]:
     """``{"tar", "far", "threshold", "far_resolution"}``: the TAR where at most `far` of impostor pairs pass."""
+    if not 0 < far <= 1:
+        raise ValueError(f"a FAR is a fraction of impostor pairs in (0, 1], got {far:g}")
     scores, issame = np.asarray(scores, np.float64), np.asarray(issame, bool)
     impostor, genuine = np.sort(scores[~issame])[::-1], scores[issame]
     if len(impostor) == 0 or len(genuine) == 0:
@@ -85,13 +87,25 @@ def tar_at_far(scores: np.ndarray, issame: np.ndarray, far: float) -> dict[str, 
 
 
 def roc_curve(scores: np.ndarray, issame: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
-    """(FAR, TAR, area under the curve) over every threshold, FAR increasing from 0 to 1."""
+    """(FAR, TAR, area under the curve) over every threshold, FAR increasing from 0 to 1.
+
+    One point per distinct score: pairs with equal scores are accepted or rejected together, so the curve and its
+    area do not depend on the order of the pairs (constant scores give the diagonal, AUC 0.5).
+    """
     scores, issame = np.asarray(scores, np.float64), np.asarray(issame, bool)
     order = np.argsort(-scores, kind="stable")
-    same = issame[order]
-    tar = np.concatenate([[0.0], np.cumsum(same) / max(1, same.sum())])
-    far = np.concatenate([[0.0], np.cumsum(~same) / max(1, (~same).sum())])
-    return far, tar, float(np.trapezoid(tar, far))
+    same, ranked = issame[order], scores[order]
+    last = np.flatnonzero(np.append(ranked[1:] != ranked[:-1], len(ranked) > 0))  # each run of equal scores' end
+    tar = np.concatenate([[0.0], np.cumsum(same)[last] / max(1, same.sum())])
+    far = np.concatenate([[0.0], np.cumsum(~same)[last] / max(1, (~same).sum())])
+    return far, tar, _trapezoid(tar, far)
+
+
+def _trapezoid(y: np.ndarray, x: np.ndarray) -> float:
+    """The trapezoid rule (``np.trapezoid`` is NumPy 2 only, ``np.trapz`` is gone from it)."""
+    if len(x) < 2:
+        return 0.0
+    return float(np.sum((x[1:] - x[:-1]) * (y[1:] + y[:-1]) / 2))
 
 
 def verification_report(
