@@ -71,3 +71,14 @@ def test_augmented_voc_lists_with_paths_are_read(tmp_path):
     (root / "ImageSets" / "Segmentation" / "train_aug.txt").write_text(aug + "\n")
     split = load_segmentation_split("voc", root, "train_aug")
     assert [p.stem for p in split.images] == lines and all(p.parent.name == "SegmentationClassAug" for p in split.masks)
+
+
+def test_street_scenes_get_cityscapes_colours():
+    from ghostnet.data.segmentation import CITYSCAPES_CLASSES
+    from ghostnet.deploy.segment import colorize
+
+    labels = np.array([[0, 13, 255]])
+    street = colorize(labels, list(CITYSCAPES_CLASSES))
+    assert street[0, 0].tolist() == [128, 64, 128] and street[0, 1].tolist() == [0, 0, 142]  # road, car
+    voc = colorize(labels, ["background", *"abcdefghijklmnopqrst"])
+    assert voc[0, 0].tolist() == [0, 0, 0] and voc[0, 2].tolist() == street[0, 2].tolist()  # 255: VOC's cream

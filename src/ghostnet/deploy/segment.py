@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ..data.coco import read_image
-from ..data.segmentation import normalize, voc_palette
+from ..data.segmentation import CITYSCAPES_CLASSES, CITYSCAPES_COLORS, normalize, voc_palette
 from .export import ExportReport, check_output_path, max_abs_diff, onnx_opset, onnx_session, written_whole
 from .predict import output_targets, save_png
 
@@ -34,9 +34,12 @@ class SegmentationLogits(nn.Module):
         return self.segmenter(x)["out"]
 
 
-def colorize(labels: np.ndarray) -> np.ndarray:
-    """(H, W) class indices -> (H, W, 3) uint8 in VOC's colours (255, ignore, is VOC's cream)."""
+def colorize(labels: np.ndarray, classes: list[str] | None = None) -> np.ndarray:
+    """(H, W) class indices -> (H, W, 3) uint8: Cityscapes' colours for its 19 classes, else VOC's (255, ignore,
+    is VOC's cream)."""
     palette = np.asarray(voc_palette(), dtype=np.uint8).reshape(256, 3)
+    if classes is not None and tuple(classes) == CITYSCAPES_CLASSES:
+        palette[: len(CITYSCAPES_COLORS)] = CITYSCAPES_COLORS
     return palette[labels]
 
 
@@ -67,7 +70,7 @@ def segment_images(
         r: dict[str, Any] = {"path": str(f), "classes": dict(sorted(share.items(), key=lambda kv: -kv[1]))}
         if out_dir is not None:
             rgb = image.permute(1, 2, 0).numpy() * 255
-            blended = np.where(pred[..., None] >= first, (1 - alpha) * rgb + alpha * colorize(pred), rgb)
+            blended = np.where(pred[..., None] >= first, (1 - alpha) * rgb + alpha * colorize(pred, classes), rgb)
             save_png(blended.round().clip(0, 255).astype(np.uint8), targets[f])
             r["output"] = str(targets[f])
         results.append(r)

@@ -20,7 +20,7 @@ from ..models import create_model, model_spec
 from .config import TrainConfig
 from .distributed import Dist, all_reduce_sum
 from .loop import run_training
-from .task import Task, autocast
+from .task import Task, autocast, check_batch_size
 from .weights import load_model
 
 __all__ = [
@@ -51,8 +51,7 @@ def subset(split: Any, n: int) -> Any:
 
 def build_loaders(cfg: TrainConfig, data: DataBundle, d: Dist, device: torch.device, in_chans: int):
     """The train and eval loaders of `data` for this rank."""
-    if cfg.batch_size % d.world_size:
-        raise ValueError(f"batch_size {cfg.batch_size} must be divisible by the number of processes {d.world_size}")
+    check_batch_size(cfg.batch_size, d.world_size)
     common: dict[str, Any] = dict(
         seed=cfg.seed, rank=d.rank, world_size=d.world_size, device=device, channels_last=cfg.channels_last
     )

@@ -23,7 +23,7 @@ from ..models.detection import DETECTORS, create_detector
 from .config import DetectConfig
 from .distributed import Dist, broadcast, gather, init_distributed
 from .loop import run_training
-from .task import Task, autocast
+from .task import Task, autocast, check_batch_size, check_one_batch
 
 __all__ = ["DetectionTask", "coco_metrics", "evaluate_detector", "load_detector", "train_detector"]
 
@@ -59,8 +59,7 @@ class DetectionTask(Task):
                     f"train_subset {cfg.train_subset} is larger than the training split ({len(self.train_split)} images)"
                 )
             self.train_split.images = self.train_split.images[: cfg.train_subset]
-        if cfg.batch_size % d.world_size:
-            raise ValueError(f"batch_size {cfg.batch_size} must be divisible by the number of processes {d.world_size}")
+        check_batch_size(cfg.batch_size, d.world_size)
         model = create_detector(cfg.model, self.train_split.num_classes, **cfg.detector_options())
         if cfg.init_checkpoint:
             load_weights(model, cfg.init_checkpoint, ignore_classifier="mismatched")
@@ -71,10 +70,7 @@ class DetectionTask(Task):
         )
         self.train_loader = DetectionLoader(self.train_split, cfg.batch_size, train=True, flip=cfg.flip, **common)
         self.eval_loader = DetectionLoader(self.val_split, cfg.eval_batch_size, train=False, **common)
-        if len(self.train_loader) == 0:
-            raise ValueError(
-                f"the training split has {len(self.train_split)} images, fewer than one batch of {cfg.batch_size}"
-            )
+        check_one_batch(self.train_loader, len(self.train_split), cfg.batch_size)
         self.losses = LOSS_NAMES[cfg.model]
 
     def describe(self) -> str:

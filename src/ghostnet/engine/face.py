@@ -41,7 +41,7 @@ from .face_data import (
     validation_pairs,
 )
 from .loop import run_training
-from .task import Task, autocast
+from .task import Task, autocast, check_batch_size, check_one_batch
 from .verification import pair_scores, roc_curve, verification_report
 
 __all__ = ["FaceConfig", "FaceTask", "evaluate_face_checkpoint", "load_face_model", "train_face"]
@@ -170,8 +170,7 @@ class FaceTask(Task):
         self.cfg = cfg
         self.data = load_face_data(cfg)
         assert self.data.train is not None
-        if cfg.batch_size % d.world_size:
-            raise ValueError(f"batch_size {cfg.batch_size} must be divisible by the number of processes {d.world_size}")
+        check_batch_size(cfg.batch_size, d.world_size)
         self.in_chans = cfg.in_chans or self.data.in_chans
         model = create_model(cfg.model, checkpoint_path=cfg.init_checkpoint, **_model_kwargs(cfg, self.in_chans))
         embedding_size = getattr(model, "embedding_size", None)
@@ -187,10 +186,7 @@ class FaceTask(Task):
         self.train_loader = _train_loader(cfg, self.data, d, norm)
         # Every rank embeds all pairs (the sets are small): the metrics are the same everywhere.
         self.eval_loader = TensorLoader(self.data.pairs.images, cfg.eval_batch_size, train=False, **norm)
-        if len(self.train_loader) == 0:
-            raise ValueError(
-                f"the training set has {len(self.data.train)} images, fewer than one batch of {cfg.batch_size}"
-            )
+        check_one_batch(self.train_loader, len(self.data.train), cfg.batch_size)
         self.threshold = math.nan
 
     def describe(self) -> str:

@@ -23,7 +23,7 @@ from .distributed import Dist, all_reduce_sum, init_distributed
 from .loop import run_training
 from .seg_config import SegmentConfig
 from .seg_metrics import confusion_matrix, segmentation_metrics
-from .task import Task, autocast
+from .task import Task, autocast, check_batch_size, check_one_batch
 
 __all__ = [
     "SegmentationTask",
@@ -66,8 +66,7 @@ class SegmentationTask(Task):
         if cfg.train_subset:
             self.train_split.images = self.train_split.images[: cfg.train_subset]
             self.train_split.masks = self.train_split.masks[: cfg.train_subset]
-        if cfg.batch_size % d.world_size:
-            raise ValueError(f"batch_size {cfg.batch_size} must be divisible by the number of processes {d.world_size}")
+        check_batch_size(cfg.batch_size, d.world_size)
         model = create_segmenter(cfg.model, len(self.train_split.classes), **cfg.segmenter_options())
         if cfg.init_checkpoint:
             load_weights(model, cfg.init_checkpoint, ignore_classifier="mismatched")
@@ -86,10 +85,7 @@ class SegmentationTask(Task):
             **common,
         )
         self.eval_loader = SegmentationLoader(self.val_split, cfg.eval_batch_size, train=False, **common)
-        if len(self.train_loader) == 0:
-            raise ValueError(
-                f"the training split has {len(self.train_split)} images, fewer than one batch of {cfg.batch_size}"
-            )
+        check_one_batch(self.train_loader, len(self.train_split), cfg.batch_size)
 
     def describe(self) -> str:
         from ..analysis.profile import count_params

@@ -15,7 +15,7 @@ from torch import nn
 
 from .distributed import Dist
 
-__all__ = ["Task", "WithLossHead", "autocast"]
+__all__ = ["Task", "WithLossHead", "autocast", "check_batch_size", "check_one_batch"]
 
 
 class Task:
@@ -84,3 +84,15 @@ def autocast(device: torch.device, amp: str) -> AbstractContextManager:
     if amp == "none" or device.type != "cuda":
         return nullcontext()
     return torch.autocast("cuda", dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+
+
+def check_batch_size(batch_size: int, world_size: int) -> None:
+    """Each of `world_size` processes takes an equal share of every batch."""
+    if batch_size % world_size:
+        raise ValueError(f"batch_size {batch_size} must be divisible by the number of processes {world_size}")
+
+
+def check_one_batch(loader: Any, images: int, batch_size: int) -> None:
+    """A training loader that drops its last partial batch must still give one."""
+    if len(loader) == 0:
+        raise ValueError(f"the training split has {images} images, fewer than one batch of {batch_size}")

@@ -5,6 +5,7 @@ from ..datasets import DatasetError
 from .download import download_voc
 from .formats import (
     CITYSCAPES_CLASSES,
+    CITYSCAPES_COLORS,
     IGNORE_INDEX,
     SEGMENTATION_FORMATS,
     VOC_CLASSES,
@@ -19,6 +20,7 @@ from .transforms import SegmentationDataset, SegmentationLoader, joint_scale_cro
 
 __all__ = [
     "CITYSCAPES_CLASSES",
+    "CITYSCAPES_COLORS",
     "DatasetError",
     "IGNORE_INDEX",
     "SEGMENTATION_FORMATS",

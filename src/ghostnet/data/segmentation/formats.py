@@ -22,6 +22,7 @@ from ..datasets import DatasetError
 
 __all__ = [
     "CITYSCAPES_CLASSES",
+    "CITYSCAPES_COLORS",
     "IGNORE_INDEX",
     "SEGMENTATION_FORMATS",
     "SegSplit",
@@ -43,6 +44,12 @@ CITYSCAPES_CLASSES = (
     "sky", "person", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle",
 )  # fmt: skip
 # Cityscapes' label ids (cityscapesScripts' labels.py) of the 19 evaluated classes, in train-id order.
+# Cityscapes' own colours for the 19 train ids (its devkit's labels table), as street-scene overlays show them.
+CITYSCAPES_COLORS = (
+    (128, 64, 128), (244, 35, 232), (70, 70, 70), (102, 102, 156), (190, 153, 153), (153, 153, 153),
+    (250, 170, 30), (220, 220, 0), (107, 142, 35), (152, 251, 152), (70, 130, 180), (220, 20, 60), (255, 0, 0),
+    (0, 0, 142), (0, 0, 70), (0, 60, 100), (0, 80, 100), (0, 0, 230), (119, 11, 32),
+)  # fmt: skip
 _CITYSCAPES_IDS = (7, 8, 11, 12, 13, 17, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 31, 32, 33)
 _CITYSCAPES_MAX_ID = 33  # ids 0..33 are defined; the rest (void classes) map to 255
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
