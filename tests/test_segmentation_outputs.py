@@ -82,3 +82,23 @@ def test_street_scenes_get_cityscapes_colours():
     assert street[0, 0].tolist() == [128, 64, 128] and street[0, 1].tolist() == [0, 0, 142]  # road, car
     voc = colorize(labels, ["background", *"abcdefghijklmnopqrst"])
     assert voc[0, 0].tolist() == [0, 0, 0] and voc[0, 2].tolist() == street[0, 2].tolist()  # 255: VOC's cream
+
+
+def test_the_real_image_set_is_written_in_the_folder_format(tmp_path):
+    from ghostnet.data.segmentation import make_segmentation_set, read_mask
+
+    out = tmp_path / "set"
+    r = make_segmentation_set(out, n_train=3, n_val=2, image_size=48, object_size=(16, 32), source="digits")
+    assert r["classes"] == ["background", *(str(d) for d in range(10))]
+    for split, n in (("train", 3), ("val", 2)):
+        s = load_segmentation_split("folder", out, split)  # every mask checked on loading
+        assert len(s) == n and s.classes == r["classes"]
+        values = set(np.unique(np.concatenate([read_mask(m, s).ravel() for m in s.masks])).tolist())
+        assert 0 in values and values - {255} <= set(range(11)) and values - {0, 255}  # objects, labelled
+        assert sum(r[split]["class_pixels"].values()) > 0
+    with pytest.raises(ValueError, match="exists and is not empty"):
+        make_segmentation_set(out, n_train=1, n_val=1, image_size=48, object_size=(16, 32), source="digits")
+    make_segmentation_set(out, n_train=1, n_val=1, image_size=48, object_size=(16, 32), source="digits", overwrite=True)
+    assert len(list((out / "train" / "images").iterdir())) == 1  # the old set is gone, not mixed in
+    with pytest.raises(ValueError, match="objects_per_image"):
+        make_segmentation_set(tmp_path / "x", objects_per_image=(0, 2), source="digits")

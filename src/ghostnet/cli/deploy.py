@@ -35,26 +35,19 @@ def _model_for_deploy(args: argparse.Namespace):
     return model.eval(), hw, in_chans
 
 
-def _detector_checkpoint(path: str | None) -> dict | None:
-    """The checkpoint at `path` if it holds a detector trained with detect-train, else None."""
+def _task_checkpoint(path: str | None) -> tuple[str | None, dict]:
+    """("segmenter" | "detector", the checkpoint) if `path` holds a seg-train or detect-train model, else (None, {}):
+    read once here, and handed on."""
     from ..models.checkpoint import read_checkpoint
     from ..models.detection import DETECTORS
-
-    if not path:
-        return None
-    ckpt = read_checkpoint(path)
-    return ckpt if isinstance(ckpt, dict) and ckpt.get("model_name") in DETECTORS else None
-
-
-def _segmenter_checkpoint(path: str | None) -> dict | None:
-    """The checkpoint at `path` if it holds a segmenter trained with seg-train, else None."""
-    from ..models.checkpoint import read_checkpoint
     from ..models.segmentation import SEGMENTERS
 
     if not path:
-        return None
+        return None, {}
     ckpt = read_checkpoint(path)
-    return ckpt if isinstance(ckpt, dict) and ckpt.get("model_name") in SEGMENTERS else None
+    name = ckpt.get("model_name") if isinstance(ckpt, dict) else None
+    kind = "segmenter" if name in SEGMENTERS else "detector" if name in DETECTORS else None
+    return kind, ckpt if kind else {}
 
 
 def _export_segmenter(args: argparse.Namespace, ckpt: dict) -> Any:
@@ -84,17 +77,16 @@ def cmd_export(args: argparse.Namespace) -> int:
     from ..deploy.export import default_suffix, export_model
     from ..nn.surgery import fuse_bn
 
-    segmenter_ckpt = None if args.detector_part else _segmenter_checkpoint(args.checkpoint)
-    detector_ckpt = None if segmenter_ckpt else _detector_checkpoint(args.checkpoint)
-    if args.detector_part and detector_ckpt is None:
+    kind, ckpt = _task_checkpoint(args.checkpoint)
+    if args.detector_part and kind != "detector":
         raise UsageError("--detector-part needs --checkpoint of a detector trained with detect-train")
-    if segmenter_ckpt is not None:
-        r = _export_segmenter(args, segmenter_ckpt)
-    elif detector_ckpt is not None:
+    if kind == "segmenter":
+        r = _export_segmenter(args, ckpt)
+    elif kind == "detector":
         from ..deploy.detection import export_detector
         from ..engine.detection import load_detector
 
-        model: Any = load_detector(detector_ckpt)[0]
+        model: Any = load_detector(ckpt)[0]
         part = args.detector_part or "backbone"
         side = model.transform.min_size[0]
         hw = tuple(args.input_size) if args.input_size else (side, side)

@@ -24,7 +24,7 @@ import torch
 
 from .datasets import DatasetError
 from .images import open_image
-from .loaders import batch_indices, sample_seed
+from .loaders import rank_batches, sample_seed
 
 __all__ = ["CocoSplit", "DetectionLoader", "find_coco_split", "load_coco_split", "read_image", "require_pycocotools"]
 
@@ -396,9 +396,9 @@ class DetectionLoader:
         return n // self.batch_size if self.train else -(-n // self.batch_size)
 
     def batches(self, epoch: int = 0, start: int = 0) -> Iterator[tuple[list[torch.Tensor], list[dict[str, Any]]]]:
-        all_batches = batch_indices(len(self.dataset), self.batch_size, self.seed, epoch, self.train, self.train)
-        mine = [b[self.rank :: self.world_size].tolist() for b in all_batches[start:]]
-        mine = [b for b in mine if b]  # evaluation: the last batch may leave a rank with nothing
+        mine = rank_batches(
+            len(self.dataset), self.batch_size, self.seed, epoch, self.train, self.rank, self.world_size, start
+        )
         self.dataset.epoch = epoch
         loader = torch.utils.data.DataLoader(
             self.dataset,

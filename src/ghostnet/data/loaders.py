@@ -21,7 +21,7 @@ from .datasets import IMAGENET_MEAN, IMAGENET_STD, DatasetError, ImageData
 from .image_folder import BAD_IMAGES
 from .images import ConvertMode, ImageReadError
 
-__all__ = ["FolderLoader", "TensorLoader", "batch_indices", "folder_transforms"]
+__all__ = ["FolderLoader", "TensorLoader", "batch_indices", "folder_transforms", "rank_batches"]
 
 
 def sample_seed(*parts: int) -> int:
@@ -39,6 +39,18 @@ def batch_indices(n: int, batch_size: int, seed: int, epoch: int, shuffle: bool,
         order = torch.arange(n)
     stop = (n // batch_size) * batch_size if drop_last else n
     return [order[i : min(i + batch_size, stop)] for i in range(0, stop, batch_size)]
+
+
+def rank_batches(
+    n: int, batch_size: int, seed: int, epoch: int, train: bool, rank: int, world_size: int, start: int = 0
+) -> list[list[int]]:
+    """This rank's share of each global batch of `epoch`, from batch `start` on, as a DataLoader `batch_sampler`.
+
+    Training shuffles by (seed, epoch) and drops the last partial batch; a last evaluation batch smaller than the
+    number of ranks leaves some ranks nothing, and those skip it.
+    """
+    batches = batch_indices(n, batch_size, seed, epoch, train, train)[start:]
+    return [m for m in (b[rank::world_size].tolist() for b in batches) if m]
 
 
 class TensorLoader:
@@ -235,9 +247,9 @@ class FolderLoader:
         return n // self.batch_size if self.train else -(-n // self.batch_size)
 
     def batches(self, epoch: int = 0, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        all_batches = batch_indices(len(self.dataset), self.batch_size, self.seed, epoch, self.train, self.train)
-        # A last eval batch smaller than the number of ranks leaves some ranks nothing: skip empty batches.
-        mine = [m for m in (b[self.rank :: self.world_size].tolist() for b in all_batches[start:]) if m]
+        mine = rank_batches(
+            len(self.dataset), self.batch_size, self.seed, epoch, self.train, self.rank, self.world_size, start
+        )
         self.dataset.epoch = epoch
         self.skipped = []
         loader = torch.utils.data.DataLoader(

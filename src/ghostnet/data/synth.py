@@ -18,7 +18,14 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["make_detection_set", "random_background", "sample_backgrounds", "scaled_object"]
+__all__ = [
+    "check_set_settings",
+    "clear_output_dir",
+    "make_detection_set",
+    "random_background",
+    "sample_backgrounds",
+    "scaled_object",
+]
 
 
 def sample_backgrounds() -> list[np.ndarray]:
@@ -120,9 +127,9 @@ def make_detection_set(
     """
     from .load import load_dataset
 
-    _check_settings(n_train, n_val, image_size, objects_per_image, object_size)
+    check_set_settings(n_train, n_val, image_size, objects_per_image, object_size)
     out = Path(out_dir)
-    _clear(out, overwrite)
+    clear_output_dir(out, overwrite)
     data = load_dataset(source, data_dir)
     rng = np.random.default_rng(seed)
     photos = sample_backgrounds()
@@ -145,7 +152,7 @@ def make_detection_set(
     return summary
 
 
-def _check_settings(
+def check_set_settings(
     n_train: int, n_val: int, image_size: int, objects_per_image: tuple[int, int], object_size: tuple[int, int]
 ) -> None:
     if n_train < 1 or n_val < 1:
@@ -158,7 +165,7 @@ def _check_settings(
         raise ValueError(f"object_size must be an increasing range in 8..image_size ({image_size}), got {object_size}")
 
 
-def _clear(out: Path, overwrite: bool) -> None:
+def clear_output_dir(out: Path, overwrite: bool) -> None:
     """Refuse a non-empty `out` unless `overwrite`, in which case it is removed."""
     if out.exists() and any(out.iterdir()):
         if not overwrite:

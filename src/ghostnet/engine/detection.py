@@ -18,12 +18,13 @@ from torch import nn
 
 from ..data.coco import CocoSplit, DetectionLoader, find_coco_split, load_coco_split
 from ..models import model_spec
-from ..models.checkpoint import CheckpointError, load_weights, read_checkpoint
+from ..models.checkpoint import load_weights
 from ..models.detection import DETECTORS, create_detector
 from .config import DetectConfig
 from .distributed import Dist, broadcast, gather, init_distributed
 from .loop import run_training
 from .task import Task, autocast, check_batch_size, check_one_batch
+from .weights import task_checkpoint
 
 __all__ = ["DetectionTask", "coco_metrics", "evaluate_detector", "load_detector", "train_detector"]
 
@@ -226,13 +227,7 @@ def load_detector(
 ) -> tuple[nn.Module, dict[str, Any], dict[str, Any]]:
     """A detector from a `ghostnet detect-train` checkpoint (a path, or the checkpoint already read), in eval mode:
     (model, data info, training config)."""
-    ckpt = path if isinstance(path, dict) else read_checkpoint(path)
-    path = "the checkpoint" if isinstance(path, dict) else path
-    name = ckpt.get("model_name") if isinstance(ckpt, dict) else None
-    if name not in DETECTORS:
-        what = f"a {name} checkpoint" if name else "not a ghostnet training checkpoint"
-        raise CheckpointError(f"{path} is {what}, not a detector trained with `ghostnet detect-train`")
-    kwargs = dict(ckpt["model_kwargs"])
+    ckpt, name, kwargs = task_checkpoint(path, DETECTORS, "a detector trained with `ghostnet detect-train`")
     num_classes = kwargs.pop("num_classes")
     if "out_indices" in kwargs:
         kwargs["out_indices"] = tuple(kwargs["out_indices"])

@@ -33,7 +33,7 @@ from ..data.faces import (
     load_pair_images,
     resize_images,
 )
-from ..data.loaders import batch_indices, sample_seed
+from ..data.loaders import rank_batches, sample_seed
 from .task import autocast
 
 __all__ = [
@@ -177,8 +177,7 @@ class IdentityFileLoader:
 
     def batches(self, epoch: int = 0, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """(images, labels) of this rank, from batch `start` of `epoch` on: float (b, C, H, W), int64 (b,)."""
-        all_batches = batch_indices(len(self.data), self.batch_size, self.seed, epoch, True, True)
-        mine = [b[self.rank :: self.world_size].tolist() for b in all_batches[start:]]
+        mine = rank_batches(len(self.data), self.batch_size, self.seed, epoch, True, self.rank, self.world_size, start)
         loader = torch.utils.data.DataLoader(
             self.data, batch_sampler=mine, num_workers=self.num_workers, collate_fn=_collate,
             pin_memory=self.device.type == "cuda",

@@ -17,13 +17,14 @@ from torch import nn
 
 from ..data.segmentation import IGNORE_INDEX, SegmentationLoader, SegSplit, download_voc, load_segmentation_split
 from ..models import model_spec
-from ..models.checkpoint import CheckpointError, load_weights, read_checkpoint
+from ..models.checkpoint import load_weights
 from ..models.segmentation import SEGMENTERS, create_segmenter
 from .distributed import Dist, all_reduce_sum, init_distributed
 from .loop import run_training
 from .seg_config import SegmentConfig
 from .seg_metrics import confusion_matrix, segmentation_metrics
 from .task import Task, autocast, check_batch_size, check_one_batch
+from .weights import task_checkpoint
 
 __all__ = [
     "SegmentationTask",
@@ -196,13 +197,7 @@ def load_segmenter(
 ) -> tuple[nn.Module, dict[str, Any], dict[str, Any]]:
     """A segmenter from a `ghostnet seg-train` checkpoint (a path, or the checkpoint already read), in eval mode:
     (model, data info, training config)."""
-    ckpt = path if isinstance(path, dict) else read_checkpoint(path)
-    path = "the checkpoint" if isinstance(path, dict) else path
-    name = ckpt.get("model_name") if isinstance(ckpt, dict) else None
-    if name not in SEGMENTERS:
-        what = f"a {name} checkpoint" if name else "not a ghostnet training checkpoint"
-        raise CheckpointError(f"{path} is {what}, not a segmenter trained with `ghostnet seg-train`")
-    kwargs = dict(ckpt["model_kwargs"])
+    ckpt, name, kwargs = task_checkpoint(path, SEGMENTERS, "a segmenter trained with `ghostnet seg-train`")
     model = create_segmenter(name, kwargs.pop("num_classes"), **kwargs)
     load_weights(model, ckpt["model"])
     return model.to(device).eval(), ckpt.get("data", {}), ckpt.get("config", {})

@@ -13,7 +13,7 @@ from ..data.images import Preprocess
 from ..models import create_model
 from ..models.checkpoint import FORMAT, CheckpointError, extract_state_dict, load_weights, read_checkpoint
 
-__all__ = ["load_model"]
+__all__ = ["load_model", "task_checkpoint"]
 
 
 def _imagenet_classes() -> tuple[str, ...]:
@@ -62,3 +62,17 @@ def load_model(
     if num_classes == 1000:
         prep.classes = _imagenet_classes()
     return model.eval(), prep, {}
+
+
+def task_checkpoint(
+    path: str | os.PathLike | dict[str, Any], builders: Any, trained_as: str
+) -> tuple[dict[str, Any], str, dict[str, Any]]:
+    """A training checkpoint (a path, or one already read) whose model is one of `builders`' names: the checkpoint,
+    the model's name and its keyword arguments; else a CheckpointError saying it is not `trained_as`."""
+    ckpt = path if isinstance(path, dict) else read_checkpoint(path)
+    where = "the checkpoint" if isinstance(path, dict) else path
+    name = ckpt.get("model_name") if isinstance(ckpt, dict) else None
+    if name not in builders:
+        what = f"a {name} checkpoint" if name else "not a ghostnet training checkpoint"
+        raise CheckpointError(f"{where} is {what}, not {trained_as}")
+    return ckpt, str(name), dict(ckpt["model_kwargs"])

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ..synth import random_background, sample_backgrounds, scaled_object
+from ..synth import check_set_settings, clear_output_dir, random_background, sample_backgrounds, scaled_object
 from .formats import IGNORE_INDEX, voc_palette
 
 __all__ = ["make_segmentation_set"]
@@ -61,14 +61,9 @@ def make_segmentation_set(
     """
     from ..load import load_dataset
 
-    if n_train < 1 or n_val < 1 or image_size < 32 or not 8 <= object_size[0] <= object_size[1] <= image_size:
-        raise ValueError(
-            f"need n_train, n_val >= 1, image_size >= 32 and 8 <= object sizes <= image_size; got {n_train}, {n_val}, "
-            f"{image_size}, {object_size}"
-        )
+    check_set_settings(n_train, n_val, image_size, objects_per_image, object_size)
     out = Path(out_dir)
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise ValueError(f"{out} exists and is not empty; pass overwrite=True (--overwrite) or choose another folder")
+    clear_output_dir(out, overwrite)
     data = load_dataset(source, data_dir)
     rng = np.random.default_rng(seed)
     photos = sample_backgrounds()
@@ -80,7 +75,7 @@ def make_segmentation_set(
         objects, labels = objs.images[:, 0].numpy(), objs.labels.numpy()  # (N, H, W) uint8, the first channel
         counts = np.zeros(len(classes), dtype=np.int64)
         for sub in ("images", "masks"):
-            (out / split / sub).mkdir(parents=True, exist_ok=overwrite)
+            (out / split / sub).mkdir(parents=True)
         for k in range(n):
             img, mask = _compose(photos, objects, labels, image_size, objects_per_image, object_size, rng)
             _write_pair(out / split, f"{k:06d}", img, mask)

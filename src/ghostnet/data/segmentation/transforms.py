@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from ..coco import read_image
 from ..datasets import IMAGENET_MEAN, IMAGENET_STD
-from ..loaders import batch_indices, sample_seed
+from ..loaders import rank_batches, sample_seed
 from .formats import IGNORE_INDEX, SegSplit, read_mask
 
 __all__ = ["SegmentationDataset", "SegmentationLoader", "joint_scale_crop_flip", "normalize"]
@@ -135,9 +135,9 @@ class SegmentationLoader:
         return n // self.batch_size if self.train else -(-n // self.batch_size)
 
     def batches(self, epoch: int = 0, start: int = 0) -> Iterator[Any]:
-        all_batches = batch_indices(len(self.dataset), self.batch_size, self.seed, epoch, self.train, self.train)
-        mine = [b[self.rank :: self.world_size].tolist() for b in all_batches[start:]]
-        mine = [b for b in mine if b]  # evaluation: the last batch may leave a rank with nothing
+        mine = rank_batches(
+            len(self.dataset), self.batch_size, self.seed, epoch, self.train, self.rank, self.world_size, start
+        )
         self.dataset.epoch = epoch
         loader = torch.utils.data.DataLoader(
             self.dataset,
