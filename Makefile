@@ -7,6 +7,8 @@
 PYTHON ?= python3
 UV ?= $(or $(shell command -v uv 2>/dev/null),$(PYTHON) -m uv)
 PYTEST_ARGS ?=
+# the optional parts the checks and tests use: ONNX, COCO, and the edge runtimes (OpenVINO, ExecuTorch, LiteRT)
+EXTRAS := --extra onnx --extra detection --extra openvino --extra executorch --extra litert
 # only a Python the user named decides .venv's interpreter
 SYNC_PYTHON := $(if $(filter command line environment,$(origin PYTHON)),--python $(PYTHON))
 
@@ -35,22 +37,22 @@ setup:
 			*) echo 'make setup: $(NO_UV)' >&2; exit 1 ;; \
 		esac || { echo 'make setup: $(NO_UV)' >&2; exit 1; }; \
 	fi
-	$(UV) sync --locked --extra onnx --extra detection $(SYNC_PYTHON)
+	$(UV) sync --locked $(EXTRAS) $(SYNC_PYTHON)
 
 # The structure and style checks CI runs before the tests: the import contracts (layers, no deprecated
 # paths inside the package), ruff's lint and format, and mypy on src/.
 lint: setup
-	$(UV) run --locked --extra onnx --extra detection lint-imports
-	$(UV) run --locked --extra onnx --extra detection ruff check src tests benchmarks scripts
-	$(UV) run --locked --extra onnx --extra detection ruff format --check src tests benchmarks scripts
-	$(UV) run --locked --extra onnx --extra detection mypy
+	$(UV) run --locked $(EXTRAS) lint-imports
+	$(UV) run --locked $(EXTRAS) ruff check src tests benchmarks scripts
+	$(UV) run --locked $(EXTRAS) ruff format --check src tests benchmarks scripts
+	$(UV) run --locked $(EXTRAS) mypy
 
 test: setup
-	$(UV) run --locked --extra onnx --extra detection pytest -q $(PYTEST_ARGS)
+	$(UV) run --locked $(EXTRAS) pytest -q $(PYTEST_ARGS)
 
 # The slow tests too (long training runs, marked `slow`).
 test-all: setup
-	$(UV) run --locked --extra onnx --extra detection pytest -q -m "slow or not slow" $(PYTEST_ARGS)
+	$(UV) run --locked $(EXTRAS) pytest -q -m "slow or not slow" $(PYTEST_ARGS)
 
 demo: setup
 	$(UV) run --locked ghostnet train --config digits --output-dir runs

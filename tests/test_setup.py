@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SYNC = "sync --locked --extra onnx --extra detection"
+EXTRAS = "--extra onnx --extra detection --extra openvino --extra executorch --extra litert"
+SYNC = f"sync --locked {EXTRAS}"
 BASE_PYTHON = Path(sys.base_prefix) / "bin" / "python3"
 
 pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
@@ -149,4 +150,4 @@ def test_ci_targets_unchanged() -> None:
         )
         lines = [ln.strip() for ln in run.stdout.splitlines() if ln.startswith("uv ")]
         assert lines[0] == f"uv {SYNC}"
-        assert lines[-1].startswith("uv run --locked --extra onnx --extra detection") and lines[-1].endswith(last)
+        assert lines[-1].startswith(f"uv run --locked {EXTRAS}") and lines[-1].endswith(last)
