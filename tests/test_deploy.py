@@ -131,7 +131,7 @@ def test_cli_export(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "opset 18" in text and "input batchx3x32x32 (any batch)" in text and "max abs diff" in text
     for argv, message in [
-        (["export", "ghost_resnet56", "--output", str(out)], "exists"),
+        (["export", "ghost_resnet56", "--output", str(out)], "exists; pass --force"),
         (["export", "nope"], "unknown model 'nope'"),
         (["export", "--checkpoint", str(tmp_path / "missing.pth")], "checkpoint not found"),
     ]:
@@ -139,7 +139,7 @@ def test_cli_export(tmp_path, capsys):
             main(argv)
         assert e.value.code == 2 and message in capsys.readouterr().err
     with pytest.raises(SystemExit) as e:
-        main(["export", "ghostnet_050", "--format", "tflite"])
+        main(["export", "ghostnet_050", "--format", "coreml"])
     assert e.value.code == 2
 
 

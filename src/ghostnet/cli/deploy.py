@@ -68,18 +68,25 @@ def _export_segmenter(args: argparse.Namespace, ckpt: dict) -> Any:
         model.backbone = fuse_bn(model.backbone.eval())
     hw = tuple(args.input_size) if args.input_size else (512, 512)
     output = Path(args.output or f"{Path(args.checkpoint).stem}{'-fused' if args.fuse else ''}{default_suffix('onnx')}")
-    return export_segmenter(model, output, hw, args.opset)
+    return export_segmenter(model, output, hw, args.opset, force=args.force)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ..deploy.export import default_suffix, export_model
+    from ..deploy.runtimes import RUNTIMES
     from ..nn.surgery import fuse_bn
 
     kind, ckpt = _task_checkpoint(args.checkpoint)
     if args.detector_part and kind != "detector":
         raise UsageError("--detector-part needs --checkpoint of a detector trained with detect-train")
+    if args.format in RUNTIMES:
+        from .edge_export import cmd_export_runtime
+
+        return cmd_export_runtime(args, kind, ckpt)
+    if args.int8 or args.calibration_dir or args.calibration_images is not None:
+        raise UsageError(f"--int8 applies to {', '.join(RUNTIMES)}; for onnx, use `ghostnet quantize`")
     if kind == "segmenter":
         r = _export_segmenter(args, ckpt)
     elif kind == "detector":
@@ -95,7 +102,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             model.backbone = fuse_bn(model.backbone.eval())
         elif args.fuse:
             raise ValueError("--fuse applies to --detector-part backbone (torchvision's detector keeps its own layers)")
-        r = export_detector(model, output, part, args.format, hw, args.dynamic_batch, args.opset)
+        r = export_detector(model, output, part, args.format, hw, args.dynamic_batch, args.opset, force=args.force)
     else:
         model, hw, in_chans = _model_for_deploy(args)
         stem = args.model or Path(args.checkpoint).stem
@@ -104,7 +111,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         output = Path(args.output or f"{stem}{'-fused' if args.fuse else ''}{default_suffix(args.format)}")
         if args.fuse:
             model = fuse_bn(model)
-        r = export_model(model, output, args.format, hw, in_chans, args.dynamic_batch, args.opset)
+        r = export_model(model, output, args.format, hw, in_chans, args.dynamic_batch, args.opset, force=args.force)
     print(f"wrote {r.path} ({r.format}, {r.size_bytes / 2**20:.2f} MiB{f', opset {r.opset}' if r.opset else ''})")
     print(f"  inputs {r.input_names}  outputs {r.output_names}  input {r.describe_input()}")
     print(f"  checked with {', '.join(r.checks)}: max abs diff vs PyTorch {r.max_abs_diff:.2e}")
@@ -134,8 +141,8 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     return 0
 
 
-def _bench_size(given: list[int] | None, default: int) -> int | tuple[int, int]:
-    """--input-size as run_bench takes it: one int (a square) or (H, W)."""
+def _bench_size(given: list[int] | None, default: int | None) -> int | tuple[int, int] | None:
+    """--input-size as run_bench takes it: one int (a square) or (H, W); `default` (None: the checkpoint's)."""
     if not given:
         return default
     if len(given) > 2:
@@ -152,8 +159,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if out:
             check_output_path(out)  # before the run, not after it
     result = run_bench(
-        args.model,
-        _bench_size(args.input_size, 64 if quick else 224),
+        args.model if args.checkpoint else args.model or "ghostnet_100",
+        _bench_size(args.input_size, None if args.checkpoint else 64 if quick else 224),
         tuple(args.batch_sizes or ([1, 4] if quick else [])),
         args.threads,
         args.runs or (3 if quick else 50),
@@ -166,6 +173,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         baseline=args.baseline,
         progress=None if args.json else (lambda s: print(f"  timing {s}", file=sys.stderr)),
         bf16=args.bf16,
+        runtimes=args.runtimes,
+        checkpoint=args.checkpoint,
+        eval_images=args.eval_images,
+        data_dir=args.data_dir,
     )
     if args.output:
         from pathlib import Path
@@ -189,6 +200,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 def _add_export(sub: argparse._SubParsersAction) -> None:
     from ..deploy.export import FORMATS
+    from ..deploy.runtimes import RUNTIMES
 
     p = sub.add_parser(
         "export",
@@ -196,12 +208,15 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
         description="Export a registered model (random weights) or a checkpoint; the file is validated (ONNX checker "
         "and ONNX Runtime, or reloading) and must match PyTorch to 1e-4. A detect-train checkpoint exports its backbone + FPN "
         "or, with --detector-part detector, the whole detector (one image of any size in, boxes/scores/labels out); a "
-        "seg-train checkpoint exports to ONNX taking any height and width (logits out, parity checked at two sizes).",
+        "seg-train checkpoint exports to ONNX taking any height and width (logits out, parity checked at two sizes). "
+        "openvino (IR), executorch (.pte, XNNPACK) and tflite (LiteRT) take batch 1, are checked in the runtime's "
+        "own interpreter on real images (max abs diff and top-1 agreement), and can be int8 (--int8).",
     )
     p.add_argument("model", nargs="?", help="a registered model (optional with --checkpoint of ours)")
     p.add_argument("--checkpoint", help="our checkpoint, or an official/timm state dict (with MODEL)")
-    p.add_argument("--format", choices=FORMATS, default="onnx")
-    p.add_argument("--output", help="the file to write (must not exist)")
+    p.add_argument("--format", choices=[*FORMATS, *RUNTIMES], default="onnx")
+    p.add_argument("--output", help="the file to write")
+    p.add_argument("--force", action="store_true", help="replace the output file if it exists")
     p.add_argument("--fuse", action="store_true", help="fold BatchNorm into the convs first")
     p.add_argument("--dynamic-batch", action="store_true", help="any batch size")
     p.add_argument("--input-size", type=positive_int, nargs=2, metavar=("H", "W"))
@@ -213,6 +228,13 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
         help="with a detect-train checkpoint: GhostNet + FPN (default, any format) or the whole detector (onnx)",
     )
     p.add_argument("--opset", type=positive_int, default=18)
+    p.add_argument("--int8", action="store_true", help="openvino/executorch/tflite: int8, calibrated on real images")
+    p.add_argument(
+        "--calibration-dir",
+        help="with --int8: a folder of images like the model's inputs (default: --checkpoint's training split)",
+    )
+    p.add_argument("--calibration-images", type=positive_int, help="with --int8: how many to use (default 256)")
+    p.add_argument("--data-dir", help="with --int8 --checkpoint: where its dataset is, if it has moved")
     p.set_defaults(func=cmd_export)
 
 
@@ -247,14 +269,30 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
         help="latency/throughput of our model in each deploy form against peers, in one run",
         description="Times our model eager, BN-folded + channels_last, torch.compile'd, in ONNX Runtime fp32 and int8, "
         "and timm's ghostnet_100 (if installed) and torchvision's mobilenet_v3_large, mobilenet_v2 and resnet18, eager "
-        "and in ONNX Runtime, with pinned threads and warm-up; ratios against one baseline of the same run.",
+        "and in ONNX Runtime, with pinned threads and warm-up; ratios against one baseline of the same run. "
+        "--runtimes adds OpenVINO, ExecuTorch and LiteRT (fp32 and int8 of every model); --checkpoint adds each "
+        "form's top-1 on the checkpoint's test split.",
     )
     p.add_argument(
         "--model",
-        default="ghostnet_100",
-        help="a registered model, or a segmenter (lraspp_ghostnet_100, deeplabv3_ghostnet_100: timed against "
-        "torchvision's LR-ASPP / DeepLabV3 MobileNetV3-Large)",
+        help="a registered model (default ghostnet_100, or the checkpoint's), or a segmenter (lraspp_ghostnet_100, "
+        "deeplabv3_ghostnet_100: timed against torchvision's LR-ASPP / DeepLabV3 MobileNetV3-Large)",
     )
+    p.add_argument(
+        "--runtimes",
+        default="torch,ort",
+        help="comma-separated: torch, ort, openvino, executorch, tflite (default torch,ort); an edge runtime times "
+        "every model as <label>-fp32 and <label>-int8 (ov, et, tflite), converted per batch size",
+    )
+    p.add_argument(
+        "--checkpoint",
+        help="our trained checkpoint: ours is built from it (its input size), int8 calibrated on its training "
+        "split, and each form of ours gets its top-1 on the test split",
+    )
+    p.add_argument(
+        "--eval-images", type=positive_int, default=500, help="with --checkpoint: test images scored (batch 1)"
+    )
+    p.add_argument("--data-dir", help="with --checkpoint: where its dataset is, if not where it was at training")
     p.add_argument(
         "--input-size",
         type=positive_int,
@@ -275,7 +313,7 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="add bf16-autocast forms (default: on CUDA only)",
     )
-    p.add_argument("--no-onnx", action="store_true")
+    p.add_argument("--no-onnx", action="store_true", help="leave out ONNX Runtime (ort) from --runtimes")
     p.add_argument("--no-int8", action="store_true")
     p.add_argument("--no-peers", action="store_true")
     p.add_argument(

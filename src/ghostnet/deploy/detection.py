@@ -89,6 +89,7 @@ def export_detector(
     dynamic_batch: bool = False,
     opset: int = 18,
     check_image: torch.Tensor | None = None,
+    force: bool = False,
 ) -> ExportReport:
     """Export `detector`'s backbone + FPN (``part="backbone"``) or the whole detector (``"detector"``, ONNX only).
 
@@ -105,7 +106,7 @@ def export_detector(
         raise ValueError("the whole detector exports to onnx only; use --detector-part backbone for other formats")
     if dynamic_batch:
         raise ValueError("the whole detector takes one image of any size; --dynamic-batch applies to the backbone")
-    path = check_output_path(path)
+    path = check_output_path(path, force)
     model = DetectorForExport(detector).eval()
     h, w = input_size
     images = [check_image if check_image is not None else torch.rand(3, h, w), torch.rand(3, max(32, h * 3 // 4), w)]

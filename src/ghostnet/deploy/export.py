@@ -30,6 +30,9 @@ __all__ = [
     "FORMATS",
     "onnx_session",
     "max_abs_diff",
+    "check_parity",
+    "check_output_path",
+    "export_write_failure",
 ]
 
 FORMATS = ("onnx", "torchscript", "exported-program")
@@ -105,11 +108,11 @@ def onnx_session(path: str | os.PathLike, threads: int | None = None):
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
-def check_output_path(path: str | os.PathLike) -> Path:
-    """`path` as a Path, if it does not exist yet and its folder does (exports never replace a file)."""
+def check_output_path(path: str | os.PathLike, force: bool = False) -> Path:
+    """`path` as a Path, if its folder exists and it does not (or `force`: an export then replaces it whole)."""
     path = Path(path)
-    if path.exists():
-        raise ValueError(f"{path} exists; remove it or choose another --output")
+    if path.exists() and not force:
+        raise ValueError(f"{path} exists; pass --force to replace it, or choose another --output")
     if not path.parent.is_dir():
         raise ValueError(f"folder {path.parent} does not exist")
     return path
@@ -136,12 +139,13 @@ def export_model(
     dynamic_batch: bool = False,
     opset: int = 18,
     tolerance: float = 1e-4,
+    force: bool = False,
 ) -> ExportReport:
     """Export `model` (in eval mode) to `path` and check the file against PyTorch.
 
     Args:
         model: the model (fused or not).
-        path: the output file; its folder must exist and the file must not.
+        path: the output file; its folder must exist, and the file must not unless `force`.
         fmt: ``onnx``, ``torchscript`` or ``exported-program``.
         input_size: (H, W) of the example input.
         dynamic_batch: allow any batch size (checked with two batch sizes); without it the file takes batch 1.
@@ -154,7 +158,7 @@ def export_model(
     """
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    path = check_output_path(path)
+    path = check_output_path(path, force)
     model = model.eval()
     # A fixed export takes one image (what a deployed model is called with); a dynamic one is traced at 2
     # (a size-1 dimension would be specialised) and checked at 2 and 3.
@@ -173,7 +177,7 @@ def export_model(
             report = _export_torchscript(model, tmp, output_names, batches, refs)
         else:
             report = _export_program(model, tmp, output_names, dynamic_batch, batches, refs)
-        _check_parity(report.max_abs_diff, tolerance, refs)
+        check_parity(report.max_abs_diff, tolerance, refs)
     report.path, report.size_bytes, report.dynamic_batch = str(path), path.stat().st_size, dynamic_batch
     report.input_shape = ["batch" if dynamic_batch else 1, in_chans, *input_size]
     return report
@@ -285,7 +289,7 @@ def _export_onnx(model, x, tmp: Path, output_names, dynamic_batch: bool, opset: 
     )
 
 
-def _check_parity(diff: float, tolerance: float, refs: list[Any]) -> None:
+def check_parity(diff: float, tolerance: float, refs: list[Any]) -> None:
     """Refuse an export whose outputs differ from PyTorch's by more than `tolerance` (relative past |1|)."""
     allowed = tolerance * max(1.0, _largest_output(refs))  # relative where outputs are large (random weights)
     if not diff <= allowed:

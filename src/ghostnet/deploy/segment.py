@@ -83,12 +83,13 @@ def export_segmenter(
     input_size: tuple[int, int] = (512, 512),
     opset: int = 18,
     check_sizes: tuple[tuple[int, int], ...] | None = None,
+    force: bool = False,
 ) -> ExportReport:
     """ONNX with a dynamic batch, height and width, returning the logits; checked in ONNX Runtime at `input_size` and
     at a second size: max abs difference <= 1e-4 (relative past |1|) and the same argmax on >= 99.9% of the pixels."""
     import onnx
 
-    path = check_output_path(path)
+    path = check_output_path(path, force)
     net = SegmentationLogits(model.eval()).eval()
     h, w = input_size
     sizes = check_sizes or ((h, w), (max(33, h * 3 // 4 + 7), max(33, w + 13)))  # the second: no multiple of 32

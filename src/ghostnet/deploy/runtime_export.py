@@ -1,0 +1,186 @@
+"""Export to an edge runtime (OpenVINO, ExecuTorch, LiteRT), checked in that runtime's own interpreter.
+
+report = export_to_runtime(fuse_bn(model.eval()), "m.pte", "executorch", (224, 224))
+report = export_to_runtime(model, "m.xml", "openvino", (224, 224), calibration=images)   # int8
+
+The file is written into a temporary folder beside its destination, run by the runtime on real photographs (or
+the images given) and compared with PyTorch: largest absolute difference and top-1 agreement (per pixel for a
+segmenter). A float32 export must match PyTorch to `tolerance`; an int8 one is reported as measured. Only then
+are its files moved into place, so a failed or interrupted export leaves nothing where the file is expected.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..data import IMAGENET_MEAN, IMAGENET_STD
+from .export import check_parity, export_write_failure, max_abs_diff
+from .runtimes import RUNTIMES, require
+
+__all__ = ["RuntimeExportReport", "export_to_runtime", "sample_photos", "check_runtime_output", "single_images"]
+
+
+@dataclass
+class RuntimeExportReport:
+    """What `export_to_runtime` wrote and what the runtime's own interpreter gave on the check images."""
+
+    path: str
+    runtime: str
+    precision: str  # "fp32" or "int8"
+    files: list[str]
+    size_bytes: int
+    input_shape: list[int]
+    max_abs_diff: float
+    top1_agreement: float  # fraction of check images (pixels, for a segmenter) whose argmax matches PyTorch's
+    images: int
+    calibration_images: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def check_runtime_output(path: str | os.PathLike, runtime: str, force: bool = False) -> Path:
+    """`path` as a Path if it can take `runtime`'s file: the runtime's suffix, an existing folder, and no file
+    there unless `force`. Checked before any work."""
+    path, suffix = Path(path), RUNTIMES[runtime].suffix
+    if path.suffix != suffix:
+        raise ValueError(f"a {runtime} export is a {suffix} file; got {path.name}")
+    if not path.parent.is_dir():
+        raise ValueError(f"folder {path.parent} does not exist")
+    if path.exists() and not force:
+        raise ValueError(f"{path} exists; pass --force to replace it, or choose another --output")
+    return path
+
+
+def sample_photos(
+    n: int, size: tuple[int, int], in_chans: int = 3, seed: int = 0, mean=IMAGENET_MEAN, std=IMAGENET_STD
+) -> torch.Tensor:
+    """`n` random crops of scikit-learn's two bundled photographs at (H, W), normalised: (n, C, H, W)
+    (grayscale when `in_chans` is 1). Real images for parity checks and calibration where no dataset is given."""
+    import torch.nn.functional as F
+
+    from ..data.synth import random_background, sample_backgrounds
+
+    photos, rng = sample_backgrounds(), np.random.default_rng(seed)
+    side = max(size)
+    crops = torch.stack([torch.from_numpy(random_background(photos, side, rng).copy()) for _ in range(n)])
+    x = F.interpolate(crops.permute(0, 3, 1, 2), size=size, mode="bilinear", align_corners=False)
+    if in_chans == 1:
+        x = x.mean(dim=1, keepdim=True)
+        mean, std = (sum(mean) / 3,), (sum(std) / 3,)
+    return (x - torch.tensor(mean).view(1, -1, 1, 1)) / torch.tensor(std).view(1, -1, 1, 1)
+
+
+def single_images(batches: Iterable[torch.Tensor], limit: int | None = None) -> list[torch.Tensor]:
+    """The images of `batches` (NCHW tensors) one by one, as (1, C, H, W) tensors, at most `limit` of them."""
+    out: list[torch.Tensor] = []
+    for b in batches:
+        out += [img[None] for img in b]
+        if limit is not None and len(out) >= limit:
+            return out[:limit]
+    return out
+
+
+def export_to_runtime(
+    model: nn.Module,
+    path: str | os.PathLike,
+    runtime: str,
+    input_size: tuple[int, int] = (224, 224),
+    in_chans: int = 3,
+    *,
+    images: torch.Tensor | None = None,
+    calibration: list[torch.Tensor] | None = None,
+    force: bool = False,
+    tolerance: float = 1e-4,
+) -> RuntimeExportReport:
+    """Write `model` (eval mode, in the form to deploy) for `runtime` at `path`, taking batch 1 at `input_size`.
+
+    Args:
+        runtime: a name in `RUNTIMES` (``openvino``, ``executorch``, ``tflite``); its extra must be installed.
+        images: real, normalised (N, C, H, W) images for the parity check; default 8 crops of two photographs.
+        calibration: (1, C, H, W) images to calibrate an int8 export on; without them the export is float32.
+        force: replace an existing file at `path`.
+        tolerance: largest float32 difference from PyTorch (relative where outputs exceed 1).
+
+    Raises:
+        ValueError: unknown or missing runtime, wrong suffix, existing file, empty calibration, a model the
+            converter refuses, or a float32 file that disagrees with PyTorch.
+    """
+    backend = require(runtime)
+    path = check_runtime_output(path, runtime, force)
+    if calibration is not None and not calibration:
+        raise ValueError("an int8 export needs calibration images; none were given")
+    images = sample_photos(8, input_size, in_chans) if images is None else images
+    if tuple(images.shape[1:]) != (in_chans, *input_size):
+        raise ValueError(f"check images are {tuple(images.shape[1:])}, the export takes {(in_chans, *input_size)}")
+    model = model.eval()
+    with tempfile.TemporaryDirectory(prefix=f".{path.name}.", dir=path.parent) as tmp:
+        staged = Path(tmp) / path.name
+        try:
+            with torch.no_grad():
+                backend.convert(model, images[:1], staged, calibration)
+            diff, agreement = compare_with_torch(
+                model, backend.load(staged, None), images, calibration is None, tolerance
+            )
+            notes, files = backend.notes(staged), backend.files(staged)
+            placed = move_into_place(files, path.parent, force)
+        except BaseException as e:
+            failure = export_write_failure(e, path, model)
+            if failure is None:
+                raise
+            raise failure from None
+    return RuntimeExportReport(
+        str(path),
+        runtime,
+        "int8" if calibration is not None else "fp32",
+        [str(p) for p in placed],
+        sum(p.stat().st_size for p in placed),
+        [1, in_chans, *input_size],
+        diff,
+        agreement,
+        len(images),
+        len(calibration or []),
+        notes,
+    )
+
+
+@torch.no_grad()
+def compare_with_torch(
+    model: nn.Module, run: Callable[[np.ndarray], list[np.ndarray]], images: torch.Tensor, fp32: bool, tolerance: float
+) -> tuple[float, float]:
+    """(max abs diff, top-1 agreement) of the runtime's outputs against PyTorch's on `images`, one at a time.
+    Any export must give finite outputs of PyTorch's shapes; a float32 one must match within `tolerance`."""
+    refs: list[torch.Tensor] = []
+    diff, agree = 0.0, []
+    for img in images:
+        ref = model(img[None])
+        ref_list = list(ref) if isinstance(ref, (list, tuple)) else [ref]
+        outs = [torch.from_numpy(np.asarray(o, dtype=np.float32)) for o in run(img[None].numpy())]
+        if [o.shape for o in outs] != [r.shape for r in ref_list]:
+            shapes = lambda ts: ", ".join("x".join(map(str, t.shape)) for t in ts)  # noqa: E731
+            raise ValueError(f"the runtime gives outputs of shape {shapes(outs)}; PyTorch gives {shapes(ref_list)}")
+        if not all(bool(torch.isfinite(o).all()) for o in outs):
+            raise ValueError("the runtime gives non-finite outputs (inf or nan)")
+        diff, refs = max(diff, max_abs_diff(ref_list, outs)), refs + ref_list
+        if ref_list[0].ndim >= 2:
+            agree.append((ref_list[0].argmax(1) == outs[0].argmax(1)).float().mean())
+    if fp32:
+        check_parity(diff, tolerance, refs)
+    return diff, float(torch.stack(agree).mean()) if agree else float("nan")
+
+
+def move_into_place(files: list[Path], folder: Path, force: bool) -> list[Path]:
+    """Move an export's staged files into `folder` (refusing, before moving any, a file there unless `force`),
+    the first one last: it is the file users open, so it never appears without the rest."""
+    targets = [folder / f.name for f in files]
+    if not force and (taken := [t for t in targets if t.exists()]):
+        raise ValueError(f"{taken[0]} exists; pass --force to replace it, or choose another --output")
+    for f, t in reversed(list(zip(files, targets))):
+        os.replace(f, t)
+    return targets
