@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from ghostnet.cli import main
-from ghostnet.deploy import runtime_export
+from ghostnet.deploy import runtime_export, runtimes
 from ghostnet.deploy.runtime_export import export_to_runtime, sample_photos, single_images
 from ghostnet.deploy.runtimes import RUNTIMES, MissingRuntimeError, Runtime, installed, require
 
@@ -42,7 +42,7 @@ def _fake_backend(calls: dict, scale: float = 1.0, shape_off: bool = False, comp
 
 @pytest.fixture
 def fake(monkeypatch):
-    monkeypatch.setitem(RUNTIMES, "fake", Runtime("fake", "fake", ("torch",), ".fk", "fk"))
+    monkeypatch.setitem(RUNTIMES, "fake", Runtime("fake", "fake", ("torch",), ".fk", "fk", "fake"))
     calls: dict = {}
 
     def use(**kw):
@@ -115,7 +115,7 @@ def test_sample_photos_are_real_normalised_images():
 
 
 def test_a_missing_runtime_names_its_extra(monkeypatch):
-    monkeypatch.setitem(RUNTIMES, "nope", Runtime("nope", "nope-extra", ("no_such_module_xyz",), ".n", "n"))
+    monkeypatch.setitem(RUNTIMES, "nope", Runtime("nope", "nope-extra", ("no_such_module_xyz",), ".n", "n", "nope"))
     assert not installed("nope")
     with pytest.raises(MissingRuntimeError, match=r"pip install 'ghostnet-pytorch\[nope-extra\]'"):
         require("nope")
@@ -192,3 +192,26 @@ def _source():
     from ghostnet.data.images import Preprocess
 
     return _Source(_tiny(), (32, 32), 3, Preprocess(image_size=32), "tiny")
+
+
+def test_calibration_images_are_stacked_to_the_files_batch():
+    images = [torch.full((1, 1, 1, 1), float(i)) for i in range(5)]
+    assert [b.flatten().tolist() for b in runtimes.stacked(images, 2)] == [[0, 1], [2, 3], [4, 0]]
+    assert [b.flatten().tolist() for b in runtimes.stacked(images, 7)] == [[0, 1, 2, 3, 4, 0, 1]]
+
+
+def test_float32_noise_accepts_rounding_and_refuses_a_real_difference():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 2), nn.Linear(2, 1)).eval()  # a small difference of two large sums
+    with torch.no_grad():
+        model[0].weight.copy_(torch.randn(1, 64).repeat(2, 1) * 1e4 + torch.randn(2, 64))
+        model[1].weight.copy_(torch.tensor([[1.0, -1.0]]))
+        x = torch.randn(64)
+        exact = model.double()(x.double()).float()
+        model.float()
+        own = model(x[None])[0]
+    scale = max(1.0, float(exact.abs().max()))
+    assert float((own - exact).abs().max()) > 1e-4 * scale  # a fixed tolerance would refuse PyTorch itself
+    other = exact - (own - exact)  # another float32 implementation, off by as much the other way
+    assert runtime_export.float32_noise(model, x, [other[None]], 1e-4)
+    assert not runtime_export.float32_noise(model, x, [(exact + 10 * (own - exact).abs() + 0.1)[None]], 1e-4)

@@ -5,17 +5,21 @@ report = export_to_runtime(model, "m.xml", "openvino", (224, 224), calibration=i
 
 The file is written into a temporary folder beside its destination, run by the runtime on real photographs (or
 the images given) and compared with PyTorch: largest absolute difference and top-1 agreement (per pixel for a
-segmenter). A float32 export must match PyTorch to `tolerance`; an int8 one is reported as measured. Only then
+segmenter). A float32 export must match PyTorch to `tolerance` (or be as close to the float64 answer as PyTorch's
+float32 is); an int8 one is reported as measured. Only then
 are its files moved into place, so a failed or interrupted export leaves nothing where the file is expected.
 """
 
 from __future__ import annotations
 
+import copy
 import os
 import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,7 +29,15 @@ from ..data import IMAGENET_MEAN, IMAGENET_STD
 from .export import check_parity, export_write_failure, max_abs_diff
 from .runtimes import RUNTIMES, require
 
-__all__ = ["RuntimeExportReport", "export_to_runtime", "sample_photos", "check_runtime_output", "single_images"]
+__all__ = [
+    "RuntimeExportReport",
+    "export_to_runtime",
+    "sample_photos",
+    "check_runtime_output",
+    "single_images",
+    "compare_with_torch",
+    "float32_noise",
+]
 
 
 @dataclass
@@ -121,33 +133,37 @@ def export_to_runtime(
         raise ValueError(f"check images are {tuple(images.shape[1:])}, the export takes {(in_chans, *input_size)}")
     model = model.eval()
     with tempfile.TemporaryDirectory(prefix=f".{path.name}.", dir=path.parent) as tmp:
-        staged = Path(tmp) / path.name
         try:
-            with torch.no_grad():
-                backend.convert(model, images[:1], staged, calibration)
-            diff, agreement = compare_with_torch(
-                model, backend.load(staged, None), images, calibration is None, tolerance
-            )
-            notes, files = backend.notes(staged), backend.files(staged)
-            placed = move_into_place(files, path.parent, force)
+            staged = Path(tmp) / path.name
+            diff, agreement = _convert_and_compare(backend, model, staged, images, calibration, tolerance)
+            notes = backend.notes(staged)
+            placed = move_into_place(backend.files(staged), path.parent, force)
         except BaseException as e:
             failure = export_write_failure(e, path, model)
             if failure is None:
                 raise
             raise failure from None
+    kind = "int8" if calibration is not None else "fp32"
+    size = sum(p.stat().st_size for p in placed)
     return RuntimeExportReport(
-        str(path),
-        runtime,
-        "int8" if calibration is not None else "fp32",
-        [str(p) for p in placed],
-        sum(p.stat().st_size for p in placed),
-        [1, in_chans, *input_size],
-        diff,
-        agreement,
-        len(images),
-        len(calibration or []),
-        notes,
-    )
+        str(path), runtime, kind, [str(p) for p in placed], size, [1, in_chans, *input_size], diff, agreement,
+        len(images), len(calibration or []), notes,
+    )  # fmt: skip
+
+
+def _convert_and_compare(
+    backend: ModuleType,
+    model: nn.Module,
+    staged: Path,
+    images: torch.Tensor,
+    calibration: list[torch.Tensor] | None,
+    tolerance: float,
+) -> tuple[float, float]:
+    """Convert `model` to `staged` and compare the runtime's outputs with PyTorch's on `images`: (max abs diff,
+    top-1 agreement)."""
+    with torch.no_grad():
+        backend.convert(model, images[:1], staged, calibration)
+    return compare_with_torch(model, backend.load(staged, None), images, calibration is None, tolerance)
 
 
 @torch.no_grad()
@@ -155,24 +171,42 @@ def compare_with_torch(
     model: nn.Module, run: Callable[[np.ndarray], list[np.ndarray]], images: torch.Tensor, fp32: bool, tolerance: float
 ) -> tuple[float, float]:
     """(max abs diff, top-1 agreement) of the runtime's outputs against PyTorch's on `images`, one at a time.
-    Any export must give finite outputs of PyTorch's shapes; a float32 one must match within `tolerance`."""
+    Any export must give finite outputs of PyTorch's shapes; a float32 one must match within `tolerance`, or be
+    as close to the model's float64 outputs as PyTorch's float32 ones are (`float32_noise`)."""
     refs: list[torch.Tensor] = []
-    diff, agree = 0.0, []
+    diff, agree, worst = 0.0, [], None
     for img in images:
-        ref = model(img[None])
-        ref_list = list(ref) if isinstance(ref, (list, tuple)) else [ref]
-        outs = [torch.from_numpy(np.asarray(o, dtype=np.float32)) for o in run(img[None].numpy())]
+        ref_list, outs = _outputs(model(img[None])), _outputs(run(img[None].numpy()))
         if [o.shape for o in outs] != [r.shape for r in ref_list]:
             shapes = lambda ts: ", ".join("x".join(map(str, t.shape)) for t in ts)  # noqa: E731
             raise ValueError(f"the runtime gives outputs of shape {shapes(outs)}; PyTorch gives {shapes(ref_list)}")
         if not all(bool(torch.isfinite(o).all()) for o in outs):
             raise ValueError("the runtime gives non-finite outputs (inf or nan)")
-        diff, refs = max(diff, max_abs_diff(ref_list, outs)), refs + ref_list
+        if (d := max_abs_diff(ref_list, outs)) > diff:
+            diff, worst = d, (img, outs)
+        refs += ref_list
         if ref_list[0].ndim >= 2:
             agree.append((ref_list[0].argmax(1) == outs[0].argmax(1)).float().mean())
-    if fp32:
+    if fp32 and worst is not None and not float32_noise(model, *worst, tolerance):
         check_parity(diff, tolerance, refs)
     return diff, float(torch.stack(agree).mean()) if agree else float("nan")
+
+
+def _outputs(y: Any) -> list[torch.Tensor]:
+    """A model's or a runtime's outputs (one or several, tensors or arrays) as a list of float32 tensors."""
+    return [torch.as_tensor(np.asarray(t, dtype=np.float32)) for t in (y if isinstance(y, (list, tuple)) else [y])]
+
+
+@torch.no_grad()
+def float32_noise(model: nn.Module, image: torch.Tensor, outs: list[torch.Tensor], tolerance: float) -> bool:
+    """Whether a runtime's float32 outputs `outs` for `image` are within float32 rounding of the exact answer:
+    no further from `model`'s float64 outputs than twice PyTorch's own float32 outputs are, plus `tolerance`.
+
+    Deep nets with random weights (large logits, long chains of layers) can differ between two correct float32
+    implementations by more than a fixed tolerance; measured against float64, PyTorch is then just as far off."""
+    exact = _outputs(copy.deepcopy(model).double()(image[None].double()))
+    own = max_abs_diff(exact, _outputs(model(image[None])))
+    return max_abs_diff(exact, outs) <= 2 * own + tolerance * max(1.0, max(float(t.abs().max()) for t in exact))
 
 
 def move_into_place(files: list[Path], folder: Path, force: bool) -> list[Path]:

@@ -3,7 +3,7 @@
 Each runtime is one module here, installed through its own extra, with the same three calls:
 
     convert(model, example, path, calibration)  # write the runtime's file at `path`; int8 when `calibration`
-                                                # (a list of NCHW float batches of real images) is given
+                                                # (a list of (1, C, H, W) real images, preprocessed) is given
     load(path, threads) -> run                  # the runtime's own interpreter: run(NCHW float32 array) -> [arrays]
     files(path) -> [Path, ...]                  # every file the export consists of (OpenVINO's .xml has a .bin)
 
@@ -14,30 +14,35 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+from collections.abc import Iterator
 from dataclasses import dataclass
 from types import ModuleType
 
-__all__ = ["RUNTIMES", "Runtime", "MissingRuntimeError", "require", "installed"]
+import torch
+
+__all__ = ["RUNTIMES", "Runtime", "MissingRuntimeError", "require", "installed", "stacked"]
 
 
 @dataclass(frozen=True)
 class Runtime:
     """One edge runtime: its name (the ``--format`` / ``--runtimes`` value), the extra that installs it, the
-    import names it needs, the suffix of its file, and the short label of its forms in `ghostnet bench`."""
+    import names it needs, the suffix of its file, the short label of its forms in `ghostnet bench`, and the module
+    here that speaks to it."""
 
     name: str
     extra: str
     imports: tuple[str, ...]
     suffix: str
     label: str
+    module: str
 
 
 RUNTIMES: dict[str, Runtime] = {
     r.name: r
     for r in (
-        Runtime("openvino", "openvino", ("openvino", "nncf"), ".xml", "ov"),
-        Runtime("executorch", "executorch", ("executorch",), ".pte", "et"),
-        Runtime("tflite", "litert", ("litert_torch", "ai_edge_litert"), ".tflite", "tflite"),
+        Runtime("openvino", "openvino", ("openvino", "nncf"), ".xml", "ov", "openvino"),
+        Runtime("executorch", "executorch", ("executorch",), ".pte", "et", "executorch"),
+        Runtime("tflite", "litert", ("litert_torch", "ai_edge_litert"), ".tflite", "tflite", "litert"),
     )
 }
 
@@ -62,4 +67,11 @@ def require(name: str) -> ModuleType:
         raise MissingRuntimeError(
             f"{name} needs {', '.join(missing)}, which is not installed: pip install 'ghostnet-pytorch[{spec.extra}]'"
         )
-    return importlib.import_module(f"{__name__}.{name}")
+    return importlib.import_module(f"{__name__}.{spec.module}")
+
+
+def stacked(images: list[torch.Tensor], batch: int) -> Iterator[torch.Tensor]:
+    """The (1, C, H, W) `images` stacked `batch` at a time, for a file whose input has a static batch; the last
+    batch is filled from the start again, so every image is seen at least once."""
+    for start in range(0, len(images), batch):
+        yield torch.cat([images[(start + k) % len(images)] for k in range(batch)])

@@ -1,0 +1,270 @@
+"""The LiteRT (TFLite) runtime: float32 files agree with PyTorch on real photographs, int8 files hold int8 and agree
+with float32, multi-output order, threads, and refusals named in one line."""
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+pytest.importorskip("litert_torch")
+pytest.importorskip("ai_edge_litert")
+
+from ghostnet.data.datasets import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
+from ghostnet.data.synth import random_background, sample_backgrounds  # noqa: E402
+from ghostnet.deploy.bench import as_trained  # noqa: E402
+from ghostnet.deploy.runtimes import litert  # noqa: E402
+from ghostnet.models import create_model  # noqa: E402
+from ghostnet.nn.blocks import ConvBnAct, GhostBottleneck  # noqa: E402
+from ghostnet.nn.rep import reparameterize  # noqa: E402
+from ghostnet.nn.surgery import fuse_bn  # noqa: E402
+
+SIZE = 64
+
+
+def photographs(n: int, size: int, seed: int = 0) -> list[torch.Tensor]:
+    """`n` crops of scikit-learn's two photographs, ImageNet-normalised, each (1, 3, size, size) float32."""
+    photos, rng = sample_backgrounds(), np.random.default_rng(seed)
+    mean, std = np.array(IMAGENET_MEAN, np.float32), np.array(IMAGENET_STD, np.float32)
+    crops = [(random_background(photos, size, rng) - mean) / std for _ in range(n)]
+    return [torch.from_numpy(c.astype(np.float32)).permute(2, 0, 1)[None].contiguous() for c in crops]
+
+
+def inference_form(name: str, size: int, **kwargs) -> nn.Module:
+    """A registered model with realistic BN statistics, V3 branches folded, BN folded: what the export receives."""
+    torch.manual_seed(0)
+    model = as_trained(create_model(name, **kwargs), size)
+    return fuse_bn(reparameterize(model))
+
+
+def as_list(out) -> list[torch.Tensor]:
+    return list(out) if isinstance(out, (list, tuple)) else [out]
+
+
+def assert_matches_pytorch(model: nn.Module, path: Path, images: list[torch.Tensor], tol: float = 1e-4) -> None:
+    """`model` converted to float32 at `path` gives PyTorch's outputs (shapes, order, values) on `images`: within
+    `tol` (relative where the outputs exceed 1), or no further from the float64 result than twice PyTorch's own
+    float32 error (random weights can blow a photograph's activations up to where float32 rounding shows)."""
+    litert.convert(model, images[0], path, None)
+    run = litert.load(path, 1)
+    exact = copy.deepcopy(model).double()
+    with torch.no_grad():
+        for image in images:
+            expected = [t.numpy() for t in as_list(model(image))]
+            float64 = [t.numpy() for t in as_list(exact(image.double()))]
+            got = run(image.numpy())
+            assert [g.shape for g in got] == [e.shape for e in expected]
+            for g, e, e64 in zip(got, expected, float64):
+                assert g.dtype == np.float32
+                own = float(np.abs(e - e64).max())
+                allowed = max(tol * max(1.0, float(np.abs(e).max())), 2 * own)
+                assert np.abs(g - e64).max() <= allowed, path.name
+
+
+@pytest.fixture(scope="module")
+def images() -> list[torch.Tensor]:
+    return photographs(10, SIZE)
+
+
+@pytest.mark.parametrize(
+    "name, delegation",
+    [
+        ("ghostnet_050", "every op delegated to XNNPACK"),
+        ("ghostnetv2_100", "not delegated to XNNPACK: RESIZE_NEAREST_NEIGHBOR (x14)"),  # the DFC gates' upsampling
+        ("ghostnetv3_050", "not delegated to XNNPACK: RESIZE_NEAREST_NEIGHBOR (x14)"),  # V3 keeps V2's DFC gates
+    ],
+)
+def test_float32_matches_pytorch_on_photographs(name, delegation, images, tmp_path):
+    model = inference_form(name, SIZE)
+    path = tmp_path / f"{name}.tflite"
+    assert_matches_pytorch(model, path, images[:3])
+    assert litert.files(path) == [path]
+    said = litert.notes(path)
+    assert said[0] == "weights fp32" and len(said) == 2
+    assert said[1].startswith(delegation)
+
+
+class TwoHeads(nn.Module):
+    """A conv, then three outputs of different shapes in a fixed order: pooled (N, 8), map (N, 8, H/2, W/2), x+1."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, stride=2, padding=1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        y = torch.relu(self.conv(x))
+        return y.mean((2, 3)), y, x + 1
+
+
+def test_outputs_come_in_the_models_order_and_layout(images, tmp_path):
+    torch.manual_seed(0)
+    model = TwoHeads().eval()
+    path = tmp_path / "heads.tflite"
+    assert_matches_pytorch(model, path, images[:2])  # shapes (1, 8), (1, 8, 32, 32), (1, 3, 64, 64) in this order
+
+
+class PooledGate(nn.Module):
+    """GhostNetV2's DFC gate in miniature: 2x2 average pooling, then nearest upsampling back to the input's size."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate = F.interpolate(F.avg_pool2d(x, 2, 2).sigmoid(), size=x.shape[-2:], mode="nearest")
+        return x * gate
+
+
+@pytest.mark.parametrize("size", [7, 8])
+def test_nearest_upsampling_of_odd_maps_copies_pytorchs_pixels(size, tmp_path):
+    x = photographs(1, 64)[0][:, :, :size, :size].contiguous()  # 7x7 -> 3x3 -> 7x7 is a non-integer factor
+    path = tmp_path / "gate.tflite"
+    assert_matches_pytorch(PooledGate().eval(), path, [x])
+    assert litert.notes(path)[-1].endswith("GATHER_ND (x2)" if size == 7 else "RESIZE_NEAREST_NEIGHBOR (x1)")
+
+
+def tiny_ghostnet() -> nn.Module:
+    """Stem, two Ghost bottlenecks (one strided with squeeze-excite), pooling and a classifier: every Ghost op."""
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        ConvBnAct(3, 16, 3, stride=2),
+        GhostBottleneck(16, 32, 24, stride=2, se_ratio=0.25),
+        GhostBottleneck(24, 48, 24),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(24, 10),
+    )
+    return fuse_bn(as_trained(model, SIZE))
+
+
+@pytest.fixture(scope="module")
+def int8_file(images, tmp_path_factory) -> tuple[nn.Module, Path]:
+    model = tiny_ghostnet()
+    path = tmp_path_factory.mktemp("int8") / "tiny_int8.tflite"
+    litert.convert(model, images[0], path, images[:8])
+    return model, path
+
+
+def test_int8_file_holds_int8_weights_and_agrees_with_float32(int8_file, images):
+    from ai_edge_litert import schema_py_generated as schema
+
+    model, path = int8_file
+    flat = schema.ModelT.InitFromObj(schema.Model.GetRootAs(path.read_bytes(), 0))
+    graph = flat.subgraphs[0]
+    weighted = {schema.BuiltinOperator.CONV_2D, schema.BuiltinOperator.DEPTHWISE_CONV_2D}
+    weighted.add(schema.BuiltinOperator.FULLY_CONNECTED)
+    convs = [op for op in graph.operators if flat.operatorCodes[op.opcodeIndex].builtinCode in weighted]
+    assert len(convs) >= 10  # stem, the Ghost modules' primary and cheap convs, shortcut, SE, classifier
+    assert all(graph.tensors[op.inputs[1]].type == schema.TensorType.INT8 for op in convs)
+    said = litert.notes(path)
+    assert said[0].startswith(f"int8: {len(convs)} convs/linears, 0 kept fp32")
+
+    run = litert.load(path, 1)
+    with torch.no_grad():
+        for image in images[8:]:  # photographs not used for calibration
+            expected = model(image).numpy()
+            (got,) = run(image.numpy())
+            assert got.dtype == np.float32 and got.shape == expected.shape
+            cosine = float((got * expected).sum() / (np.linalg.norm(got) * np.linalg.norm(expected)))
+            assert cosine > 0.98
+            assert np.abs(got - expected).max() < 0.1 * np.abs(expected).max()
+
+
+def test_threads_give_the_same_outputs_and_bad_counts_are_refused(int8_file, images):
+    _, path = int8_file
+    x = images[9].numpy()
+    one, two, default = litert.load(path, 1)(x), litert.load(path, 2)(x), litert.load(path, None)(x)
+    np.testing.assert_array_equal(one[0], two[0])
+    np.testing.assert_array_equal(one[0], default[0])
+    with pytest.raises(ValueError, match="threads must be at least 1"):
+        litert.load(path, 0)
+
+
+def test_a_wrong_input_shape_is_one_clear_error(int8_file):
+    _, path = int8_file
+    with pytest.raises(ValueError, match=r"takes inputs of shape \(1, 3, 64, 64\), got \(1, 3, 32, 32\)"):
+        litert.load(path, 1)(np.zeros((1, 3, 32, 32), np.float32))
+
+
+class DataDependent(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.sum() > 0:  # a branch on a value: torch.export cannot trace it
+            return x * 2
+        return x - 1
+
+
+class SingularValues(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.linalg.svdvals(x[0, 0])  # no TFLite lowering
+
+
+@pytest.mark.parametrize(
+    "model, names",
+    [(DataDependent(), "if x.sum() > 0:"), (SingularValues(), "aten._linalg_svd.default is not supported")],
+)
+def test_a_model_the_converter_refuses_is_one_line_naming_the_construct(model, names, tmp_path):
+    with pytest.raises(ValueError) as caught:
+        litert.convert(model.eval(), torch.randn(1, 3, 8, 8), tmp_path / "m.tflite", None)
+    message = str(caught.value)
+    assert message.startswith("tflite cannot convert this model: ")
+    assert "\n" not in message and names in message
+    assert not (tmp_path / "m.tflite").exists()
+
+
+# --- every model family, slow -------------------------------------------------------------------------------------
+
+
+def classification_cases() -> list[tuple[str, int]]:
+    from ghostnet.models import list_models, model_entry
+
+    # ImageNet models at 224x224, where the last stage is 7x7 and a DFC gate upsamples by a non-integer factor
+    return [(name, int(model_entry(name).default_cfg.get("input_size", 224))) for name in list_models()]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, size", classification_cases())
+def test_every_registered_model_matches_pytorch(name, size, tmp_path):
+    model = inference_form(name, size)
+    assert_matches_pytorch(model, tmp_path / f"{name}.tflite", photographs(2, size, seed=1))
+
+
+@pytest.mark.slow
+def test_ghostified_torchvision_model_matches_pytorch(tmp_path):
+    from torchvision.models import mobilenet_v2
+
+    from ghostnet.nn import ghostify
+
+    torch.manual_seed(0)
+    model = fuse_bn(as_trained(ghostify(mobilenet_v2(num_classes=10)), SIZE))
+    assert_matches_pytorch(model, tmp_path / "ghost_mobilenet_v2.tflite", photographs(2, SIZE, seed=2))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["lraspp_ghostnet_100", "deeplabv3_ghostnet_100"])
+def test_segmentation_logits_match_pytorch(name, tmp_path):
+    from ghostnet.deploy.segment import SegmentationLogits
+    from ghostnet.models.segmentation import create_segmenter
+
+    torch.manual_seed(0)
+    model = fuse_bn(SegmentationLogits(as_trained(create_segmenter(name, num_classes=5), SIZE)).eval())
+    assert_matches_pytorch(model, tmp_path / f"{name}.tflite", photographs(2, SIZE, seed=3))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["ghostnet_100", "ghostnetv2_100"])
+def test_detection_backbone_feature_maps_match_pytorch(name, tmp_path):
+    model = inference_form(name, SIZE, features_only=True)
+    assert_matches_pytorch(model, tmp_path / f"{name}_features.tflite", photographs(2, SIZE, seed=4))
+
+
+@pytest.mark.slow
+def test_int8_batch_of_32_calibrates_on_every_image_and_runs(tmp_path):
+    model = tiny_ghostnet()
+    images = photographs(40, SIZE, seed=5)
+    path = tmp_path / "tiny_int8_b32.tflite"
+    litert.convert(model, torch.cat(images[:32]), path, images)
+    batch = torch.cat(images[8:40])
+    got = litert.load(path, 1)(batch.numpy())[0]
+    with torch.no_grad():
+        expected = model(batch).numpy()
+    assert got.shape == (32, 10)
+    assert (got.argmax(1) == expected.argmax(1)).mean() > 0.8
