@@ -5,10 +5,12 @@
 - `dfc`: GhostNetV2's DFC attention gate (`GhostModuleV2` in `blocks`).
 - `rep`: GhostNetV3's re-parameterisable Ghost module and bottleneck, and `reparameterize` (folding).
 - `ghostify`: turn any CNN's convolutions into Ghost modules.
+- `ghost_deploy`: Ghost modules without the concat (`ghost_deploy_form`), an exact inference rewrite.
 """
 
 from .blocks import ConvBnAct, GhostBottleneck, GhostModule, GhostModuleV2, SqueezeExcite, init_weights, make_divisible
 from .dfc import DFCAttention
+from .ghost_deploy import GhostDeploy, ghost_deploy_form
 from .ghostify import GhostifyReport, ReplacedConv, ghostify, ghostify_report
 from .rep import GhostBottleneckV3, GhostModuleV3, reparameterize
 from .surgery import Fusable, conv_bn_pairs, fuse_bn, set_submodule
@@ -21,12 +23,14 @@ __all__ = [
     "GhostModuleV3",
     "Fusable",
     "GhostBottleneck",
+    "GhostDeploy",
     "GhostModule",
     "GhostifyReport",
     "ReplacedConv",
     "SqueezeExcite",
     "conv_bn_pairs",
     "fuse_bn",
+    "ghost_deploy_form",
     "ghostify",
     "ghostify_report",
     "init_weights",
