@@ -142,7 +142,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 
 
 def _bench_size(given: list[int] | None, default: int | None) -> int | tuple[int, int] | None:
-    """--input-size as run_bench takes it: one int (a square) or (H, W); `default` (None: the checkpoint's)."""
+    """--input-size as run_bench takes it: one int (a square) or (H, W); `default` (None: the checkpoint's, or the model's registered size)."""
     if not given:
         return default
     if len(given) > 2:
@@ -160,7 +160,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             check_output_path(out)  # before the run, not after it
     result = run_bench(
         args.model if args.checkpoint else args.model or "ghostnet_100",
-        _bench_size(args.input_size, None if args.checkpoint else 64 if quick else 224),
+        _bench_size(args.input_size, 64 if quick and not args.checkpoint else None),
         tuple(args.batch_sizes or ([1, 4] if quick else [])),
         args.threads,
         args.runs or (3 if quick else 50),
@@ -275,30 +275,18 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--model",
-        help="a registered model (default ghostnet_100, or the checkpoint's), or a segmenter (lraspp_ghostnet_100, "
-        "deeplabv3_ghostnet_100: timed against torchvision's LR-ASPP / DeepLabV3 MobileNetV3-Large)",
+        help="a registered model (default ghostnet_100, or the checkpoint's; ghost_resnet56 and ghost_vgg16 are timed "
+        "against resnet56 and vgg16), a segmenter (lraspp_ghostnet_100, deeplabv3_ghostnet_100: against torchvision's "
+        "LR-ASPP / DeepLabV3 MobileNetV3-Large), or ghostify:NAME (torchvision's NAME made Ghost, against NAME)",
     )
-    p.add_argument(
-        "--runtimes",
-        default="torch,ort",
-        help="comma-separated: torch, ort, openvino, executorch, tflite (default torch,ort); an edge runtime times "
-        "every model as <label>-fp32 and <label>-int8 (ov, et, tflite), converted per batch size",
-    )
-    p.add_argument(
-        "--checkpoint",
-        help="our trained checkpoint: ours is built from it (its input size), int8 calibrated on its training "
-        "split, and each form of ours gets its top-1 on the test split",
-    )
-    p.add_argument(
-        "--eval-images", type=positive_int, default=500, help="with --checkpoint: test images scored (batch 1)"
-    )
-    p.add_argument("--data-dir", help="with --checkpoint: where its dataset is, if not where it was at training")
+    _add_bench_runtimes(p)
     p.add_argument(
         "--input-size",
         type=positive_int,
         nargs="+",
         metavar="SIZE",
-        help="H W, or one size for a square (default 224; 64 with --quick)",
+        help="H W, or one size for a square (default the model's registered size: 32 for CIFAR models, else 224; "
+        "64 with --quick)",
     )
     p.add_argument(
         "--batch-sizes", type=positive_int, nargs="+", help="default 1 32, and 256 on CUDA (1 gives latency)"
@@ -324,3 +312,22 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--output", help="also write the JSON here")
     p.add_argument("--plot", help="also draw latency vs MACs into this PNG")
     p.set_defaults(func=cmd_bench)
+
+
+def _add_bench_runtimes(p: argparse.ArgumentParser) -> None:
+    """`ghostnet bench`'s runtimes and checkpoint options."""
+    p.add_argument(
+        "--runtimes",
+        default="torch,ort",
+        help="comma-separated: torch, ort, openvino, executorch, tflite (default torch,ort); an edge runtime times "
+        "every model as <label>-fp32 and <label>-int8 (ov, et, tflite), converted per batch size",
+    )
+    p.add_argument(
+        "--checkpoint",
+        help="our trained checkpoint: ours is built from it (its input size), int8 calibrated on its training "
+        "split, and each form of ours gets its top-1 on the test split",
+    )
+    p.add_argument(
+        "--eval-images", type=positive_int, default=500, help="with --checkpoint: test images scored (batch 1)"
+    )
+    p.add_argument("--data-dir", help="with --checkpoint: where its dataset is, if not where it was at training")

@@ -5,20 +5,17 @@ taken against one baseline measured in the same run, because absolute times drif
 The "floor" is the model's FLOPs over this machine's measured fp32 matrix-multiply rate: what a perfectly
 efficient kernel library would need.
 
-Here: `run_bench` and the timing loop. The forms it times and the peers are in `bench_forms`; the result's
-rows, table and plot in `bench_report` (their public names are importable from here too).
+Here: `run_bench`, which runs everything in turn. The timing loop is in `bench_timing`; the forms and the peers
+in `bench_forms`; the runtimes (``--runtimes``) in `bench_runtimes`; a checkpoint's top-1 in `bench_accuracy`;
+the result's rows, table and plot in `bench_report` (their public names are importable from here too).
 """
 
 from __future__ import annotations
 
 import functools
-import math
 import os
-import platform
 import tempfile
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +24,9 @@ import torch
 from torch import nn
 
 from ..analysis.profile import profile_model
+from ..models import list_models, model_entry
 from ..nn.rep import reparameterize
+from .bench_accuracy import TrainedOurs, accuracy_summary, forms_top1, trained_ours
 
 # `_all_entries` calls `torch_forms` by this module's name for it: replacing `bench.torch_forms` takes effect
 from .bench_forms import (
@@ -35,12 +34,13 @@ from .bench_forms import (
     TimedForm,
     build_ours,
     model_settings,
-    onnx_forms,
     peer_builders,
     planned_forms,
     torch_forms,
 )
-from .bench_report import BenchRow, bench_rows, format_bench, plot_bench, set_ratios
+from .bench_report import BenchRow, bench_rows, cpu_info, format_bench, plot_bench, set_ratios
+from .bench_runtimes import RuntimeForms, cpu_runtime_entries, edge_form_names, photo_calibration, resolve_runtimes
+from .bench_timing import interleaved_times, matmul_gflops, torch_threads
 
 __all__ = [
     "BenchRow",
@@ -51,100 +51,9 @@ __all__ = [
     "format_bench",
     "plot_bench",
     "matmul_gflops",
+    "torch_threads",
     "as_trained",
 ]
-
-
-@contextmanager
-def torch_threads(threads: int) -> Iterator[None]:
-    """Run the block with torch at `threads` CPU threads, then put the caller's count back."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
-def matmul_gflops(threads: int, device: str = "cpu", n: int = 1024, runs: int = 10) -> float:
-    """This machine's fp32 matrix-multiply rate (GFLOP/s) at `threads` threads (torch's thread count is set for
-    the measurement and put back afterwards)."""
-    with torch_threads(threads):
-        a = torch.randn(n, n, device=device)
-        b = torch.randn(n, n, device=device)
-        for _ in range(2):
-            a @ b
-        _sync(device)
-        t = time.perf_counter()
-        for _ in range(runs):
-            a @ b
-        _sync(device)
-        return 2 * n**3 * runs / (time.perf_counter() - t) / 1e9
-
-
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
-def _time_once(fn: Callable[[], Any], device: str) -> float:
-    """Seconds one call of `fn` takes: wall time on the CPU, CUDA events (then a sync) on a GPU."""
-    if device.startswith("cuda"):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        return start.elapsed_time(end) / 1000
-    t = time.perf_counter()
-    fn()
-    return time.perf_counter() - t
-
-
-def interleaved_times(
-    calls: dict[Any, Callable[[], Any]],
-    total: int,
-    per_round: int = 3,
-    settle: int = 2,
-    warm: int = 10,
-    device: str = "cpu",
-    on_error: Callable[[Any, Exception], None] | None = None,
-) -> dict[Any, list[float]]:
-    """Seconds per call of each of `calls`, timed round-robin: after `warm` untimed calls each, every round
-    gives each call `settle` untimed calls, then `per_round` timed ones, until each has `total` timings.
-
-    A machine's drift (another process, clock changes) so falls on all calls alike, and the settling calls
-    absorb the switch between runtimes (ONNX Runtime's and OpenMP's worker threads spin for a while after a
-    call and slow whatever runs next). With `on_error`, a call that raises is reported to it and left out of
-    the rest (and of the result); without, the error propagates.
-    """
-    live = dict(calls)
-    times: dict[Any, list[float]] = {}
-
-    def run(key: Any, n: int, timed: bool) -> bool:
-        try:
-            for _ in range(n):
-                if timed:
-                    times.setdefault(key, []).append(_time_once(live[key], device))
-                else:
-                    live[key]()
-            _sync(device)
-            return True
-        except Exception as err:  # noqa: BLE001 - one broken call must not lose the others' timings
-            if on_error is None:
-                raise
-            on_error(key, err)
-            del live[key]
-            times.pop(key, None)
-            return False
-
-    for key in list(live):
-        run(key, warm, timed=False)
-    for _ in range(math.ceil(total / per_round)):
-        for key in list(live):
-            if run(key, settle, timed=False):
-                run(key, per_round, timed=True)
-    return times
 
 
 def _check_baseline(baseline: str, plan: dict[str, set[str]]) -> None:
@@ -157,8 +66,8 @@ def _check_baseline(baseline: str, plan: dict[str, set[str]]) -> None:
 
 
 def run_bench(
-    model_name: str = "ghostnet_100",
-    input_size: int | tuple[int, int] = 224,
+    model_name: str | None = "ghostnet_100",
+    input_size: int | tuple[int, int] | None = None,
     batch_sizes: tuple[int, ...] | None = None,
     threads: int | None = None,
     runs: int = 50,
@@ -171,51 +80,137 @@ def run_bench(
     baseline: str | None = None,
     progress: Callable[[str], None] | None = None,
     bf16: bool | None = None,
+    *,
+    runtimes: str | Iterable[str] | None = None,
+    checkpoint: str | os.PathLike | None = None,
+    eval_images: int = 500,
+    data_dir: str | None = None,
 ) -> dict[str, Any]:
-    """Time our model in each form and the peers; returns ``{"machine": ..., "rows": [...], "failed": [...]}``.
+    """Time our model in each form and the peers; returns ``{"machine", "baseline", "accuracy", "rows", "failed"}``.
 
     Args:
-        model_name: the registered model to measure in every form.
-        input_size: the input's (height, width), or one int for a square; a segmenter (``lraspp_ghostnet_100``,
-            ``deeplabv3_ghostnet_100``) is timed against torchvision's LR-ASPP and DeepLabV3 MobileNetV3-Large.
+        model_name: the registered model to measure in every form (with `checkpoint`: None, or the checkpoint's).
+        input_size: the input's (height, width), or one int for a square (default the model's registered size, else 224; with `checkpoint`, its
+            image size); a segmenter (``lraspp_ghostnet_100``, ``deeplabv3_ghostnet_100``) is timed against
+            torchvision's LR-ASPP and DeepLabV3 MobileNetV3-Large.
         batch_sizes: batch 1 gives the latency; the others give throughput (images/s). Default 1 and 32, and
             256 on CUDA.
-        threads: CPU threads for torch and ONNX Runtime (default: all cores).
-        runs, warmup: timed and untimed calls per measurement.
+        threads: CPU threads for torch and every other runtime (default: all cores).
+        runs, warmup: timed and untimed calls per measurement (at least one untimed call).
         device: ``cpu`` or ``cuda``.
-        compile, onnx, int8, peers: which forms and models to include. ONNX Runtime forms are CPU-only; on
-            CUDA the peers get the same PyTorch deploy forms as ours (BN folded, channels_last, bf16, CUDA
-            graph, compiled), so that they are compared under the same settings.
+        compile, onnx, int8, peers: which forms and models to include (`onnx` False: ``ort`` left out of
+            `runtimes`). ONNX Runtime and edge runtime forms are CPU-only; on CUDA the peers get the same PyTorch
+            deploy forms as ours (BN folded, channels_last, bf16, CUDA graph, compiled).
         baseline: the row the ratios are relative to ("MODEL / FORM"); default timm's GhostNet eager if present.
         bf16: add bf16-autocast forms (default: on CUDA only).
+        runtimes: ``torch``, ``ort``, ``openvino``, ``executorch``, ``tflite`` (a comma-separated string or a
+            list; default ``torch,ort``). Each edge runtime gives every model ``<label>-fp32`` and
+            ``<label>-int8`` (calibrated on real photographs, or on the checkpoint's training images for ours).
+        checkpoint: one of our trained checkpoints: ours is built from it, and each form of ours gets its top-1 on
+            the first `eval_images` test images of its dataset (`data_dir`: where that dataset is now).
 
-    A form that fails (a compiler missing, a capture refused) does not end the run: it is listed under
-    "failed" with its error, and the rest are timed.
+    Unknown or uninstalled runtimes, a bad device or baseline are refused before any work. A form that fails (a
+    compiler missing, a conversion refused) does not end the run: it is listed under "failed" with its error.
     """
-    cuda = _use_device(device)
-    bf16 = cuda if bf16 is None else bf16
-    threads = threads or (os.cpu_count() or 1)
-    setup = _Setup(model_name, _height_width(input_size), device, cuda, compile, bf16, onnx, int8, peers, threads)
-    if baseline is None and peers and model_name.startswith(("lraspp_", "deeplabv3_")):
+    setup = _resolve(model_name, input_size, device, compile, bf16, onnx, int8, peers, threads, runtimes, checkpoint)
+    if baseline is None and peers and setup.model_name.startswith(("lraspp_", "deeplabv3_")):
         baseline = "tv lraspp_mobilenet_v3_large / eager"  # a segmenter's ratios: against torchvision's LR-ASPP
     if baseline is not None:
         _check_baseline(baseline, _planned(setup))
-    batch_sizes = tuple(batch_sizes or ((1, 32, 256) if cuda else (1, 32)))
     say = progress or (lambda s: None)
-    gflops = matmul_gflops(threads, device)
+    ours = trained_ours(checkpoint, eval_images, data_dir=data_dir) if checkpoint else None
+    sizes = tuple(batch_sizes or ((1, 32, 256) if setup.cuda else (1, 32)))
+    return _measure(setup, ours, sizes, runs, warmup, baseline, say)
+
+
+def _measure(
+    setup: _Setup,
+    ours: TrainedOurs | None,
+    sizes: tuple[int, ...],
+    runs: int,
+    warmup: int,
+    baseline: str | None,
+    say: Callable[[str], None],
+) -> dict[str, Any]:
+    """`run_bench` once its arguments are checked: make the forms, time them, score ours, build the result."""
+    gflops = matmul_gflops(setup.threads, setup.device)
     failed: list[dict[str, str]] = []
     fail = _recorder(failed, say)
-    with torch_threads(threads), tempfile.TemporaryDirectory(prefix="ghostnet-bench-") as tmp:
-        entries = _all_entries(setup, Path(tmp), fail)
-        latency, throughput = _time_all(entries, batch_sizes, runs, warmup, setup, fail, say)
-    rows = bench_rows(entries, latency, throughput, gflops)
-    base = set_ratios(rows, baseline, model_name, say)
+    with torch_threads(setup.threads), tempfile.TemporaryDirectory(prefix="ghostnet-bench-") as tmp:
+        entries = _all_entries(setup, Path(tmp), fail, ours)
+        latency, throughput = _time_all(entries, sizes, runs, warmup, setup, fail, say)
+        top1 = forms_top1(entries, ours, setup.device, fail, say) if ours else {}
+    rows = bench_rows(entries, latency, throughput, gflops, top1)
+    base = set_ratios(rows, baseline, setup.model_name, say)
     return {
         "machine": _machine(setup, gflops, runs),
         "baseline": base,
+        "accuracy": accuracy_summary(ours),
         "rows": [asdict(r) for r in rows],
         "failed": failed,
     }
+
+
+def _resolve(
+    model_name: str | None,
+    input_size: int | tuple[int, int] | None,
+    device: str,
+    compile: bool,
+    bf16: bool | None,
+    onnx: bool,
+    int8: bool,
+    peers: bool,
+    threads: int | None,
+    runtimes: str | Iterable[str] | None,
+    checkpoint: str | os.PathLike | None,
+) -> _Setup:
+    """`run_bench`'s arguments checked and resolved (a checkpoint's model name and input size read from it)."""
+    cuda = _use_device(device)
+    names = resolve_runtimes(runtimes, onnx)
+    if cuda and (edge := [n for n in names if n not in ("torch", "ort")]):
+        raise ValueError(f"{', '.join(edge)} times on the CPU; leave it out of the runtimes or use --device cpu")
+    in_chans, default_size = 3, _registered_size(model_name or "ghostnet_100")
+    if checkpoint:
+        model_name, in_chans, default_size = _checkpoint_model(checkpoint, model_name, input_size)
+    hw = _height_width(default_size if input_size is None else input_size)
+    return _Setup(
+        model_name or "ghostnet_100",
+        hw,
+        device,
+        cuda,
+        compile,
+        cuda if bf16 is None else bf16,
+        "ort" in names,
+        int8,
+        peers,
+        threads or (os.cpu_count() or 1),
+        names,
+        in_chans,
+    )
+
+
+def _checkpoint_model(
+    checkpoint: str | os.PathLike, model_name: str | None, input_size: int | tuple[int, int] | None
+) -> tuple[str, int, int]:
+    """(model name, input channels, image size) of one of our checkpoints, refusing a model name or an input size
+    other than its own."""
+    from ..models.checkpoint import read_checkpoint
+
+    ckpt = read_checkpoint(checkpoint)
+    name, meta = ckpt.get("model_name"), ckpt.get("data") or {}
+    if not isinstance(name, str) or not ckpt.get("config"):
+        raise ValueError(f"{checkpoint} is not a checkpoint of `ghostnet train` (it names no model or dataset)")
+    if model_name and model_name != name:
+        raise ValueError(f"{checkpoint} holds a {name}, not a {model_name}")
+    size = int(meta.get("image_size", 224))
+    if input_size is not None and _height_width(input_size) != (size, size):
+        raise ValueError(f"{checkpoint} was trained at {size}x{size}; its top-1 is measured there: leave out the size")
+    return name, int(meta.get("in_chans", 3)), size
+
+
+def _registered_size(model_name: str) -> int:
+    """The input size `model_name` is registered with (32 for the CIFAR models), 224 for any other name."""
+    return int(model_entry(model_name).default_cfg.get("input_size", 224)) if model_name in list_models() else 224
 
 
 def _height_width(input_size: int | tuple[int, int]) -> tuple[int, int]:
@@ -240,6 +235,8 @@ class _Setup:
     int8: bool
     peers: bool
     threads: int
+    runtimes: tuple[str, ...] = ("torch", "ort")
+    in_chans: int = 3  # ours: a checkpoint's (peers always take 3)
 
 
 def _recorder(failed: list[dict[str, str]], say: Callable[[str], None]) -> ReportFailure:
@@ -274,33 +271,43 @@ def _use_device(device: str) -> bool:
 def _planned(setup: _Setup) -> dict[str, set[str]]:
     """Model name -> the form names this run will time for it (see `planned_forms`)."""
     names = [setup.model_name, *(peer_builders(setup.model_name) if setup.peers else [])]
+    torch_on, edge = "torch" in setup.runtimes, edge_form_names(setup.runtimes, setup.int8)
     return {
-        m: planned_forms(m == setup.model_name, setup.device, setup.compile, setup.bf16, setup.onnx, setup.int8)
+        m: planned_forms(
+            m == setup.model_name, setup.device, setup.compile, setup.bf16, setup.onnx, setup.int8, torch_on
+        )
+        | (set() if setup.cuda else edge)
         for m in names
     }
 
 
-def _all_entries(setup: _Setup, tmp: Path, fail: ReportFailure) -> list[TimedForm]:
-    """Every form to time: ours first, then each peer; each model's PyTorch forms, then its ONNX Runtime ones
-    (ONNX files go under `tmp`)."""
+def _all_entries(setup: _Setup, tmp: Path, fail: ReportFailure, ours: TrainedOurs | None = None) -> list[TimedForm]:
+    """Every form to time: ours first (from `ours`' checkpoint if given), then each peer; each model's PyTorch forms,
+    then its ONNX Runtime and edge runtime ones (their files go under `tmp`)."""
     # Ours in its inference form: a GhostNetV3's branches folded (a no-op for the other models).
     builders: dict[str, Callable[[], nn.Module]] = {
-        setup.model_name: lambda: reparameterize(as_trained(build_ours(setup.model_name), setup.input_size))
+        setup.model_name: (lambda: reparameterize(ours.model))
+        if ours is not None
+        else (lambda: reparameterize(as_trained(build_ours(setup.model_name), setup.input_size)))
     }
     if setup.peers:
         builders.update(peer_builders(setup.model_name))
+    rf = RuntimeForms(setup.runtimes, tmp, setup.input_size, setup.threads, setup.int8, fail, ours is not None)
+    photos = photo_calibration(setup.input_size) if setup.int8 and set(setup.runtimes) - {"torch", "ort"} else None
     entries: list[TimedForm] = []
     for name, build in builders.items():
         model = build().eval().to(setup.device)
-        ours = name == setup.model_name
-        macs = profile_model(model, setup.input_size).macs
-        forms = torch_forms(model, setup.device, bf16=setup.bf16, **model_settings(ours, setup.cuda, setup.compile))
-        entries += [TimedForm(name, form, fn, macs, numpy_input=False) for form, fn in forms.items()]
-        if setup.onnx and not setup.cuda:
-            onnx = onnx_forms(
-                name, model, ours, tmp, size=setup.input_size, threads=setup.threads, int8=setup.int8, fail=fail
+        is_ours = name == setup.model_name
+        chans = setup.in_chans if is_ours else 3
+        macs = profile_model(model, setup.input_size, chans).macs
+        if "torch" in setup.runtimes:
+            forms = torch_forms(
+                model, setup.device, bf16=setup.bf16, **model_settings(is_ours, setup.cuda, setup.compile)
             )
-            entries += [TimedForm(name, form, fn, macs, numpy_input=True) for form, fn in onnx.items()]
+            entries += [TimedForm(name, form, fn, macs, False, chans) for form, fn in forms.items()]
+        if not setup.cuda:
+            calibration = ours.calibration if ours is not None and is_ours else photos
+            entries += cpu_runtime_entries(name, model, is_ours, macs, chans, calibration, rf)
     return entries
 
 
@@ -353,8 +360,8 @@ def _time_batch(
     """Every form's timings at batch `bs` (see `interleaved_times`), keyed by ``id(entry)``. A form that raises is
     reported to `fail` and left out of this batch size, and removed from `entries` (the table) if it fails at
     batch 1."""
-    x = torch.randn(bs, 3, *setup.input_size, device=setup.device)
-    args = {False: x, True: x.cpu().numpy() if any(e.numpy_input for e in entries) else None}
+    inputs = {c: torch.randn(bs, c, *setup.input_size, device=setup.device) for c in {e.in_chans for e in entries}}
+    arrays = {c: x.cpu().numpy() for c, x in inputs.items()}
     by_key = {id(e): e for e in entries}
 
     def dropped(key: int, err: Exception) -> None:
@@ -364,15 +371,19 @@ def _time_batch(
             entries.remove(e)
 
     say(f"batch {bs}: {len(entries)} forms, {total} timed calls each, {per_round} a round")
-    calls: dict[Any, Callable[[], Any]] = {id(e): functools.partial(e.fn, args[e.numpy_input]) for e in entries}
-    with torch.inference_mode():
-        return interleaved_times(calls, total, per_round, settle, warm, setup.device, dropped)
+    calls: dict[Any, Callable[[], Any]] = {
+        id(e): functools.partial(e.fn, (arrays if e.numpy_input else inputs)[e.in_chans]) for e in entries
+    }
+    with torch.inference_mode():  # warm-up calls (at least one) make an edge runtime's file for this batch size
+        return interleaved_times(calls, total, per_round, settle, max(1, warm), setup.device, dropped)
 
 
 def _machine(setup: _Setup, gflops: float, runs: int) -> dict[str, Any]:
     """What the timings were taken on and under."""
+    cpu, features = cpu_info()
     return {
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": cpu,
+        "cpu_features": features,
         "cores": os.cpu_count(),
         "threads": setup.threads,
         "device": torch.cuda.get_device_name() if setup.cuda else "cpu",
@@ -380,4 +391,5 @@ def _machine(setup: _Setup, gflops: float, runs: int) -> dict[str, Any]:
         "matmul_gflops": round(gflops, 1),
         "input_size": list(setup.input_size),
         "runs": runs,
+        "runtimes": list(setup.runtimes),
     }

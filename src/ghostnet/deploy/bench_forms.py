@@ -25,6 +25,7 @@ __all__ = [
     "peer_builders",
     "planned_forms",
     "build_ours",
+    "ghostified_torchvision",
     "torch_forms",
 ]
 
@@ -33,23 +34,53 @@ ReportFailure = Callable[[str, str, Exception], None]  # (model, form, error): a
 
 @dataclass
 class TimedForm:
-    """One model in one form, ready to time: `fn` takes a tensor, or with `numpy_input` an array."""
+    """One model in one form, ready to time: `fn` takes a tensor, or with `numpy_input` an array, of `in_chans`
+    channels; `runtime` is what runs it (``torch``, ``ort``, or an edge runtime's name)."""
 
     model: str
     form: str
     fn: Callable[[Any], Any]
     macs: int
     numpy_input: bool
+    in_chans: int = 3
+    runtime: str = "torch"
+
+
+GHOSTIFY_PREFIX = "ghostify:"  # ``ghostify:resnet50``: torchvision's resnet50 through `nn.ghostify`, timed against it
+CIFAR_BASELINES = {"ghost_resnet56": "resnet56", "ghost_vgg16": "vgg16"}  # our Ghost CIFAR models' own baselines
+
+
+def ghostified_torchvision(model_name: str) -> str | None:
+    """The torchvision model that ``ghostify:NAME`` names (``NAME``), or None for any other model name.
+
+    Raises:
+        ValueError: torchvision has no classification model called ``NAME``.
+    """
+    if not model_name.startswith(GHOSTIFY_PREFIX):
+        return None
+    import torchvision.models as tvm
+
+    name = model_name[len(GHOSTIFY_PREFIX) :]
+    known = tvm.list_models(module=tvm)
+    if name not in known:
+        raise ValueError(f"torchvision has no classification model {name!r} to ghostify (e.g. ghostify:resnet50)")
+    return name
 
 
 def build_ours(model_name: str) -> nn.Module:
-    """Our model to time: a registered classifier, or a segmenter (21 classes, as VOC) returning its logits."""
+    """Our model to time: a registered classifier, a segmenter (21 classes, as VOC) returning its logits, or
+    ``ghostify:NAME``, torchvision's NAME with its convs made Ghost modules (`ghostify`, s=2, d=3)."""
     from ..models import create_model
     from ..models.segmentation import SEGMENTERS, create_segmenter
+    from ..nn.ghostify import ghostify
     from .segment import SegmentationLogits
 
     if model_name in SEGMENTERS:
         return SegmentationLogits(create_segmenter(model_name, 21))
+    if (tv_name := ghostified_torchvision(model_name)) is not None:
+        import torchvision.models as tvm
+
+        return ghostify(tvm.get_model(tv_name), inplace=True)
     return create_model(model_name)
 
 
@@ -75,13 +106,18 @@ def _segmentation_peers(model_name: str) -> dict[str, Callable[[], nn.Module]]:
 def peer_builders(model_name: str = "ghostnet_100") -> dict[str, Callable[[], nn.Module]]:
     """The peers to time beside `model_name`, by name: timm's model of the same name (its GhostNet 1.0x when timm
     has no such model; a GhostNetV3 in its folded inference form), then torchvision's models; beside a segmenter,
-    the segmentation peers (`_segmentation_peers`)."""
+    the segmentation peers (`_segmentation_peers`); beside Ghost-ResNet-56 / Ghost-VGG-16, ResNet-56 / VGG-16;
+    beside ``ghostify:NAME``, torchvision's NAME."""
     import torchvision.models as tvm
 
     from ..models.segmentation import SEGMENTERS
 
     if model_name in SEGMENTERS:
         return _segmentation_peers(model_name)
+    if model_name in CIFAR_BASELINES:  # a Ghost model against the model it was made from, nothing else
+        return {CIFAR_BASELINES[model_name]: lambda: build_ours(CIFAR_BASELINES[model_name])}
+    if (tv_name := ghostified_torchvision(model_name)) is not None:
+        return {f"tv {tv_name}": lambda: tvm.get_model(tv_name)}
     peers: dict[str, Callable[[], nn.Module]] = {}
     try:
         import timm
@@ -199,14 +235,16 @@ def model_settings(ours: bool, cuda: bool, compile: bool) -> dict[str, bool]:
     return {"deploy": ours or cuda, "compile": compile and (ours or cuda)}
 
 
-def planned_forms(ours: bool, device: str, compile: bool, bf16: bool, onnx: bool, int8: bool) -> set[str]:
-    """The form names a run will time for one model (ours or a peer), as `torch_forms` and the ONNX Runtime
-    forms name them; both ``fused+cl`` and ``cl`` are listed, since which one a model gets is known only
-    once its BN folding has been tried."""
+def planned_forms(
+    ours: bool, device: str, compile: bool, bf16: bool, onnx: bool, int8: bool, pytorch: bool = True
+) -> set[str]:
+    """The form names a run will time for one model (ours or a peer), as `torch_forms` (if `pytorch`) and the ONNX
+    Runtime forms name them; both ``fused+cl`` and ``cl`` are listed, since which one a model gets is known only
+    once its BN folding has been tried. (The edge runtimes' forms: `bench_runtimes.edge_form_names`.)"""
     cuda = device.startswith("cuda")
     settings = model_settings(ours, cuda, compile)
-    forms = {"eager"}
-    if settings["deploy"]:
+    forms = {"eager"} if pytorch else set()
+    if pytorch and settings["deploy"]:
         for base in ("fused+cl", "cl"):
             forms |= set(_deploy_names(base, cuda, settings["compile"], bf16).values())
     if onnx and not cuda:
@@ -224,13 +262,16 @@ def onnx_forms(
     threads: int,
     int8: bool,
     fail: ReportFailure,
+    in_chans: int = 3,
+    calibration: list[np.ndarray] | None = None,
 ) -> dict[str, Callable[[np.ndarray], Any]]:
     """A model's ONNX Runtime forms (name -> callable on an NCHW array): ``ort-fp32``, and for ours ``ort-int8``
-    if `int8`; the ONNX files go under `tmp`. One that cannot be made is reported to `fail` and left out."""
+    if `int8`, calibrated on `calibration` (batches of real images) or else on random inputs; the ONNX files go
+    under `tmp`. One that cannot be made is reported to `fail` and left out."""
     path = tmp / f"{name.replace(' ', '_')}.onnx"
     size = (size, size) if isinstance(size, int) else size
     try:  # ours is exported BN-folded (as `ghostnet export --fuse`); peers as they are (ORT folds BN itself)
-        export_model(fuse_bn(model.cpu()) if ours else model.cpu(), path, "onnx", size, dynamic_batch=True)
+        export_model(fuse_bn(model.cpu()) if ours else model.cpu(), path, "onnx", size, in_chans, dynamic_batch=True)
         fp32 = onnx_session(path, threads)
     except Exception as e:  # noqa: BLE001
         fail(name, "ort-fp32", e)
@@ -238,7 +279,7 @@ def onnx_forms(
     forms = {"ort-fp32": _ort_call(fp32)}
     if int8 and ours:
         try:
-            quantized = onnx_session(_quantize_random(path, tmp, size), threads)
+            quantized = onnx_session(_quantize(path, tmp, size, in_chans, calibration), threads)
         except Exception as e:  # noqa: BLE001
             fail(name, "ort-int8", e)
             return forms
@@ -251,12 +292,14 @@ def _ort_call(session: Any) -> Callable[[np.ndarray], Any]:
     return lambda a: session.run(None, {"input": a})
 
 
-def _quantize_random(fp32: Path, tmp: Path, size: tuple[int, int]) -> Path:
-    """int8 as `ghostnet quantize` makes it, calibrated on random inputs: right for timing, not for accuracy."""
+def _quantize(
+    fp32: Path, tmp: Path, size: tuple[int, int], in_chans: int, calibration: list[np.ndarray] | None
+) -> Path:
+    """int8 as `ghostnet quantize` makes it, calibrated on `calibration`, or else on random inputs: right for
+    timing, not for accuracy."""
     from .quantize import quantize_onnx
 
     out = tmp / "int8.onnx"
-    quantize_onnx(
-        fp32, out, (np.random.default_rng(i).standard_normal((1, 3, *size)).astype(np.float32) for i in range(4))
-    )
+    rng = (np.random.default_rng(i).standard_normal((1, in_chans, *size)).astype(np.float32) for i in range(4))
+    quantize_onnx(fp32, out, rng if calibration is None else calibration)
     return out

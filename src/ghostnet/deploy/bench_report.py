@@ -14,7 +14,10 @@ import numpy as np
 
 from .bench_forms import TimedForm
 
-__all__ = ["BenchRow", "bench_rows", "format_bench", "plot_bench", "set_ratios"]
+__all__ = ["BenchRow", "bench_rows", "cpu_info", "format_bench", "plot_bench", "set_ratios"]
+
+# /proc/cpuinfo flags that int8 (and bf16) kernels depend on, and how the table names them
+CPU_FEATURES = {"avx2": "AVX2", "avx512f": "AVX-512", "avx512_vnni": "AVX-512 VNNI", "amx_int8": "AMX"}
 
 
 @dataclass
@@ -29,6 +32,25 @@ class BenchRow:
     throughput: dict[str, float]  # batch size -> images/s
     floor_ms: float  # batch 1: 2 * MACs / matmul rate
     ratio: float | None = None  # latency relative to the baseline row
+    runtime: str = "torch"  # torch, ort, openvino, executorch, tflite
+    top1: float | None = None  # % on the checkpoint's test images (ours, with a checkpoint)
+
+
+def cpu_info(cpuinfo: str | Path = "/proc/cpuinfo") -> tuple[str, dict[str, bool] | None]:
+    """(the CPU's model name, whether it has each of `CPU_FEATURES`) from Linux's `cpuinfo`; elsewhere the
+    platform's processor name and None."""
+    import platform
+
+    try:
+        text = Path(cpuinfo).read_text()
+    except OSError:
+        return platform.processor() or platform.machine(), None
+    fields = dict(
+        (key.strip(), value.strip()) for key, _, value in (line.partition(":") for line in text.splitlines()) if value
+    )  # every CPU repeats the same name and flags: the last one's are kept
+    flags = set(fields.get("flags", "").split())
+    name = fields.get("model name") or platform.processor() or platform.machine()
+    return name, {flag: flag in flags for flag in CPU_FEATURES}
 
 
 def bench_rows(
@@ -36,9 +58,11 @@ def bench_rows(
     latency: dict[int, list[float]],
     throughput: dict[int, dict[int, list[float]]],
     gflops: float,
+    top1: dict[int, float] | None = None,
 ) -> list[BenchRow]:
     """One row per form that ran at batch 1 (timings keyed by ``id(entry)``): median and p90 latency, images/s at
-    each other batch size it ran at, and the floor that `gflops` sets (ratios are left to `set_ratios`)."""
+    each other batch size it ran at, the floor that `gflops` sets and the form's runtime and `top1`, if measured
+    (ratios are left to `set_ratios`)."""
     rows = []
     for e in entries:
         lat = latency[id(e)]
@@ -51,16 +75,21 @@ def bench_rows(
                 1000 * float(np.percentile(lat, 90)),
                 {str(bs): bs / statistics.median(t[id(e)]) for bs, t in throughput.items() if id(e) in t},
                 1000 * 2 * e.macs / (gflops * 1e9),
+                runtime=e.runtime,
+                top1=(top1 or {}).get(id(e)),
             )
         )
     return rows
 
 
 def set_ratios(rows: list[BenchRow], baseline: str | None, model_name: str, say: Callable[[str], None]) -> str:
-    """Set each row's latency ratio to the baseline row's (timm's model eager if timed, else ours eager, unless
-    `baseline` names one) and return the baseline's name; with no such row, the ratios stay None."""
+    """Set each row's latency ratio to the baseline row's (timm's model eager if timed, else ours eager; without
+    PyTorch forms, that model's first form; unless `baseline` names one) and return the baseline's name; with no
+    such row, the ratios stay None."""
     timm_peer = next((r.model for r in rows if r.model.startswith("timm ")), None)
-    base = baseline or f"{timm_peer or model_name} / eager"
+    model = timm_peer or model_name
+    first = next((r.form for r in rows if r.model == model), "eager")
+    base = baseline or f"{model} / {'eager' if any(r.form == 'eager' for r in rows) else first}"
     ref = next((r for r in rows if f"{r.model} / {r.form}" == base), None)
     if ref is None:  # it failed, or this configuration does not make that form: keep the timings, drop the ratios
         say(f"baseline {base} was not measured: no ratios")
@@ -76,34 +105,50 @@ def input_hw(machine: dict[str, Any]) -> str:
     return f"{h}x{w}"
 
 
-def format_bench(result: dict[str, Any]) -> str:
-    """The benchmark as a table, ratios against the baseline, then any forms that failed."""
+def machine_line(result: dict[str, Any]) -> str:
+    """The table's first line: what the timings were taken on and under, and the baseline."""
     m = result["machine"]
-    bs = sorted({k for r in result["rows"] for k in r["throughput"]}, key=int)
-    fw = max([14, *(len(r["form"]) for r in result["rows"])])
-    mw = max([24, *(len(r["model"]) for r in result["rows"])])
-    head = (
-        f"{'model':<{mw}} {'form':<{fw}} {'MACs':>8} {'lat. ms':>8} {'p90 ms':>8} {'floor ms':>8} {'x base':>7}"
-        + "".join(f" {'img/s@' + b:>11}" for b in bs)
-    )
+    features = m.get("cpu_features")
+    has = ", ".join(CPU_FEATURES[f] for f, on in features.items() if on) if features else ""
+    cpu = f"{m['cpu']}{'; ' + (has or 'no AVX2') if features is not None else ''}"
     measured = any(r["ratio"] is not None for r in result["rows"])
-    lines = [
-        f"{m['device']} ({m['cpu']}, {m['threads']} threads), torch {m['torch']}, fp32 matmul {m['matmul_gflops']} GFLOP/s, "
+    return (
+        f"{m['device']} ({cpu}, {m['threads']} threads), torch {m['torch']}, fp32 matmul {m['matmul_gflops']} GFLOP/s, "
         f"input {input_hw(m)}, {m['runs']} runs; "
         + (
             f"ratios vs {result['baseline']}"
             if measured
             else f"no ratios: the baseline {result['baseline']} was not measured"
-        ),
-        head,
-        "-" * len(head),
-    ]
-    for r in result["rows"]:
+        )
+    )
+
+
+def format_bench(result: dict[str, Any]) -> str:
+    """The benchmark as a table (a top-1 column with a checkpoint), ratios against the baseline, then any forms
+    that failed."""
+    rows, acc = result["rows"], result.get("accuracy")
+    bs = sorted({k for r in rows for k in r["throughput"]}, key=int)
+    fw = max([14, *(len(r["form"]) for r in rows)])
+    mw = max([24, *(len(r["model"]) for r in rows)])
+    rw = max([7, *(len(r.get("runtime", "")) for r in rows)])
+    head = (
+        f"{'model':<{mw}} {'form':<{fw}} {'runtime':<{rw}} {'MACs':>8} {'lat. ms':>8} {'p90 ms':>8} {'floor ms':>8}"
+        f" {'x base':>7}" + "".join(f" {'img/s@' + b:>11}" for b in bs) + (f" {'top-1 %':>8}" if acc else "")
+    )
+    lines = [machine_line(result)]
+    if acc:
+        lines.append(
+            f"top-1: {acc['checkpoint']} on the first {acc['images']} of {acc['test_images']} {acc['dataset']} test "
+            f"images, batch 1; int8 calibrated on {acc['calibration_images']} training images (peers: no weights)"
+        )
+    lines += [head, "-" * len(head)]
+    for r in rows:
         tp = "".join(f" {r['throughput'].get(b, float('nan')):>11.1f}" for b in bs)
         ratio = f"{r['ratio']:>7.2f}" if r["ratio"] is not None else f"{'-':>7}"
+        top1 = "" if not acc else f" {r['top1']:>8.2f}" if r.get("top1") is not None else f" {'':>8}"
         lines.append(
-            f"{r['model']:<{mw}} {r['form']:<{fw}} {r['macs'] / 1e6:>7.0f}M {r['latency_ms']:>8.2f} {r['latency_p90_ms']:>8.2f} "
-            f"{r['floor_ms']:>8.2f} {ratio}{tp}"
+            f"{r['model']:<{mw}} {r['form']:<{fw}} {r.get('runtime', ''):<{rw}} {r['macs'] / 1e6:>7.0f}M "
+            f"{r['latency_ms']:>8.2f} {r['latency_p90_ms']:>8.2f} {r['floor_ms']:>8.2f} {ratio}{tp}{top1}"
         )
     for f in result.get("failed", []):
         lines.append(f"failed: {f['model']} / {f['form']}: {f['error']}")
