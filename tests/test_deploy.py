@@ -508,6 +508,8 @@ def test_bench_peers_follow_the_model_and_v3_is_timed_folded():
     timm_v3 = peers["timm ghostnetv3_100"]()
     assert not any("rpr" in n for n, _ in timm_v3.named_parameters())  # timm's, folded as it is deployed
     assert "timm ghostnet_100" in peer_builders("ghostnet_small_050")  # no such timm model: its GhostNet 1.0x
+    repghost = peers["timm repghostnet_100"]()  # the concat-free GhostNet, timed as deployed: branches folded
+    assert not repghost.training and not any("fusion_bn" in n for n, _ in repghost.named_parameters())
     rows = [
         BenchRow("ghostnetv3_100", "eager", 1, 2.0, 2.0, {}, 0.1),
         BenchRow("timm ghostnetv3_100", "eager", 1, 4.0, 4.0, {}, 0.1),

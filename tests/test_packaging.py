@@ -87,14 +87,12 @@ def test_wheel_installs_into_a_clean_venv(built: tuple[Path, Path], tmp_path: Pa
     """The wheel plus the locked dependencies (from uv's cache, offline) in a new venv: the command and import work."""
     wheel, _ = built
     uv, venv = _uv(), tmp_path / "venv"
-    subprocess.run([uv, "venv", "--quiet", "--python", sys.executable, str(venv)], check=True, timeout=120)
     python = venv / "bin" / "python"
-    reqs = tmp_path / "requirements.txt"
-    export = [uv, "export", "--quiet", "--locked", "--no-dev", "--no-emit-project", "--no-hashes", "--directory"]
-    subprocess.run([*export, str(ROOT), "--output-file", str(reqs)], check=True, timeout=120)
-    # symlinks into uv's cache: no copy of torch even where the cache is on another filesystem
+    # the lock's own wheels (symlinked from uv's cache, offline): no index metadata needed, no copy of torch
+    sync = [uv, "sync", "--quiet", "--offline", "--locked", "--no-dev", "--no-install-project", "--link-mode=symlink"]
+    env = {**os.environ, "UV_PROJECT_ENVIRONMENT": str(venv)}
+    subprocess.run([*sync, "--python", sys.executable, "--directory", str(ROOT)], check=True, env=env, timeout=600)
     install = [uv, "pip", "install", "-q", "--offline", "--no-deps", "--link-mode=symlink", "--python", str(python)]
-    subprocess.run([*install, "-r", str(reqs)], check=True, timeout=600)
     subprocess.run([*install, str(wheel)], check=True, timeout=120)
 
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}

@@ -105,7 +105,8 @@ def _segmentation_peers(model_name: str) -> dict[str, Callable[[], nn.Module]]:
 
 def peer_builders(model_name: str = "ghostnet_100") -> dict[str, Callable[[], nn.Module]]:
     """The peers to time beside `model_name`, by name: timm's model of the same name (its GhostNet 1.0x when timm
-    has no such model; a GhostNetV3 in its folded inference form), then torchvision's models; beside a segmenter,
+    has no such model; a GhostNetV3 in its folded inference form) and RepGhostNet 1.0x (folded), then
+    torchvision's models; beside a segmenter,
     the segmentation peers (`_segmentation_peers`); beside Ghost-ResNet-56 / Ghost-VGG-16, ResNet-56 / VGG-16;
     beside ``ghostify:NAME``, torchvision's NAME."""
     import torchvision.models as tvm
@@ -124,6 +125,8 @@ def peer_builders(model_name: str = "ghostnet_100") -> dict[str, Callable[[], nn
 
         timm_name = model_name if model_name in timm.list_models("ghostnet*") else "ghostnet_100"
         peers[f"timm {timm_name}"] = lambda: _timm_inference_form(timm.create_model(timm_name))
+        if "repghostnet_100" in timm.list_models("repghostnet*"):  # GhostNet without the concat, folded
+            peers["timm repghostnet_100"] = lambda: _timm_inference_form(timm.create_model("repghostnet_100"))
     except ImportError:
         pass
     peers["tv mobilenet_v3_large"] = lambda: tvm.mobilenet_v3_large()
