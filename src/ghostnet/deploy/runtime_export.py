@@ -5,8 +5,8 @@ report = export_to_runtime(model, "m.xml", "openvino", (224, 224), calibration=i
 
 The file is written into a temporary folder beside its destination, run by the runtime on real photographs (or
 the images given) and compared with PyTorch: largest absolute difference and top-1 agreement (per pixel for a
-segmenter). A float32 export must match PyTorch to `tolerance` (or be as close to the float64 answer as PyTorch's
-float32 is); an int8 one is reported as measured. Only then
+segmenter). A float32 export must match PyTorch to `tolerance` (or be within float32 rounding of the float64
+answer, `float32_noise`); an int8 one is reported as measured. Only then
 are its files moved into place, so a failed or interrupted export leaves nothing where the file is expected.
 """
 
@@ -172,7 +172,7 @@ def compare_with_torch(
 ) -> tuple[float, float]:
     """(max abs diff, top-1 agreement) of the runtime's outputs against PyTorch's on `images`, one at a time.
     Any export must give finite outputs of PyTorch's shapes; a float32 one must match within `tolerance`, or be
-    as close to the model's float64 outputs as PyTorch's float32 ones are (`float32_noise`)."""
+    within float32 rounding of the model's float64 outputs (`float32_noise`)."""
     refs: list[torch.Tensor] = []
     diff, agree, worst = 0.0, [], None
     for img in images:
@@ -200,13 +200,15 @@ def _outputs(y: Any) -> list[torch.Tensor]:
 @torch.no_grad()
 def float32_noise(model: nn.Module, image: torch.Tensor, outs: list[torch.Tensor], tolerance: float) -> bool:
     """Whether a runtime's float32 outputs `outs` for `image` are within float32 rounding of the exact answer:
-    no further from `model`'s float64 outputs than twice PyTorch's own float32 outputs are, plus `tolerance`.
+    no further from `model`'s float64 outputs than 4x PyTorch's own float32 outputs are, plus `tolerance`.
 
     Deep nets with random weights (large logits, long chains of layers) can differ between two correct float32
-    implementations by more than a fixed tolerance; measured against float64, PyTorch is then just as far off."""
+    implementations by more than a fixed tolerance; measured against float64, PyTorch is then as far off. Two
+    correct implementations sum in different orders, so their errors differ by a small factor (XNNPACK's was
+    2.3x PyTorch's on a random GhostNetV3 1.3x whose logits reach 115); a wrong op is off by the output's size."""
     exact = _outputs(copy.deepcopy(model).double()(image[None].double()))
     own = max_abs_diff(exact, _outputs(model(image[None])))
-    return max_abs_diff(exact, outs) <= 2 * own + tolerance * max(1.0, max(float(t.abs().max()) for t in exact))
+    return max_abs_diff(exact, outs) <= 4 * own + tolerance * max(1.0, max(float(t.abs().max()) for t in exact))
 
 
 def move_into_place(files: list[Path], folder: Path, force: bool) -> list[Path]:
