@@ -215,3 +215,15 @@ def test_float32_noise_accepts_rounding_and_refuses_a_real_difference():
     other = exact - 3 * (own - exact)  # another float32 implementation, summing in another order
     assert runtime_export.float32_noise(model, x, [other[None]], 1e-4)
     assert not runtime_export.float32_noise(model, x, [(exact + 10 * (own - exact).abs() + 0.1)[None]], 1e-4)
+
+
+def test_what_a_converter_prints_goes_to_stderr(capsys, tmp_path):
+    def convert(model, example, path, calibration):
+        print("Statistics collection 100%")
+        path.write_bytes(b"x")
+
+    runtimes.convert_quietly(
+        types.SimpleNamespace(convert=convert), _tiny(), torch.zeros(1, 3, 8, 8), tmp_path / "f", None
+    )
+    out, err = capsys.readouterr()
+    assert out == "" and "Statistics collection" in err

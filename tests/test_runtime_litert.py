@@ -268,3 +268,10 @@ def test_int8_batch_of_32_calibrates_on_every_image_and_runs(tmp_path):
         expected = model(batch).numpy()
     assert got.shape == (32, 10)
     assert (got.argmax(1) == expected.argmax(1)).mean() > 0.8
+
+
+def test_the_converters_log_is_held_back_unless_it_fails(capfd, tmp_path):
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU()).eval()
+    litert.convert(model, torch.zeros(1, 3, 16, 16), tmp_path / "m.tflite", None)
+    out, err = capfd.readouterr()
+    assert (tmp_path / "m.tflite").exists() and "I0000" not in err and "━" not in out

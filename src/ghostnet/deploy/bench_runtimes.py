@@ -21,7 +21,7 @@ from torch import nn
 
 from ..nn.surgery import fuse_bn
 from .bench_forms import ReportFailure, TimedForm, onnx_forms
-from .runtimes import RUNTIMES, require
+from .runtimes import RUNTIMES, convert_quietly, require
 
 __all__ = [
     "RUNTIME_NAMES",
@@ -142,7 +142,7 @@ def edge_forms(
             path = rf.tmp / f"{stem}-{spec.label}-{kind}-b{shape[0]}{spec.suffix}"
             example = torch.zeros(shape)
             calib = list(calibration.split(1)) if kind == "int8" and calibration is not None else None
-            module.convert(model, example, path, calib)
+            convert_quietly(module, model, example, path, calib)
             return module.load(path, rf.threads)
 
         return make

@@ -27,7 +27,7 @@ from torch import nn
 
 from ..data import IMAGENET_MEAN, IMAGENET_STD
 from .export import check_parity, export_write_failure, max_abs_diff
-from .runtimes import RUNTIMES, require
+from .runtimes import RUNTIMES, convert_quietly, require
 
 __all__ = [
     "RuntimeExportReport",
@@ -161,8 +161,7 @@ def _convert_and_compare(
 ) -> tuple[float, float]:
     """Convert `model` to `staged` and compare the runtime's outputs with PyTorch's on `images`: (max abs diff,
     top-1 agreement)."""
-    with torch.no_grad():
-        backend.convert(model, images[:1], staged, calibration)
+    convert_quietly(backend, model, images[:1], staged, calibration)
     return compare_with_torch(model, backend.load(staged, None), images, calibration is None, tolerance)
 
 

@@ -7,20 +7,25 @@ Each runtime is one module here, installed through its own extra, with the same 
     load(path, threads) -> run                  # the runtime's own interpreter: run(NCHW float32 array) -> [arrays]
     files(path) -> [Path, ...]                  # every file the export consists of (OpenVINO's .xml has a .bin)
 
-`require(name)` imports one of them, or says in one line which extra to install.
+`require(name)` imports one of them, or says in one line which extra to install; `convert_quietly` is how
+callers convert: the converters print progress bars and notes, which go to stderr, never into a command's own
+output on stdout (`ghostnet bench --json`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from types import ModuleType
 
 import torch
 
-__all__ = ["RUNTIMES", "Runtime", "MissingRuntimeError", "require", "installed", "stacked"]
+__all__ = ["RUNTIMES", "Runtime", "MissingRuntimeError", "require", "installed", "stacked", "convert_quietly"]
 
 
 @dataclass(frozen=True)
@@ -75,3 +80,12 @@ def stacked(images: list[torch.Tensor], batch: int) -> Iterator[torch.Tensor]:
     batch is filled from the start again, so every image is seen at least once."""
     for start in range(0, len(images), batch):
         yield torch.cat([images[(start + k) % len(images)] for k in range(batch)])
+
+
+def convert_quietly(
+    backend: ModuleType, model: torch.nn.Module, example: torch.Tensor, path: Path, calibration: list | None
+) -> None:
+    """`backend.convert(model, example, path, calibration)`, with whatever it prints (NNCF's progress bars, the
+    quantizers' notes) sent to stderr."""
+    with contextlib.redirect_stdout(sys.stderr), torch.no_grad():
+        backend.convert(model, example, path, calibration)

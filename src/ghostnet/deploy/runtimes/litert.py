@@ -31,8 +31,9 @@ Traps it handles:
 - Delegation: XNNPACK takes no nearest-neighbour resize, so GhostNetV2/V3's DFC gates (avg pool, convs, sigmoid,
   nearest upsampling) leave one RESIZE_NEAREST_NEIGHBOR per gate on LiteRT's own kernel, between two XNNPACK
   partitions. The file is still correct; `notes` names every op left out, read from the interpreter's nodes.
-- litert-torch draws a progress tree on stdout for every conversion; it is switched off (through its
-  environment variable, restored afterwards) while `convert` runs.
+- litert-torch draws a progress tree on stdout for every conversion, and the converter logs a hundred or more
+  MLIR info lines to the process's stderr; while `convert` runs the first is switched off (through its
+  environment variable) and the second held in a temporary file, shown only if the conversion fails.
 - Refusals: torch.export's errors (data-dependent control flow) and the lowering's (no lowering for an op) have
   no common type and span many lines; they become one ValueError naming the op or the source line.
 """
@@ -41,6 +42,8 @@ from __future__ import annotations
 
 import os
 import re
+import sys
+import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -66,7 +69,7 @@ def convert(model: nn.Module, example: torch.Tensor, path: Path, calibration: li
 
     if calibration is not None and not calibration:
         raise ValueError("tflite int8 needs at least one calibration image")
-    with _quiet_progress():
+    with _quiet_converter():
         try:
             if calibration is None:
                 graph, changed = _exact_nearest(model, example)
@@ -129,12 +132,28 @@ def _exact_nearest(model: nn.Module, example: torch.Tensor) -> tuple[torch.fx.Gr
 
 
 @contextmanager
-def _quiet_progress() -> Iterator[None]:
+def _quiet_converter() -> Iterator[None]:
+    """litert-torch's progress tree off (its environment variable, restored afterwards), and the converter's C++
+    log (a hundred or more MLIR info lines per model, written to file descriptor 2) held in a temporary file: on
+    success it is dropped, on failure its last lines are written out before the error, as they may say why."""
     before = os.environ.get(_PROGRESS_ENV)
     os.environ[_PROGRESS_ENV] = "n"
+    sys.stderr.flush()
+    saved = os.dup(2)
     try:
-        yield
+        with tempfile.TemporaryFile() as log:
+            os.dup2(log.fileno(), 2)
+            try:
+                yield
+            except BaseException:
+                os.dup2(saved, 2)
+                log.seek(0)
+                tail = log.read().decode(errors="replace").splitlines()[-20:]
+                sys.stderr.write("".join(f"{line}\n" for line in tail))
+                raise
     finally:
+        os.dup2(saved, 2)
+        os.close(saved)
         if before is None:
             del os.environ[_PROGRESS_ENV]
         else:
