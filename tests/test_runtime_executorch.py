@@ -190,3 +190,14 @@ def test_detection_backbone_multi_output_fp32(tmp_path, photos):
     images = _images(photos, 64, 2)
     et.convert(model, images[0], tmp_path / "m.pte", None)
     _check_parity(model, tmp_path / "m.pte", images)
+
+
+def test_a_channels_last_example_still_gives_an_nchw_program(tmp_path):
+    """torch.export keeps a channels-last example's layout; the program must still read plain NCHW arrays."""
+    from ghostnet.deploy.runtime_export import export_to_runtime, sample_photos
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 4, 3), nn.Flatten()).eval()
+    images = sample_photos(2, (16, 16), 3).to(memory_format=torch.channels_last)
+    report = export_to_runtime(model, tmp_path / "m.pte", "executorch", (16, 16), images=images)
+    assert report.max_abs_diff < 1e-5 and report.top1_agreement == 1.0

@@ -86,7 +86,7 @@ def sample_photos(
     if in_chans == 1:
         x = x.mean(dim=1, keepdim=True)
         mean, std = (sum(mean) / 3,), (sum(std) / 3,)
-    return (x - torch.tensor(mean).view(1, -1, 1, 1)) / torch.tensor(std).view(1, -1, 1, 1)
+    return ((x - torch.tensor(mean).view(1, -1, 1, 1)) / torch.tensor(std).view(1, -1, 1, 1)).contiguous()
 
 
 def single_images(batches: Iterable[torch.Tensor], limit: int | None = None) -> list[torch.Tensor]:

@@ -86,6 +86,10 @@ def convert_quietly(
     backend: ModuleType, model: torch.nn.Module, example: torch.Tensor, path: Path, calibration: list | None
 ) -> None:
     """`backend.convert(model, example, path, calibration)`, with whatever it prints (NNCF's progress bars, the
-    quantizers' notes) sent to stderr."""
+    quantizers' notes) sent to stderr, and every tensor made contiguous first: torch.export records a
+    channels-last example's memory layout, and an ExecuTorch program exported from one reads the plain NCHW
+    arrays it is given as channels-last, silently."""
+    example = example.contiguous()
+    calibration = None if calibration is None else [c.contiguous() for c in calibration]
     with contextlib.redirect_stdout(sys.stderr), torch.no_grad():
         backend.convert(model, example, path, calibration)
