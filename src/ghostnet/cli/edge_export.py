@@ -1,9 +1,9 @@
 """`ghostnet export --format openvino|executorch|tflite`: a model for an edge runtime, checked in that runtime.
 
 What to export (a registered model, a classification checkpoint, its multi-scale backbone, or a seg-train
-checkpoint's logits), which real images check it (the checkpoint's test split, else two photographs) and, with
---int8, which images calibrate it (--calibration-dir, else the checkpoint's training split) are settled here, all
-before any conversion starts; `deploy.runtime_export` does the rest.
+checkpoint's logits), which real images check it (for --int8 from a checkpoint its test split, else crops of two
+photographs) and, with --int8, which images calibrate it (--calibration-dir, else the checkpoint's training
+split) are settled here, all before any conversion starts; `deploy.runtime_export` does the rest.
 """
 
 from __future__ import annotations
