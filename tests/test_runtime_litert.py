@@ -275,3 +275,16 @@ def test_the_converters_log_is_held_back_unless_it_fails(capfd, tmp_path):
     litert.convert(model, torch.zeros(1, 3, 16, 16), tmp_path / "m.tflite", None)
     out, err = capfd.readouterr()
     assert (tmp_path / "m.tflite").exists() and "I0000" not in err and "━" not in out
+
+
+def test_ghostnetv2_int8_is_refused_in_one_line_naming_the_converters_constraint(tmp_path):
+    """Known limit: LiteRT's converter refuses PT2E int8 GhostNetV2 ('tfl.pad' same-scale constraint). The
+    refusal must be one line that blames the converter, not torch.export, and leave no file."""
+    torch.manual_seed(0)
+    model = fuse_bn(as_trained(create_model("ghostnetv2_100"), 32)).eval()
+    images = photographs(2, 32, seed=1)
+    with pytest.raises(ValueError) as caught:
+        litert.convert(model, images[0], tmp_path / "m.tflite", images)
+    message = str(caught.value)
+    assert message.startswith("tflite cannot convert this model: the LiteRT converter failed") and "\n" not in message
+    assert "same scale constraint" in message and not (tmp_path / "m.tflite").exists()

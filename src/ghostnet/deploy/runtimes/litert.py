@@ -170,6 +170,8 @@ def _refusal(e: BaseException) -> str:
     where = f" at `{code}`" if code else ""
     if op:
         return f"{op.group(1)} is not supported ({first}){where}"
+    if "converter passes" in text:  # torch.export succeeded; the TFLite lowering refused (e.g. an int8 constraint)
+        return f"the LiteRT converter failed ({first}){where}"
     return f"torch.export failed ({first}){where}"
 
 
