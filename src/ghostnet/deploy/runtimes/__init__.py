@@ -18,14 +18,23 @@ import contextlib
 import importlib
 import importlib.util
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
 import torch
 
-__all__ = ["RUNTIMES", "Runtime", "MissingRuntimeError", "require", "installed", "stacked", "convert_quietly"]
+__all__ = [
+    "RUNTIMES",
+    "Runtime",
+    "MissingRuntimeError",
+    "require",
+    "installed",
+    "stacked",
+    "convert_quietly",
+    "nearest_sources",
+]
 
 
 @dataclass(frozen=True)
@@ -93,3 +102,17 @@ def convert_quietly(
     calibration = None if calibration is None else [c.contiguous() for c in calibration]
     with contextlib.redirect_stdout(sys.stderr), torch.no_grad():
         backend.convert(model, example, path, calibration)
+
+
+def nearest_sources(
+    shape: tuple[int, ...], op: Callable, args: tuple, kwargs: dict | None = None
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The source row of each output row and the source column of each output column of nearest upsampling
+    `op(x, *args, **kwargs)` on an (N, C, H, W) input: PyTorch's own operator applied to index ramps. Both
+    ExecuTorch and LiteRT rewrite nearest upsampling from these, so the copy is exactly PyTorch's."""
+    h, w = shape[-2:]
+    ramp_h = torch.arange(h, dtype=torch.float32).view(1, 1, h, 1).expand(1, 1, h, w)
+    ramp_w = torch.arange(w, dtype=torch.float32).view(1, 1, 1, w).expand(1, 1, h, w)
+    rows = op(ramp_h.contiguous(), *args, **(kwargs or {}))[0, 0, :, 0]
+    cols = op(ramp_w.contiguous(), *args, **(kwargs or {}))[0, 0, 0, :]
+    return tuple(int(i) for i in rows), tuple(int(j) for j in cols)

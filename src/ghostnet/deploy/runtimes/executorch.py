@@ -41,7 +41,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import stacked
+from . import nearest_sources, stacked
 
 __all__ = ["convert", "load", "files", "notes", "nearest_copy", "nearest_sources", "thread_count"]
 
@@ -93,17 +93,6 @@ def _exported_module(model: nn.Module, example: torch.Tensor) -> torch.fx.GraphM
     graph.graph.lint()
     graph.recompile()
     return graph
-
-
-def nearest_sources(shape: tuple[int, ...], op: Callable, args: tuple) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """The source row of each output row and the source column of each output column of nearest upsampling
-    `op(x, *args)` on an (N, C, H, W) input: PyTorch's own operator applied to index ramps."""
-    h, w = shape[-2:]
-    ramp_h = torch.arange(h, dtype=torch.float32).view(1, 1, h, 1).expand(1, 1, h, w)
-    ramp_w = torch.arange(w, dtype=torch.float32).view(1, 1, 1, w).expand(1, 1, h, w)
-    rows = op(ramp_h.contiguous(), *args)[0, 0, :, 0]
-    cols = op(ramp_w.contiguous(), *args)[0, 0, 0, :]
-    return tuple(int(i) for i in rows), tuple(int(j) for j in cols)
 
 
 def nearest_copy(x: torch.Tensor, rows: tuple[int, ...], cols: tuple[int, ...]) -> torch.Tensor:

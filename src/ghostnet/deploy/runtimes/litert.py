@@ -54,7 +54,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import stacked
+from . import nearest_sources, stacked
 
 __all__ = ["convert", "load", "files", "notes"]
 
@@ -113,9 +113,8 @@ def _exact_nearest(model: nn.Module, example: torch.Tensor) -> tuple[torch.fx.Gr
         (h, w), (out_h, out_w) = node.args[0].meta["val"].shape[-2:], node.meta["val"].shape[-2:]
         if out_h % h == 0 and out_w % w == 0:
             continue  # integer factors: LiteRT's resize copies the same pixels
-        ramp = torch.arange(h * w, dtype=torch.float32).reshape(1, 1, h, w)
-        source = node.target(ramp, *node.args[1:], **node.kwargs)[0, 0].long()  # (out_h, out_w) flat indices
-        rows, cols = source[:, 0] // w, source[0, :] % w
+        sources = nearest_sources(tuple(node.args[0].meta["val"].shape), node.target, node.args[1:], node.kwargs)
+        rows, cols = (torch.tensor(s, dtype=torch.long) for s in sources)
         x = node.args[0]
         with graph.graph.inserting_before(node):
             for dim, index in ((2, rows), (3, cols)):
