@@ -7,8 +7,8 @@
 PYTHON ?= python3
 UV ?= $(or $(shell command -v uv 2>/dev/null),$(PYTHON) -m uv)
 PYTEST_ARGS ?=
-# the optional parts the checks and tests use: ONNX, COCO, and the edge runtimes (OpenVINO, ExecuTorch, LiteRT)
-EXTRAS := --extra onnx --extra detection --extra openvino --extra executorch --extra litert
+# the optional parts the checks and tests use: ONNX, COCO, and the edge runtimes (OpenVINO, ExecuTorch, LiteRT, ncnn)
+EXTRAS := --extra onnx --extra detection --extra openvino --extra executorch --extra litert --extra ncnn
 # only a Python the user named decides .venv's interpreter
 SYNC_PYTHON := $(if $(filter command line environment,$(origin PYTHON)),--python $(PYTHON))
 

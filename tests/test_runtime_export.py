@@ -13,6 +13,7 @@ from torch import nn
 
 from ghostnet.cli import main
 from ghostnet.deploy import runtime_export, runtimes
+from ghostnet.deploy.bench_runtimes import edge_form_names
 from ghostnet.deploy.runtime_export import export_to_runtime, sample_photos, single_images
 from ghostnet.deploy.runtimes import RUNTIMES, MissingRuntimeError, Runtime, installed, require
 
@@ -141,7 +142,16 @@ def test_export_options_that_do_not_fit_a_runtime_are_one_line(tmp_path, capsys,
     assert "takes a fixed batch of 1" in err
     err = _cli_error(["export", "ghostnet_050", "--format", name, "--calibration-images", "8"], capsys)
     assert "go with --int8" in err
-    assert "--int8 applies to openvino" in _cli_error(["export", "ghostnet_050", "--int8"], capsys)
+    assert "--int8 applies to openvino, executorch, tflite;" in _cli_error(["export", "ghostnet_050", "--int8"], capsys)
+    assert not list(tmp_path.iterdir())
+
+
+def test_int8_for_a_runtime_without_it_is_refused_before_any_work(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("ghostnet.deploy.runtimes.require", lambda name: None)  # whether or not ncnn is installed
+    out = str(tmp_path / "m.ncnn.param")
+    err = _cli_error(["export", "ghostnet_050", "--format", "ncnn", "--int8", "--output", out], capsys)
+    assert err.strip().endswith("--int8: " + RUNTIMES["ncnn"].no_int8) and "\n" not in err.strip()
+    assert edge_form_names(["ncnn", "tflite"], int8=True) == {"ncnn-fp32", "tflite-fp32", "tflite-int8"}
     assert not list(tmp_path.iterdir())
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-EXTRAS = "--extra onnx --extra detection --extra openvino --extra executorch --extra litert"
+EXTRAS = "--extra onnx --extra detection --extra openvino --extra executorch --extra litert --extra ncnn"
 SYNC = f"sync --locked {EXTRAS}"
 BASE_PYTHON = Path(sys.base_prefix) / "bin" / "python3"
 

@@ -86,7 +86,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
         return cmd_export_runtime(args, kind, ckpt)
     if args.int8 or args.calibration_dir or args.calibration_images is not None:
-        raise UsageError(f"--int8 applies to {', '.join(RUNTIMES)}; for onnx, use `ghostnet quantize`")
+        with_int8 = [name for name, r in RUNTIMES.items() if r.int8]
+        raise UsageError(f"--int8 applies to {', '.join(with_int8)}; for onnx, use `ghostnet quantize`")
     if kind == "segmenter":
         r = _export_segmenter(args, ckpt)
     elif kind == "detector":
@@ -209,8 +210,9 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
         "and ONNX Runtime, or reloading) and must match PyTorch to 1e-4. A detect-train checkpoint exports its backbone + FPN "
         "or, with --detector-part detector, the whole detector (one image of any size in, boxes/scores/labels out); a "
         "seg-train checkpoint exports to ONNX taking any height and width (logits out, parity checked at two sizes). "
-        "openvino (IR), executorch (.pte, XNNPACK) and tflite (LiteRT) take batch 1, are checked in the runtime's "
-        "own interpreter on real images (max abs diff and top-1 agreement), and can be int8 (--int8).",
+        "openvino (IR), executorch (.pte, XNNPACK), tflite (LiteRT) and ncnn (.param/.bin, through pnnx) take batch "
+        "1, are checked in the runtime's own interpreter on real images (max abs diff and top-1 agreement), and "
+        "except ncnn can be int8 (--int8).",
     )
     p.add_argument("model", nargs="?", help="a registered model (optional with --checkpoint of ours)")
     p.add_argument("--checkpoint", help="our checkpoint, or an official/timm state dict (with MODEL)")
@@ -270,7 +272,7 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
         description="Times our model eager, BN-folded + channels_last, torch.compile'd, in ONNX Runtime fp32 and int8, "
         "and timm's ghostnet_100 (if installed) and torchvision's mobilenet_v3_large, mobilenet_v2 and resnet18, eager "
         "and in ONNX Runtime, with pinned threads and warm-up; ratios against one baseline of the same run. "
-        "--runtimes adds OpenVINO, ExecuTorch and LiteRT (fp32 and int8 of every model); --checkpoint adds each "
+        "--runtimes adds OpenVINO, ExecuTorch, LiteRT (fp32 and int8 of every model) and ncnn (fp32); --checkpoint adds each "
         "form's top-1 on the checkpoint's test split.",
     )
     p.add_argument(
@@ -319,8 +321,8 @@ def _add_bench_runtimes(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--runtimes",
         default="torch,ort",
-        help="comma-separated: torch, ort, openvino, executorch, tflite (default torch,ort); an edge runtime times "
-        "every model as <label>-fp32 and <label>-int8 (ov, et, tflite), converted per batch size",
+        help="comma-separated: torch, ort, openvino, executorch, tflite, ncnn (default torch,ort); an edge runtime "
+        "times every model as <label>-fp32 and <label>-int8 (ov, et, tflite; ncnn fp32 only), converted per batch size",
     )
     p.add_argument(
         "--checkpoint",

@@ -1,4 +1,4 @@
-"""`ghostnet export --format openvino|executorch|tflite`: a model for an edge runtime, checked in that runtime.
+"""`ghostnet export --format openvino|executorch|tflite|ncnn`: a model for an edge runtime, checked in that runtime.
 
 What to export (a registered model, a classification checkpoint, its multi-scale backbone, or a seg-train
 checkpoint's logits), which real images check it (for --int8 from a checkpoint its test split, else crops of two
@@ -64,8 +64,12 @@ def cmd_export_runtime(args: argparse.Namespace, kind: str | None, ckpt: dict) -
 
 def _check_options(args: argparse.Namespace, kind: str | None) -> None:
     """Refuse option combinations an edge-runtime export cannot honour, before any work."""
+    from ..deploy.runtimes import RUNTIMES
+
     if args.dynamic_batch:
         raise UsageError(f"--dynamic-batch: a {args.format} export takes a fixed batch of 1")
+    if args.int8 and not RUNTIMES[args.format].int8:
+        raise UsageError(f"--int8: {RUNTIMES[args.format].no_int8}")
     if kind == "detector":
         raise UsageError(
             f"a detect-train checkpoint exports to onnx, torchscript or exported-program; for {args.format}, "

@@ -1,8 +1,8 @@
 """`ghostnet bench --runtimes`: which runtimes a run times, and the forms of one model in each CPU runtime.
 
 ``torch`` gives the PyTorch forms (`bench_forms.torch_forms`), ``ort`` ONNX Runtime's (`bench_forms.onnx_forms`),
-and each edge runtime of `runtimes.RUNTIMES` (OpenVINO, ExecuTorch, LiteRT) two forms, ``<label>-fp32`` and
-``<label>-int8``, for our model and every peer. An edge runtime's file has a static input shape, so each form is
+and each edge runtime of `runtimes.RUNTIMES` (OpenVINO, ExecuTorch, LiteRT, ncnn) two forms, ``<label>-fp32`` and
+``<label>-int8`` (ncnn only the first: it has no int8 from Python), for our model and every peer. An edge runtime's file has a static input shape, so each form is
 converted and loaded once per input shape, on its first call at that shape (a warm-up call, never a timed one),
 and the loaded runner is kept for the rest of the run.
 """
@@ -63,7 +63,9 @@ def resolve_runtimes(runtimes: str | Iterable[str] | None, onnx: bool = True) ->
 def edge_form_names(runtimes: Iterable[str], int8: bool) -> set[str]:
     """The form names the edge runtimes among `runtimes` give each model (ours and peers alike)."""
     kinds = ("fp32", "int8") if int8 else ("fp32",)
-    return {f"{RUNTIMES[r].label}-{k}" for r in runtimes if r in RUNTIMES for k in kinds}
+    return {
+        f"{RUNTIMES[r].label}-{k}" for r in runtimes if r in RUNTIMES for k in kinds if k == "fp32" or RUNTIMES[r].int8
+    }
 
 
 @dataclass
@@ -130,7 +132,7 @@ def edge_forms(
     name: str, model: nn.Module, runtime: str, rf: RuntimeForms, calibration: torch.Tensor | None
 ) -> dict[str, Callable[[np.ndarray], Any]]:
     """`model` in edge runtime `runtime`: ``<label>-fp32``, and ``<label>-int8`` calibrated on `calibration` if
-    ``rf.int8``; each a callable on an NCHW array that converts and loads the model at that array's shape on its
+    ``rf.int8`` and the runtime has int8; each a callable on an NCHW array that converts and loads the model at that array's shape on its
     first call there (files under ``rf.tmp``). A conversion that fails raises from that call, so the timing loop
     records it under "failed" and goes on."""
     spec = RUNTIMES[runtime]
@@ -147,7 +149,7 @@ def edge_forms(
 
         return make
 
-    kinds = ("fp32", "int8") if rf.int8 and calibration is not None else ("fp32",)
+    kinds = ("fp32", "int8") if rf.int8 and spec.int8 and calibration is not None else ("fp32",)
     return {f"{spec.label}-{kind}": _per_shape(maker(kind)) for kind in kinds}
 
 

@@ -1,4 +1,4 @@
-"""Export to an edge runtime (OpenVINO, ExecuTorch, LiteRT), checked in that runtime's own interpreter.
+"""Export to an edge runtime (OpenVINO, ExecuTorch, LiteRT, ncnn), checked in that runtime's own interpreter.
 
 report = export_to_runtime(fuse_bn(model.eval()), "m.pte", "executorch", (224, 224))
 report = export_to_runtime(model, "m.xml", "openvino", (224, 224), calibration=images)   # int8
@@ -61,7 +61,7 @@ def check_runtime_output(path: str | os.PathLike, runtime: str, force: bool = Fa
     """`path` as a Path if it can take `runtime`'s file: the runtime's suffix, an existing folder, and no file
     there unless `force`. Checked before any work."""
     path, suffix = Path(path), RUNTIMES[runtime].suffix
-    if path.suffix != suffix:
+    if not path.name.endswith(suffix) or path.name == suffix:
         raise ValueError(f"a {runtime} export is a {suffix} file; got {path.name}")
     if not path.parent.is_dir():
         raise ValueError(f"folder {path.parent} does not exist")
@@ -114,9 +114,11 @@ def export_to_runtime(
     """Write `model` (eval mode, in the form to deploy) for `runtime` at `path`, taking batch 1 at `input_size`.
 
     Args:
-        runtime: a name in `RUNTIMES` (``openvino``, ``executorch``, ``tflite``); its extra must be installed.
+        runtime: a name in `RUNTIMES` (``openvino``, ``executorch``, ``tflite``, ``ncnn``); its extra must be
+            installed.
         images: real, normalised (N, C, H, W) images for the parity check; default 8 crops of two photographs.
         calibration: (1, C, H, W) images to calibrate an int8 export on; without them the export is float32.
+            Refused for a runtime without int8 (``RUNTIMES[runtime].int8``).
         force: replace an existing file at `path`.
         tolerance: largest float32 difference from PyTorch (relative where outputs exceed 1).
 
@@ -126,6 +128,8 @@ def export_to_runtime(
     """
     backend = require(runtime)
     path = check_runtime_output(path, runtime, force)
+    if calibration is not None and not RUNTIMES[runtime].int8:
+        raise ValueError(f"{runtime} exports are float32 only: {RUNTIMES[runtime].no_int8}")
     if calibration is not None and not calibration:
         raise ValueError("an int8 export needs calibration images; none were given")
     images = sample_photos(8, input_size, in_chans) if images is None else images

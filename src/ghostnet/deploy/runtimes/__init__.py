@@ -1,15 +1,19 @@
-"""The edge runtimes a model is exported to and timed in: OpenVINO, ExecuTorch (XNNPACK) and LiteRT.
+"""The edge runtimes a model is exported to and timed in: OpenVINO, ExecuTorch (XNNPACK), LiteRT and ncnn.
 
-Each runtime is one module here, installed through its own extra, with the same three calls:
+Each runtime is one module here, installed through its own extra, with the same four calls:
 
     convert(model, example, path, calibration)  # write the runtime's file at `path`; int8 when `calibration`
                                                 # (a list of (1, C, H, W) real images, preprocessed) is given
     load(path, threads) -> run                  # the runtime's own interpreter: run(NCHW float32 array) -> [arrays]
     files(path) -> [Path, ...]                  # every file the export consists of (OpenVINO's .xml has a .bin)
+    notes(path) -> [str, ...]                   # what the written file holds: precision, delegation, layers
+
+A runtime with a `Runtime.no_int8` reason (ncnn: its quantization tools are not on PyPI) refuses calibration.
 
 `require(name)` imports one of them, or says in one line which extra to install; `convert_quietly` is how
 callers convert: the converters print progress bars and notes, which go to stderr, never into a command's own
-output on stdout (`ghostnet bench --json`).
+output on stdout (`ghostnet bench --json`). `export_failure` reads a torch.export refusal into one line for the
+runtimes that capture models with it.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import importlib.util
+import re
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -34,14 +39,15 @@ __all__ = [
     "stacked",
     "convert_quietly",
     "nearest_sources",
+    "export_failure",
 ]
 
 
 @dataclass(frozen=True)
 class Runtime:
     """One edge runtime: its name (the ``--format`` / ``--runtimes`` value), the extra that installs it, the
-    import names it needs, the suffix of its file, the short label of its forms in `ghostnet bench`, and the module
-    here that speaks to it."""
+    import names it needs, the suffix of its file, the short label of its forms in `ghostnet bench`, the module
+    here that speaks to it, and why it cannot write int8 files (empty when it can)."""
 
     name: str
     extra: str
@@ -49,7 +55,18 @@ class Runtime:
     suffix: str
     label: str
     module: str
+    no_int8: str = ""
 
+    @property
+    def int8(self) -> bool:
+        """Whether this runtime writes int8 files."""
+        return not self.no_int8
+
+
+_NCNN_NO_INT8 = (
+    "ncnn's int8 needs its ncnn2table and ncnn2int8 tools, which no Python package ships; export float32 and "
+    "quantize the .param/.bin with those tools from an ncnn build"
+)
 
 RUNTIMES: dict[str, Runtime] = {
     r.name: r
@@ -57,6 +74,7 @@ RUNTIMES: dict[str, Runtime] = {
         Runtime("openvino", "openvino", ("openvino", "nncf"), ".xml", "ov", "openvino"),
         Runtime("executorch", "executorch", ("executorch",), ".pte", "et", "executorch"),
         Runtime("tflite", "litert", ("litert_torch", "ai_edge_litert"), ".tflite", "tflite", "litert"),
+        Runtime("ncnn", "ncnn", ("ncnn", "pnnx"), ".ncnn.param", "ncnn", "ncnn", no_int8=_NCNN_NO_INT8),
     )
 }
 
@@ -116,3 +134,14 @@ def nearest_sources(
     rows = op(ramp_h.contiguous(), *args, **(kwargs or {}))[0, 0, :, 0]
     cols = op(ramp_w.contiguous(), *args, **(kwargs or {}))[0, 0, 0, :]
     return tuple(int(i) for i in rows), tuple(int(j) for j in cols)
+
+
+def export_failure(message: str) -> str:
+    """One line from a torch.export error: data-dependent control flow with its source line, or the error's
+    first line."""
+    site = re.search(r'File "([^"]+)", line (\d+), in \w+\n\s+(.+)', message)
+    where = f" at {Path(site[1]).name}:{site[2]}: {site[3].strip()}" if site else ""
+    if "data-dependent" in message:
+        return f"data-dependent control flow{where} (torch.export cannot capture it)"
+    first = message.strip().splitlines()[0] if message.strip() else "torch.export failed"
+    return f"{first[:200]}{where} (torch.export)"

@@ -30,6 +30,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import export_failure
+
 __all__ = ["convert", "load", "files", "notes"]
 
 _WEIGHTED = ("Convolution", "GroupConvolution", "MatMul")
@@ -64,23 +66,12 @@ def _to_openvino(model: nn.Module, example: torch.Tensor) -> Any:
     try:
         program = torch.export.export(model, (example,))
     except Exception as e:  # every torch.export failure means this model cannot be captured as a graph
-        raise ValueError(f"openvino cannot convert this model: {_export_failure(str(e))}") from e
+        raise ValueError(f"openvino cannot convert this model: {export_failure(str(e))}") from e
     try:
         ov_model = ov.convert_model(program)
     except Exception as e:  # OpConversionFailure and its kin: the frontend lists what it could not convert
         raise ValueError(f"openvino cannot convert this model: {_conversion_failure(str(e))}") from e
     return ov_model
-
-
-def _export_failure(message: str) -> str:
-    """One line from a torch.export error: data-dependent control flow with its source line, or the error's
-    first line."""
-    site = re.search(r'File "([^"]+)", line (\d+), in \w+\n\s+(.+)', message)
-    where = f" at {Path(site[1]).name}:{site[2]}: {site[3].strip()}" if site else ""
-    if "data-dependent" in message:
-        return f"data-dependent control flow{where} (torch.export cannot capture it)"
-    first = message.strip().splitlines()[0] if message.strip() else "torch.export failed"
-    return f"{first[:200]}{where} (torch.export)"
 
 
 def _conversion_failure(message: str) -> str:
