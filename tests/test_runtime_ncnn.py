@@ -22,6 +22,7 @@ from ghostnet.deploy.runtimes import ncnn as ncnn_runtime  # noqa: E402
 from ghostnet.models import create_model, model_entry  # noqa: E402
 from ghostnet.nn.rep import reparameterize  # noqa: E402
 from ghostnet.nn.surgery import fuse_bn  # noqa: E402
+from runtime_cases import ThreeHeads  # noqa: E402
 
 SIZE = 64
 
@@ -74,19 +75,6 @@ def test_weights_are_stored_in_fp32(tmp_path, photos):
     convert_quietly(ncnn_runtime, model, photos[:1], path, None)
     params = sum(p.numel() for p in model.parameters())
     assert path.with_suffix(".bin").stat().st_size >= 4 * params
-
-
-class ThreeHeads(nn.Module):
-    """A conv, then three outputs of different shapes in a fixed order: pooled (N, 8), map (N, 8, H/2, W/2), and
-    x + 1, which ncnn computes in place on its input blob."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(3, 8, 3, stride=2, padding=1)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        y = torch.relu(self.conv(x))
-        return y.mean((2, 3)), y, x + 1
 
 
 def test_outputs_come_in_the_models_order_with_their_batch_axis(photos, tmp_path):

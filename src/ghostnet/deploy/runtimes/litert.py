@@ -19,6 +19,10 @@ Traps it handles:
   output into the file's signature, so the file takes and gives int8. `load` quantizes the float32 input with
   the input's scale and zero point and dequantizes the outputs, so the runner still maps float32 to float32;
   `notes` says so.
+- int8 GhostNetV2: the converter turns each padding TFLite's SAME cannot express (PyTorch pads both sides alike)
+  into a PAD of its own, after PT2E's observers, and in V2 one sat between two int8 scales: "'tfl.pad' op
+  quantization parameters violate the same scale constraint", and no file. On that refusal the conversion is
+  redone with those paddings made graph nodes before quantizing, so the quantizer gives them one scale.
 - int8 with a batch larger than one: the exported graph has a fixed batch, so calibration images are stacked
   into batches of the example's size (cycling through them to fill the last), every image calibrated.
 - Threads: the Python binding runs on ONE thread when `num_threads` is left out (whatever its docstring says),
@@ -82,7 +86,20 @@ def convert(model: nn.Module, example: torch.Tensor, path: Path, calibration: li
 
 
 def _convert_int8(model: nn.Module, example: torch.Tensor, calibration: list[torch.Tensor]) -> Any:
-    """`model` through PT2E static int8 quantization (litert-torch's quantizer), then converted."""
+    """`model` through PT2E static int8 quantization (litert-torch's quantizer), then converted; if the converter
+    refuses a PAD it added between two scales, again with every such padding a node of its own
+    (`_explicit_padding`). Not first: those nodes trip the converter's layout pass in some other graphs."""
+    try:
+        return _quantized_and_converted(model, example, calibration, explicit_padding=False)
+    except Exception as e:  # the converter's errors have no type of their own
+        if "same scale constraint" not in str(e):
+            raise
+    return _quantized_and_converted(model, example, calibration, explicit_padding=True)
+
+
+def _quantized_and_converted(
+    model: nn.Module, example: torch.Tensor, calibration: list[torch.Tensor], explicit_padding: bool
+) -> Any:
     import litert_torch
     from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
     from litert_torch.quantize.quant_config import QuantConfig
@@ -91,6 +108,8 @@ def _convert_int8(model: nn.Module, example: torch.Tensor, calibration: list[tor
 
     quantizer = PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
     graph, _ = _exact_nearest(model, example)
+    if explicit_padding:
+        _explicit_padding(graph)
     prepared = prepare_pt2e(graph, quantizer)
     with torch.no_grad():
         for batch in stacked(calibration, example.shape[0]):
@@ -128,6 +147,42 @@ def _exact_nearest(model: nn.Module, example: torch.Tensor) -> tuple[torch.fx.Gr
         graph.graph.lint()
         graph.recompile()
     return graph, changed
+
+
+def _explicit_padding(graph: torch.fx.GraphModule) -> None:
+    """Give each convolution whose padding TFLite's SAME or VALID cannot express (PyTorch pads both sides alike,
+    SAME puts the odd pixel after) its padding as a `constant_pad_nd` node of its own, in place.
+
+    The converter would add that PAD itself; added after PT2E's observers, it can sit between two different
+    scales, which the int8 PAD refuses (GhostNetV2, where a strided block's input feeds both its DFC gate and a
+    5x5 stride-2 shortcut). Added before, the quantizer gives it its input's scale."""
+    for node in list(graph.graph.nodes):
+        if node.op != "call_function" or node.target != torch.ops.aten.conv2d.default:
+            continue
+        args = list(node.args) + [None, 1, 0, 1, 1][len(node.args) - 2 :]  # bias, stride, padding, dilation, groups
+        stride, padding, dilation = (_pair(a) for a in args[3:6])
+        kernel = node.args[1].meta["val"].shape[-2:]
+        size = node.args[0].meta["val"].shape[-2:]
+        if padding == (0, 0) or all(map(_same_as_tflite, size, kernel, stride, padding, dilation)):
+            continue
+        (ph, pw) = padding
+        with graph.graph.inserting_before(node):
+            padded = graph.graph.call_function(torch.ops.aten.constant_pad_nd.default, (args[0], [pw, pw, ph, ph], 0.0))
+        node.args = (padded, args[1], args[2], list(stride), [0, 0], list(dilation), args[6])
+    graph.graph.lint()
+    graph.recompile()
+
+
+def _pair(value: Any) -> tuple[int, int]:
+    return (int(value), int(value)) if isinstance(value, int) else (int(value[0]), int(value[-1]))
+
+
+def _same_as_tflite(size: int, kernel: int, stride: int, pad: int, dilation: int) -> bool:
+    """Whether PyTorch's padding `pad` on both sides of one axis is what TFLite's SAME padding adds there."""
+    span = dilation * (kernel - 1) + 1
+    out = -(-size // stride)
+    total = max((out - 1) * stride + span - size, 0)
+    return total == 2 * pad and (size + 2 * pad - span) // stride + 1 == out
 
 
 @contextmanager
