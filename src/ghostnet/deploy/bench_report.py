@@ -32,7 +32,7 @@ class BenchRow:
     throughput: dict[str, float]  # batch size -> images/s
     floor_ms: float  # batch 1: 2 * MACs / matmul rate
     ratio: float | None = None  # latency relative to the baseline row
-    runtime: str = "torch"  # torch, ort, openvino, executorch, tflite
+    runtime: str = "torch"  # torch, ort, openvino, executorch, tflite, ncnn
     top1: float | None = None  # % on the checkpoint's test images (ours, with a checkpoint)
 
 
