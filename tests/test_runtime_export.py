@@ -100,7 +100,7 @@ def test_int8_is_reported_not_held_to_the_float_tolerance(tmp_path, fake):
 
 def test_bad_paths_are_refused_before_any_work(tmp_path, fake):
     calls = fake()
-    with pytest.raises(ValueError, match="a fake export is a .fk file; got m.onnx"):
+    with pytest.raises(ValueError, match="fake exports are .fk files; got m.onnx"):
         export_to_runtime(_tiny(), tmp_path / "m.onnx", "fake", (32, 32))
     with pytest.raises(ValueError, match="does not exist"):
         export_to_runtime(_tiny(), tmp_path / "no" / "m.fk", "fake", (32, 32))

@@ -154,7 +154,7 @@ def test_export_to_runtime_places_the_pair_and_reports(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["g.ncnn.bin", "g.ncnn.param"]  # no pnnx leftovers
     assert r.precision == "fp32" and r.top1_agreement == 1.0 and r.max_abs_diff < 1e-4
     (tmp_path / "ov.bin").write_bytes(b"an OpenVINO IR's weights")
-    with pytest.raises(ValueError, match=r"a ncnn export is a \.ncnn\.param file; got ov\.param"):
+    with pytest.raises(ValueError, match=r"ncnn exports are \.ncnn\.param files; got ov\.param"):
         export_to_runtime(model, tmp_path / "ov.param", "ncnn", (SIZE, SIZE))  # would pair with ov.bin
 
 

@@ -210,9 +210,9 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
         "and ONNX Runtime, or reloading) and must match PyTorch to 1e-4. A detect-train checkpoint exports its backbone + FPN "
         "or, with --detector-part detector, the whole detector (one image of any size in, boxes/scores/labels out); a "
         "seg-train checkpoint exports to ONNX taking any height and width (logits out, parity checked at two sizes). "
-        "openvino (IR), executorch (.pte, XNNPACK), tflite (LiteRT) and ncnn (.param/.bin, through pnnx) take batch "
-        "1, are checked in the runtime's own interpreter on real images (max abs diff and top-1 agreement), and "
-        "except ncnn can be int8 (--int8).",
+        "openvino (IR), executorch (.pte, XNNPACK), tflite (LiteRT) and ncnn (.ncnn.param/.ncnn.bin, through "
+        "pnnx) take batch 1, are checked in the runtime's own interpreter on real images (max abs diff and top-1 "
+        "agreement), and except ncnn can be int8 (--int8).",
     )
     p.add_argument("model", nargs="?", help="a registered model (optional with --checkpoint of ours)")
     p.add_argument("--checkpoint", help="our checkpoint, or an official/timm state dict (with MODEL)")
@@ -272,8 +272,8 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
         description="Times our model eager, BN-folded + channels_last, torch.compile'd, in ONNX Runtime fp32 and int8, "
         "and timm's ghostnet_100 (if installed) and torchvision's mobilenet_v3_large, mobilenet_v2 and resnet18, eager "
         "and in ONNX Runtime, with pinned threads and warm-up; ratios against one baseline of the same run. "
-        "--runtimes adds OpenVINO, ExecuTorch, LiteRT (fp32 and int8 of every model) and ncnn (fp32); --checkpoint adds each "
-        "form's top-1 on the checkpoint's test split.",
+        "--runtimes adds OpenVINO, ExecuTorch, LiteRT (fp32 and int8 of every model) and ncnn (fp32); --checkpoint "
+        "adds each form's top-1 on the checkpoint's test split.",
     )
     p.add_argument(
         "--model",

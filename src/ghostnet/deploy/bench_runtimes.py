@@ -2,9 +2,9 @@
 
 ``torch`` gives the PyTorch forms (`bench_forms.torch_forms`), ``ort`` ONNX Runtime's (`bench_forms.onnx_forms`),
 and each edge runtime of `runtimes.RUNTIMES` (OpenVINO, ExecuTorch, LiteRT, ncnn) two forms, ``<label>-fp32`` and
-``<label>-int8`` (ncnn only the first: it has no int8 from Python), for our model and every peer. An edge runtime's file has a static input shape, so each form is
-converted and loaded once per input shape, on its first call at that shape (a warm-up call, never a timed one),
-and the loaded runner is kept for the rest of the run.
+``<label>-int8`` (ncnn only the first: it has no int8 from Python), for our model and every peer. An edge
+runtime's file has a static input shape, so each form is converted and loaded once per input shape, on its first
+call at that shape (a warm-up call, never a timed one), and the loaded runner is kept for the rest of the run.
 """
 
 from __future__ import annotations
@@ -132,9 +132,9 @@ def edge_forms(
     name: str, model: nn.Module, runtime: str, rf: RuntimeForms, calibration: torch.Tensor | None
 ) -> dict[str, Callable[[np.ndarray], Any]]:
     """`model` in edge runtime `runtime`: ``<label>-fp32``, and ``<label>-int8`` calibrated on `calibration` if
-    ``rf.int8`` and the runtime has int8; each a callable on an NCHW array that converts and loads the model at that array's shape on its
-    first call there (files under ``rf.tmp``). A conversion that fails raises from that call, so the timing loop
-    records it under "failed" and goes on."""
+    ``rf.int8`` and the runtime has int8; each a callable on an NCHW array that converts and loads the model at
+    that array's shape on its first call there (files under ``rf.tmp``). A conversion that fails raises from that
+    call, so the timing loop records it under "failed" and goes on."""
     spec = RUNTIMES[runtime]
     module = require(runtime)
     stem = re.sub(r"[^A-Za-z0-9_.-]", "_", name)

@@ -62,7 +62,7 @@ def check_runtime_output(path: str | os.PathLike, runtime: str, force: bool = Fa
     there unless `force`. Checked before any work."""
     path, suffix = Path(path), RUNTIMES[runtime].suffix
     if not path.name.endswith(suffix) or path.name == suffix:
-        raise ValueError(f"a {runtime} export is a {suffix} file; got {path.name}")
+        raise ValueError(f"{runtime} exports are {suffix} files; got {path.name}")
     if not path.parent.is_dir():
         raise ValueError(f"folder {path.parent} does not exist")
     if path.exists() and not force:

@@ -52,8 +52,8 @@ _REDUCED_PRECISION = ("use_fp16_storage", "use_fp16_arithmetic", "use_fp16_packe
 
 
 def convert(model: nn.Module, example: torch.Tensor, path: Path, calibration: list[torch.Tensor] | None) -> None:
-    """Write `model` as an ncnn graph at `path` (``NAME.ncnn.param``, its ``NAME.ncnn.bin`` beside it), fp32, taking one image of
-    `example`'s (C, H, W).
+    """Write `model` as an ncnn graph at `path` (``NAME.ncnn.param``, its ``NAME.ncnn.bin`` beside it), fp32,
+    taking one image of `example`'s (C, H, W).
 
     Raises:
         ValueError: calibration images (ncnn int8 is not available from Python), data-dependent control flow,
