@@ -21,7 +21,7 @@ from ghostnet.models import create_model  # noqa: E402
 from ghostnet.nn.blocks import ConvBnAct, GhostBottleneck  # noqa: E402
 from ghostnet.nn.rep import reparameterize  # noqa: E402
 from ghostnet.nn.surgery import fuse_bn  # noqa: E402
-from runtime_cases import ThreeHeads  # noqa: E402
+from runtime_cases import DataDependent, ThreeHeads, assert_refused_in_one_line  # noqa: E402
 
 SIZE = 64
 
@@ -180,13 +180,6 @@ def test_a_wrong_input_shape_is_one_clear_error(int8_file):
         litert.load(path, 1)(np.zeros((1, 3, 32, 32), np.float32))
 
 
-class DataDependent(nn.Module):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.sum() > 0:  # a branch on a value: torch.export cannot trace it
-            return x * 2
-        return x - 1
-
-
 class SingularValues(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.linalg.svdvals(x[0, 0])  # no TFLite lowering
@@ -197,12 +190,9 @@ class SingularValues(nn.Module):
     [(DataDependent(), "if x.sum() > 0:"), (SingularValues(), "aten._linalg_svd.default is not supported")],
 )
 def test_a_model_the_converter_refuses_is_one_line_naming_the_construct(model, names, tmp_path):
-    with pytest.raises(ValueError) as caught:
-        litert.convert(model.eval(), torch.randn(1, 3, 8, 8), tmp_path / "m.tflite", None)
-    message = str(caught.value)
-    assert message.startswith("tflite cannot convert this model: ")
-    assert "\n" not in message and names in message
-    assert not (tmp_path / "m.tflite").exists()
+    assert_refused_in_one_line(
+        litert.convert, model, tmp_path / "m.tflite", "tflite cannot convert this model: ", names
+    )
 
 
 # --- every model family, slow -------------------------------------------------------------------------------------
