@@ -102,6 +102,13 @@ def test_a_batch_runs_image_by_image_and_other_shapes_are_refused(photos, tmp_pa
         run(np.zeros((1, 3, 32, 32), np.float32))
 
 
+def test_a_file_that_is_not_an_ncnn_graph_is_refused_in_one_line(tmp_path):
+    path = tmp_path / "m.ncnn.param"
+    path.write_text("<?xml version='1.0'?>\n<net/>\n")  # e.g. an OpenVINO IR given the wrong name
+    with pytest.raises(ValueError, match=r"^m\.ncnn\.param is not an ncnn \.param file"):
+        ncnn_runtime.load(path, 1)
+
+
 def test_threads_give_the_same_outputs_and_bad_counts_are_refused(photos, tmp_path):
     path = tmp_path / "g.ncnn.param"
     convert_quietly(ncnn_runtime, inference_form("ghostnet_050", SIZE), photos[:1], path, None)

@@ -62,10 +62,12 @@ def resolve_runtimes(runtimes: str | Iterable[str] | None, onnx: bool = True) ->
 
 def edge_form_names(runtimes: Iterable[str], int8: bool) -> set[str]:
     """The form names the edge runtimes among `runtimes` give each model (ours and peers alike)."""
-    kinds = ("fp32", "int8") if int8 else ("fp32",)
-    return {
-        f"{RUNTIMES[r].label}-{k}" for r in runtimes if r in RUNTIMES for k in kinds if k == "fp32" or RUNTIMES[r].int8
-    }
+    return {f"{RUNTIMES[r].label}-{k}" for r in runtimes if r in RUNTIMES for k in _kinds(r, int8)}
+
+
+def _kinds(runtime: str, int8: bool) -> tuple[str, ...]:
+    """The precisions edge runtime `runtime` is timed in: fp32, and int8 when asked for and the runtime has it."""
+    return ("fp32", "int8") if int8 and RUNTIMES[runtime].int8 else ("fp32",)
 
 
 @dataclass
@@ -149,7 +151,7 @@ def edge_forms(
 
         return make
 
-    kinds = ("fp32", "int8") if rf.int8 and spec.int8 and calibration is not None else ("fp32",)
+    kinds = _kinds(runtime, rf.int8 and calibration is not None)
     return {f"{spec.label}-{kind}": _per_shape(maker(kind)) for kind in kinds}
 
 

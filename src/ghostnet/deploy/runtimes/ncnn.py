@@ -45,8 +45,9 @@ from torch import nn
 
 from . import RUNTIMES, export_failure
 
-__all__ = ["convert", "load", "files", "notes", "read_graph"]
+__all__ = ["convert", "load", "files", "notes"]
 
+_MAGIC = "7767517"  # the first line of every ncnn .param text file
 # ncnn's options that would run an fp32 file in fp16 or bf16
 _REDUCED_PRECISION = ("use_fp16_storage", "use_fp16_arithmetic", "use_fp16_packed", "use_bf16_storage")
 
@@ -110,7 +111,7 @@ def _run_pnnx(scratch: Path, shape: torch.Size) -> None:
         raise ValueError(f"ncnn cannot convert this model: pnnx failed: {log[-1] if log else done.returncode}")
 
 
-def read_graph(text: str) -> list[tuple[str, str, list[str], list[str]]]:
+def _read_graph(text: str) -> list[tuple[str, str, list[str], list[str]]]:
     """The layers of an ncnn ``.param`` text: (type, name, input blobs, output blobs) in file order."""
     layers = []
     for line in text.splitlines()[2:]:  # the magic number, then the layer and blob counts
@@ -126,7 +127,7 @@ def _check_layers(text: str) -> None:
     """Refuse a graph with layer types ncnn has no implementation of, naming them with their counts."""
     import ncnn
 
-    unknown = Counter(kind for kind, *_ in read_graph(text) if ncnn.layer_to_index(kind) < 0)
+    unknown = Counter(kind for kind, *_ in _read_graph(text) if ncnn.layer_to_index(kind) < 0)
     if unknown:
         ops = ", ".join(f"{kind} (x{n})" for kind, n in sorted(unknown.items()))
         raise ValueError(f"ncnn cannot convert this model: no ncnn layer for {ops}")
@@ -134,16 +135,16 @@ def _check_layers(text: str) -> None:
 
 def _with_input_shape(text: str, chw: tuple[int, ...]) -> str:
     """`text` with the shape of its input recorded on the Input layer (ncnn's ``0=w 1=h 2=c``)."""
-    order = {3: (2, 1, 0), 2: (1, 0), 1: (0,)}.get(len(chw))
-    if order is None:
-        raise ValueError(f"ncnn takes inputs of at most 3 dimensions besides the batch; got {chw}")
-    params = " ".join(f"{k}={chw[i]}" for k, i in enumerate(order))
+    if len(chw) != 3:
+        raise ValueError(f"ncnn exports here take (N, C, H, W) images; got an input of shape (N, {chw})")
+    c, h, w = chw
+    params = f"0={w} 1={h} 2={c}"
     return re.sub(r"^(Input\s+\S+\s+0 1 \S+).*$", rf"\1 {params}", text, count=1, flags=re.M)
 
 
 def _io_shape(text: str) -> tuple[str, tuple[int, ...], list[str]]:
     """The input blob, its (C, H, W) as recorded by `convert`, and the output blobs (``out0``, ``out1``...)."""
-    layers = read_graph(text)
+    layers = _read_graph(text)
     inputs = [line for line in layers if line[0] == "Input"]
     if len(inputs) != 1:
         raise ValueError(f"an ncnn graph with one input was expected; this one has {len(inputs)}")
@@ -161,6 +162,8 @@ def load(path: Path, threads: int | None) -> Callable[[np.ndarray], list[np.ndar
     import ncnn
 
     text = path.read_text()
+    if not text.startswith(_MAGIC):
+        raise ValueError(f"{path.name} is not an ncnn .param file (it does not start with {_MAGIC})")
     blob_in, chw, blobs_out = _io_shape(text)
     net = ncnn.Net()
     for option in _REDUCED_PRECISION:
@@ -201,7 +204,7 @@ def notes(path: Path) -> list[str]:
     """The input shape, the precision it runs in, and its layer types with counts."""
     text = path.read_text()
     _, chw, _ = _io_shape(text)
-    kinds = Counter(kind for kind, *_ in read_graph(text) if kind not in ("Input", "Split"))
+    kinds = Counter(kind for kind, *_ in _read_graph(text) if kind not in ("Input", "Split"))
     common = ", ".join(f"{kind} (x{n})" for kind, n in kinds.most_common(6))
     return [
         f"input {'x'.join(map(str, chw))} per image (ncnn has no batch axis: a batch runs image by image)",
