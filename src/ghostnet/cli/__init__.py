@@ -12,7 +12,7 @@ __all__ = ["main", "build_parser", "UsageError"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import deploy, detection, face, models, segmentation, training
+    from . import bench, deploy, detection, face, models, segmentation, training
 
     parser = argparse.ArgumentParser(
         prog="ghostnet",
@@ -24,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_parsers(sub)
     training.add_parsers(sub)
     deploy.add_parsers(sub)
+    bench.add_parsers(sub)
     detection.add_parsers(sub)
     face.add_parsers(sub)
     segmentation.add_parsers(sub)

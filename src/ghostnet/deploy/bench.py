@@ -16,7 +16,7 @@ import functools
 import os
 import tempfile
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,9 @@ from .bench_forms import (
     ReportFailure,
     TimedForm,
     build_ours,
+    concat_free_form,
+    concat_free_name,
+    is_ghost_pair,
     model_settings,
     peer_builders,
     planned_forms,
@@ -53,6 +56,8 @@ __all__ = [
     "matmul_gflops",
     "torch_threads",
     "as_trained",
+    "resolve_input_size",
+    "use_device",
 ]
 
 
@@ -85,6 +90,7 @@ def run_bench(
     checkpoint: str | os.PathLike | None = None,
     eval_images: int = 500,
     data_dir: str | None = None,
+    concat_free: bool = False,
 ) -> dict[str, Any]:
     """Time our model in each form and the peers; returns ``{"machine", "baseline", "accuracy", "rows", "failed"}``.
 
@@ -108,11 +114,14 @@ def run_bench(
             ``<label>-int8`` (calibrated on real photographs, or on the checkpoint's training images for ours).
         checkpoint: one of our trained checkpoints: ours is built from it, and each form of ours gets its top-1 on
             the first `eval_images` test images of its dataset (`data_dir`: where that dataset is now).
+        concat_free: also time ours' concat-free deploy form (`nn.ghost_deploy_form`) as a model of its own,
+            ``<model> concat-free``, in every form and runtime ours gets.
 
     Unknown or uninstalled runtimes, a bad device or baseline are refused before any work. A form that fails (a
     compiler missing, a conversion refused) does not end the run: it is listed under "failed" with its error.
     """
     setup = _resolve(model_name, input_size, device, compile, bf16, onnx, int8, peers, threads, runtimes, checkpoint)
+    setup = replace(setup, concat_free=concat_free)
     if baseline is None and peers and setup.model_name.startswith(("lraspp_", "deeplabv3_")):
         baseline = "tv lraspp_mobilenet_v3_large / eager"  # a segmenter's ratios: against torchvision's LR-ASPP
     if baseline is not None:
@@ -165,7 +174,7 @@ def _resolve(
     checkpoint: str | os.PathLike | None,
 ) -> _Setup:
     """`run_bench`'s arguments checked and resolved (a checkpoint's model name and input size read from it)."""
-    cuda = _use_device(device)
+    cuda = use_device(device)
     names = resolve_runtimes(runtimes, onnx)
     if cuda and (edge := [n for n in names if n not in ("torch", "ort")]):
         raise ValueError(f"{', '.join(edge)} times on the CPU; leave it out of the runtimes or use --device cpu")
@@ -208,6 +217,12 @@ def _checkpoint_model(
     return name, int(meta.get("in_chans", 3)), size
 
 
+def resolve_input_size(model_name: str, input_size: int | tuple[int, int] | None = None) -> tuple[int, int]:
+    """(H, W) for `model_name`: `input_size` (one int: a square), or the size the model is registered with (32 for
+    the CIFAR models; 224 for any other name)."""
+    return _height_width(_registered_size(model_name) if input_size is None else input_size)
+
+
 def _registered_size(model_name: str) -> int:
     """The input size `model_name` is registered with (32 for the CIFAR models), 224 for any other name."""
     return int(model_entry(model_name).default_cfg.get("input_size", 224)) if model_name in list_models() else 224
@@ -237,6 +252,12 @@ class _Setup:
     threads: int
     runtimes: tuple[str, ...] = ("torch", "ort")
     in_chans: int = 3  # ours: a checkpoint's (peers always take 3)
+    concat_free: bool = False  # also ours' concat-free deploy form, as a model of its own
+
+    @property
+    def ours(self) -> tuple[str, ...]:
+        """The names ours is timed under: the model, and its concat-free form if asked for."""
+        return (self.model_name, concat_free_name(self.model_name)) if self.concat_free else (self.model_name,)
 
 
 def _recorder(failed: list[dict[str, str]], say: Callable[[str], None]) -> ReportFailure:
@@ -249,7 +270,7 @@ def _recorder(failed: list[dict[str, str]], say: Callable[[str], None]) -> Repor
     return fail
 
 
-def _use_device(device: str) -> bool:
+def use_device(device: str) -> bool:
     """Refuse a device other than an available ``cpu`` or ``cuda[:N]``, make a named GPU the current one (events,
     syncs and graphs then all act on it), and say whether it is CUDA."""
     try:
@@ -270,11 +291,17 @@ def _use_device(device: str) -> bool:
 
 def _planned(setup: _Setup) -> dict[str, set[str]]:
     """Model name -> the form names this run will time for it (see `planned_forms`)."""
-    names = [setup.model_name, *(peer_builders(setup.model_name) if setup.peers else [])]
+    names = [*setup.ours, *(peer_builders(setup.model_name) if setup.peers else [])]
     torch_on, edge = "torch" in setup.runtimes, edge_form_names(setup.runtimes, setup.int8)
     return {
         m: planned_forms(
-            m == setup.model_name, setup.device, setup.compile, setup.bf16, setup.onnx, setup.int8, torch_on
+            m in setup.ours or is_ghost_pair(setup.model_name),
+            setup.device,
+            setup.compile,
+            setup.bf16,
+            setup.onnx,
+            setup.int8,
+            torch_on,
         )
         | (set() if setup.cuda else edge)
         for m in names
@@ -283,32 +310,45 @@ def _planned(setup: _Setup) -> dict[str, set[str]]:
 
 def _all_entries(setup: _Setup, tmp: Path, fail: ReportFailure, ours: TrainedOurs | None = None) -> list[TimedForm]:
     """Every form to time: ours first (from `ours`' checkpoint if given), then each peer; each model's PyTorch forms,
-    then its ONNX Runtime and edge runtime ones (their files go under `tmp`)."""
-    # Ours in its inference form: a GhostNetV3's branches folded (a no-op for the other models).
-    builders: dict[str, Callable[[], nn.Module]] = {
-        setup.model_name: (lambda: reparameterize(ours.model))
-        if ours is not None
-        else (lambda: reparameterize(as_trained(build_ours(setup.model_name), setup.input_size)))
-    }
-    if setup.peers:
-        builders.update(peer_builders(setup.model_name))
+    then its ONNX Runtime and edge runtime ones (their files go under `tmp`). Beside a Ghost model made from a
+    baseline (Ghost-ResNet-56's ResNet-56, ``ghostify:NAME``'s NAME), the baseline gets every form ours gets."""
     rf = RuntimeForms(setup.runtimes, tmp, setup.input_size, setup.threads, setup.int8, fail, ours is not None)
     photos = photo_calibration(setup.input_size) if setup.int8 and set(setup.runtimes) - {"torch", "ort"} else None
+    pair = is_ghost_pair(setup.model_name)
     entries: list[TimedForm] = []
-    for name, build in builders.items():
-        model = build().eval().to(setup.device)
-        is_ours = name == setup.model_name
+    for name, build in _builders(setup, ours).items():
+        try:
+            model = build().eval().to(setup.device)
+        except ValueError as e:  # ours' concat-free form, where no Ghost module can be rewritten
+            fail(name, "every form", e)
+            continue
+        is_ours = name in setup.ours
+        full = is_ours or pair  # every deploy form, as ours
         chans = setup.in_chans if is_ours else 3
         macs = profile_model(model, setup.input_size, chans).macs
         if "torch" in setup.runtimes:
-            forms = torch_forms(
-                model, setup.device, bf16=setup.bf16, **model_settings(is_ours, setup.cuda, setup.compile)
-            )
+            forms = torch_forms(model, setup.device, bf16=setup.bf16, **model_settings(full, setup.cuda, setup.compile))
             entries += [TimedForm(name, form, fn, macs, False, chans) for form, fn in forms.items()]
         if not setup.cuda:
             calibration = ours.calibration if ours is not None and is_ours else photos
-            entries += cpu_runtime_entries(name, model, is_ours, macs, chans, calibration, rf)
+            entries += cpu_runtime_entries(name, model, full, macs, chans, calibration, rf)
     return entries
+
+
+def _builders(setup: _Setup, ours: TrainedOurs | None) -> dict[str, Callable[[], nn.Module]]:
+    """Model name -> what builds it for `_all_entries`: ours in its inference form (a GhostNetV3's branches folded;
+    from `ours`' checkpoint if given), its concat-free form if asked for, then the peers."""
+    build_ours_once = functools.cache(  # one model: its concat-free form is made from the same weights
+        (lambda: reparameterize(ours.model))
+        if ours is not None
+        else (lambda: reparameterize(as_trained(build_ours(setup.model_name), setup.input_size)))
+    )
+    builders: dict[str, Callable[[], nn.Module]] = {setup.model_name: build_ours_once}
+    if setup.concat_free:
+        builders[setup.ours[1]] = lambda: concat_free_form(build_ours_once(), setup.ours[1])
+    if setup.peers:
+        builders.update(peer_builders(setup.model_name))
+    return builders
 
 
 @torch.no_grad()

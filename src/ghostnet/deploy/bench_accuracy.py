@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .bench_forms import ReportFailure, TimedForm
+from .bench_forms import ReportFailure, TimedForm, concat_free_name
 
 __all__ = ["TrainedOurs", "trained_ours", "forms_top1", "accuracy_summary"]
 
@@ -105,7 +105,7 @@ def forms_top1(
     say(f"top-1 of each form of {ours.model_name} on {len(images)} {ours.dataset} test images, batch 1")
     top1: dict[int, float] = {}
     for e in entries:
-        if e.model != ours.model_name:
+        if e.model not in (ours.model_name, concat_free_name(ours.model_name)):
             continue
         x = images if e.numpy_input else images.to(device)
         try:

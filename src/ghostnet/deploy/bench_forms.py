@@ -25,6 +25,9 @@ __all__ = [
     "peer_builders",
     "planned_forms",
     "build_ours",
+    "concat_free_form",
+    "concat_free_name",
+    "is_ghost_pair",
     "ghostified_torchvision",
     "torch_forms",
 ]
@@ -48,6 +51,27 @@ class TimedForm:
 
 GHOSTIFY_PREFIX = "ghostify:"  # ``ghostify:resnet50``: torchvision's resnet50 through `nn.ghostify`, timed against it
 CIFAR_BASELINES = {"ghost_resnet56": "resnet56", "ghost_vgg16": "vgg16"}  # our Ghost CIFAR models' own baselines
+
+
+def concat_free_name(model_name: str) -> str:
+    """The name `ghostnet bench --concat-free` times ours' concat-free deploy form under."""
+    return f"{model_name} concat-free"
+
+
+def concat_free_form(model: nn.Module, name: str) -> nn.Module:
+    """`model`'s concat-free deploy form (`nn.ghost_deploy_form`); refuses a model where it would change nothing."""
+    from ..nn.ghost_deploy import ghost_deploy_form
+
+    form = ghost_deploy_form(model.eval())
+    if not form.ghost_deploy_modules:
+        raise ValueError(f"{name}: no Ghost module of this model can be rewritten without its concat")
+    return form
+
+
+def is_ghost_pair(model_name: str) -> bool:
+    """Whether `model_name` is a Ghost model timed against the network it was made from (Ghost-ResNet-56 /
+    ResNet-56, Ghost-VGG-16 / VGG-16, ``ghostify:NAME`` / NAME): then that baseline gets every form ours gets."""
+    return model_name in CIFAR_BASELINES or model_name.startswith(GHOSTIFY_PREFIX)
 
 
 def ghostified_torchvision(model_name: str) -> str | None:
@@ -103,12 +127,12 @@ def _segmentation_peers(model_name: str) -> dict[str, Callable[[], nn.Module]]:
     }
 
 
-def peer_builders(model_name: str = "ghostnet_100") -> dict[str, Callable[[], nn.Module]]:
+def peer_builders(model_name: str = "ghostnet_100", *, inference: bool = True) -> dict[str, Callable[[], nn.Module]]:
     """The peers to time beside `model_name`, by name: timm's model of the same name (its GhostNet 1.0x when timm
-    has no such model; a GhostNetV3 in its folded inference form) and RepGhostNet 1.0x (folded), then
-    torchvision's models; beside a segmenter,
+    has no such model; with `inference`, a GhostNetV3 in its folded inference form) and RepGhostNet 1.0x (folded
+    likewise), then torchvision's models; beside a segmenter,
     the segmentation peers (`_segmentation_peers`); beside Ghost-ResNet-56 / Ghost-VGG-16, ResNet-56 / VGG-16;
-    beside ``ghostify:NAME``, torchvision's NAME."""
+    beside ``ghostify:NAME``, torchvision's NAME. Without `inference`, every peer is built as it is trained."""
     import torchvision.models as tvm
 
     from ..models.segmentation import SEGMENTERS
@@ -123,10 +147,11 @@ def peer_builders(model_name: str = "ghostnet_100") -> dict[str, Callable[[], nn
     try:
         import timm
 
+        form = _timm_inference_form if inference else (lambda m: m)
         timm_name = model_name if model_name in timm.list_models("ghostnet*") else "ghostnet_100"
-        peers[f"timm {timm_name}"] = lambda: _timm_inference_form(timm.create_model(timm_name))
+        peers[f"timm {timm_name}"] = lambda: form(timm.create_model(timm_name))
         if "repghostnet_100" in timm.list_models("repghostnet*"):  # GhostNet without the concat, folded
-            peers["timm repghostnet_100"] = lambda: _timm_inference_form(timm.create_model("repghostnet_100"))
+            peers["timm repghostnet_100"] = lambda: form(timm.create_model("repghostnet_100"))
     except ImportError:
         pass
     peers["tv mobilenet_v3_large"] = lambda: tvm.mobilenet_v3_large()
@@ -233,8 +258,9 @@ def _deploy_names(base: str, cuda: bool, compile: bool, bf16: bool) -> dict[str,
 
 
 def model_settings(ours: bool, cuda: bool, compile: bool) -> dict[str, bool]:
-    """Which PyTorch forms a model gets (`torch_forms`'s `deploy` and `compile`): ours every one; peers only eager
-    on a CPU (with ONNX Runtime beside it), and the same forms as ours on CUDA."""
+    """Which PyTorch forms a model gets (`torch_forms`'s `deploy` and `compile`): ours (and the baseline of a Ghost
+    pair, `is_ghost_pair`) every one; peers only eager on a CPU (with ONNX Runtime beside it), and the same forms
+    as ours on CUDA."""
     return {"deploy": ours or cuda, "compile": compile and (ours or cuda)}
 
 
