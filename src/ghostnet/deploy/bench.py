@@ -5,9 +5,11 @@ taken against one baseline measured in the same run, because absolute times drif
 The "floor" is the model's FLOPs over this machine's measured fp32 matrix-multiply rate: what a perfectly
 efficient kernel library would need.
 
-Here: `run_bench`, which runs everything in turn. The timing loop is in `bench_timing`; the forms and the peers
-in `bench_forms`; the runtimes (``--runtimes``) in `bench_runtimes`; a checkpoint's top-1 in `bench_accuracy`;
-the result's rows, table and plot in `bench_report` (their public names are importable from here too).
+Here: `run_bench`, which runs everything in turn. Its arguments are checked in `bench_setup`; the timing loop
+is in `bench_timing`; the forms and the peers in `bench_forms`; the runtimes (``--runtimes``) in
+`bench_runtimes`; a checkpoint's top-1 in `bench_accuracy`; the result's rows, table and plot in `bench_report`
+(their public names are importable from here too). The training step (``--train-step``) is timed by
+`bench_train`, and each form profiled by op type (``--profile``) by `bench_profile`.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import functools
 import os
 import tempfile
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +26,6 @@ import torch
 from torch import nn
 
 from ..analysis.profile import profile_model
-from ..models import list_models, model_entry
 from ..nn.rep import reparameterize
 from .bench_accuracy import TrainedOurs, accuracy_summary, forms_top1, trained_ours
 
@@ -32,9 +33,9 @@ from .bench_accuracy import TrainedOurs, accuracy_summary, forms_top1, trained_o
 from .bench_forms import (
     ReportFailure,
     TimedForm,
+    as_trained,
     build_ours,
     concat_free_form,
-    concat_free_name,
     is_ghost_pair,
     model_settings,
     peer_builders,
@@ -42,7 +43,8 @@ from .bench_forms import (
     torch_forms,
 )
 from .bench_report import BenchRow, bench_rows, cpu_info, format_bench, plot_bench, set_ratios
-from .bench_runtimes import RuntimeForms, cpu_runtime_entries, edge_form_names, photo_calibration, resolve_runtimes
+from .bench_runtimes import RuntimeForms, cpu_runtime_entries, photo_calibration
+from .bench_setup import BenchSetup, check_baseline, planned, resolve_input_size, resolve_setup, use_device
 from .bench_timing import interleaved_times, matmul_gflops, torch_threads
 
 __all__ = [
@@ -59,15 +61,6 @@ __all__ = [
     "resolve_input_size",
     "use_device",
 ]
-
-
-def _check_baseline(baseline: str, plan: dict[str, set[str]]) -> None:
-    """Refuse a baseline that this run will not measure, before any timing is spent."""
-    model, sep, form = (part.strip() for part in baseline.partition(" / "))
-    if not sep or model not in plan:
-        raise ValueError(f"baseline must be 'MODEL / FORM' with MODEL one of {', '.join(plan)}; got {baseline!r}")
-    if form not in plan[model]:
-        raise ValueError(f"this run does not time {model} as {form!r}; its forms: {', '.join(sorted(plan[model]))}")
 
 
 def run_bench(
@@ -120,12 +113,14 @@ def run_bench(
     Unknown or uninstalled runtimes, a bad device or baseline are refused before any work. A form that fails (a
     compiler missing, a conversion refused) does not end the run: it is listed under "failed" with its error.
     """
-    setup = _resolve(model_name, input_size, device, compile, bf16, onnx, int8, peers, threads, runtimes, checkpoint)
+    setup = resolve_setup(
+        model_name, input_size, device, compile, bf16, onnx, int8, peers, threads, runtimes, checkpoint
+    )
     setup = replace(setup, concat_free=concat_free)
     if baseline is None and peers and setup.model_name.startswith(("lraspp_", "deeplabv3_")):
         baseline = "tv lraspp_mobilenet_v3_large / eager"  # a segmenter's ratios: against torchvision's LR-ASPP
     if baseline is not None:
-        _check_baseline(baseline, _planned(setup))
+        check_baseline(baseline, planned(setup))
     say = progress or (lambda s: None)
     ours = trained_ours(checkpoint, eval_images, data_dir=data_dir) if checkpoint else None
     sizes = tuple(batch_sizes or ((1, 32, 256) if setup.cuda else (1, 32)))
@@ -133,7 +128,7 @@ def run_bench(
 
 
 def _measure(
-    setup: _Setup,
+    setup: BenchSetup,
     ours: TrainedOurs | None,
     sizes: tuple[int, ...],
     runs: int,
@@ -160,106 +155,6 @@ def _measure(
     }
 
 
-def _resolve(
-    model_name: str | None,
-    input_size: int | tuple[int, int] | None,
-    device: str,
-    compile: bool,
-    bf16: bool | None,
-    onnx: bool,
-    int8: bool,
-    peers: bool,
-    threads: int | None,
-    runtimes: str | Iterable[str] | None,
-    checkpoint: str | os.PathLike | None,
-) -> _Setup:
-    """`run_bench`'s arguments checked and resolved (a checkpoint's model name and input size read from it)."""
-    cuda = use_device(device)
-    names = resolve_runtimes(runtimes, onnx)
-    if cuda and (edge := [n for n in names if n not in ("torch", "ort")]):
-        raise ValueError(f"{', '.join(edge)} times on the CPU; leave it out of the runtimes or use --device cpu")
-    in_chans, default_size = 3, _registered_size(model_name or "ghostnet_100")
-    if checkpoint:
-        model_name, in_chans, default_size = _checkpoint_model(checkpoint, model_name, input_size)
-    hw = _height_width(default_size if input_size is None else input_size)
-    return _Setup(
-        model_name or "ghostnet_100",
-        hw,
-        device,
-        cuda,
-        compile,
-        cuda if bf16 is None else bf16,
-        "ort" in names,
-        int8,
-        peers,
-        threads or (os.cpu_count() or 1),
-        names,
-        in_chans,
-    )
-
-
-def _checkpoint_model(
-    checkpoint: str | os.PathLike, model_name: str | None, input_size: int | tuple[int, int] | None
-) -> tuple[str, int, int]:
-    """(model name, input channels, image size) of one of our checkpoints, refusing a model name or an input size
-    other than its own."""
-    from ..models.checkpoint import read_checkpoint
-
-    ckpt = read_checkpoint(checkpoint)
-    name, meta = ckpt.get("model_name"), ckpt.get("data") or {}
-    if not isinstance(name, str) or not ckpt.get("config"):
-        raise ValueError(f"{checkpoint} is not a checkpoint of `ghostnet train` (it names no model or dataset)")
-    if model_name and model_name != name:
-        raise ValueError(f"{checkpoint} holds a {name}, not a {model_name}")
-    size = int(meta.get("image_size", 224))
-    if input_size is not None and _height_width(input_size) != (size, size):
-        raise ValueError(f"{checkpoint} was trained at {size}x{size}; its top-1 is measured there: leave out the size")
-    return name, int(meta.get("in_chans", 3)), size
-
-
-def resolve_input_size(model_name: str, input_size: int | tuple[int, int] | None = None) -> tuple[int, int]:
-    """(H, W) for `model_name`: `input_size` (one int: a square), or the size the model is registered with (32 for
-    the CIFAR models; 224 for any other name)."""
-    return _height_width(_registered_size(model_name) if input_size is None else input_size)
-
-
-def _registered_size(model_name: str) -> int:
-    """The input size `model_name` is registered with (32 for the CIFAR models), 224 for any other name."""
-    return int(model_entry(model_name).default_cfg.get("input_size", 224)) if model_name in list_models() else 224
-
-
-def _height_width(input_size: int | tuple[int, int]) -> tuple[int, int]:
-    """(H, W) from one size (a square) or a pair; refuses a size below 1."""
-    hw = (input_size, input_size) if isinstance(input_size, int) else (int(input_size[0]), int(input_size[1]))
-    if min(hw) < 1:
-        raise ValueError(f"input size must be positive, got {input_size}")
-    return hw
-
-
-@dataclass(frozen=True)
-class _Setup:
-    """One `run_bench` call's settings, as resolved from its arguments."""
-
-    model_name: str
-    input_size: tuple[int, int]  # (H, W)
-    device: str
-    cuda: bool
-    compile: bool
-    bf16: bool
-    onnx: bool
-    int8: bool
-    peers: bool
-    threads: int
-    runtimes: tuple[str, ...] = ("torch", "ort")
-    in_chans: int = 3  # ours: a checkpoint's (peers always take 3)
-    concat_free: bool = False  # also ours' concat-free deploy form, as a model of its own
-
-    @property
-    def ours(self) -> tuple[str, ...]:
-        """The names ours is timed under: the model, and its concat-free form if asked for."""
-        return (self.model_name, concat_free_name(self.model_name)) if self.concat_free else (self.model_name,)
-
-
 def _recorder(failed: list[dict[str, str]], say: Callable[[str], None]) -> ReportFailure:
     """A `ReportFailure` that appends each failure to `failed` (with the first line of its error) and says it."""
 
@@ -270,45 +165,7 @@ def _recorder(failed: list[dict[str, str]], say: Callable[[str], None]) -> Repor
     return fail
 
 
-def use_device(device: str) -> bool:
-    """Refuse a device other than an available ``cpu`` or ``cuda[:N]``, make a named GPU the current one (events,
-    syncs and graphs then all act on it), and say whether it is CUDA."""
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        dev = None
-    if dev is None or dev.type not in ("cpu", "cuda"):
-        raise ValueError(f"device must be cpu or cuda[:N], got {device!r}")
-    cuda = dev.type == "cuda"
-    if cuda and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} asked for, but CUDA is not available")
-    if cuda and dev.index is not None:
-        if dev.index >= torch.cuda.device_count():
-            raise ValueError(f"device {device!r} asked for, but this machine has {torch.cuda.device_count()} GPU(s)")
-        torch.cuda.set_device(dev)
-    return cuda
-
-
-def _planned(setup: _Setup) -> dict[str, set[str]]:
-    """Model name -> the form names this run will time for it (see `planned_forms`)."""
-    names = [*setup.ours, *(peer_builders(setup.model_name) if setup.peers else [])]
-    torch_on, edge = "torch" in setup.runtimes, edge_form_names(setup.runtimes, setup.int8)
-    return {
-        m: planned_forms(
-            m in setup.ours or is_ghost_pair(setup.model_name),
-            setup.device,
-            setup.compile,
-            setup.bf16,
-            setup.onnx,
-            setup.int8,
-            torch_on,
-        )
-        | (set() if setup.cuda else edge)
-        for m in names
-    }
-
-
-def _all_entries(setup: _Setup, tmp: Path, fail: ReportFailure, ours: TrainedOurs | None = None) -> list[TimedForm]:
+def _all_entries(setup: BenchSetup, tmp: Path, fail: ReportFailure, ours: TrainedOurs | None = None) -> list[TimedForm]:
     """Every form to time: ours first (from `ours`' checkpoint if given), then each peer; each model's PyTorch forms,
     then its ONNX Runtime and edge runtime ones (their files go under `tmp`). Beside a Ghost model made from a
     baseline (Ghost-ResNet-56's ResNet-56, ``ghostify:NAME``'s NAME), the baseline gets every form ours gets."""
@@ -335,7 +192,7 @@ def _all_entries(setup: _Setup, tmp: Path, fail: ReportFailure, ours: TrainedOur
     return entries
 
 
-def _builders(setup: _Setup, ours: TrainedOurs | None) -> dict[str, Callable[[], nn.Module]]:
+def _builders(setup: BenchSetup, ours: TrainedOurs | None) -> dict[str, Callable[[], nn.Module]]:
     """Model name -> what builds it for `_all_entries`: ours in its inference form (a GhostNetV3's branches folded;
     from `ours`' checkpoint if given), its concat-free form if asked for, then the peers."""
     build_ours_once = functools.cache(  # one model: its concat-free form is made from the same weights
@@ -351,26 +208,12 @@ def _builders(setup: _Setup, ours: TrainedOurs | None) -> dict[str, Callable[[],
     return builders
 
 
-@torch.no_grad()
-def as_trained(model: nn.Module, size: int | tuple[int, int]) -> nn.Module:
-    """`model` in eval mode with BN statistics measured on random batches, as after training: untrained
-    statistics let a deep multi-branch model's activations grow to 1e7, where no export check can pass."""
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.momentum = None  # a cumulative average over the passes below
-    model.train()
-    hw = (size, size) if isinstance(size, int) else size
-    for _ in range(2):
-        model(torch.randn(4, 3, *hw))
-    return model.eval()
-
-
 def _time_all(
     entries: list[TimedForm],
     batch_sizes: tuple[int, ...],
     runs: int,
     warmup: int,
-    setup: _Setup,
+    setup: BenchSetup,
     fail: ReportFailure,
     say: Callable[[str], None],
 ) -> tuple[dict[int, list[float]], dict[int, dict[int, list[float]]]]:
@@ -388,7 +231,7 @@ def _time_all(
 def _time_batch(
     entries: list[TimedForm],
     bs: int,
-    setup: _Setup,
+    setup: BenchSetup,
     fail: ReportFailure,
     say: Callable[[str], None],
     *,
@@ -418,7 +261,7 @@ def _time_batch(
         return interleaved_times(calls, total, per_round, settle, max(1, warm), setup.device, dropped)
 
 
-def _machine(setup: _Setup, gflops: float, runs: int) -> dict[str, Any]:
+def _machine(setup: BenchSetup, gflops: float, runs: int) -> dict[str, Any]:
     """What the timings were taken on and under."""
     cpu, features = cpu_info()
     return {

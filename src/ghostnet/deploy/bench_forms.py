@@ -24,6 +24,7 @@ __all__ = [
     "onnx_forms",
     "peer_builders",
     "planned_forms",
+    "as_trained",
     "build_ours",
     "concat_free_form",
     "concat_free_name",
@@ -158,6 +159,20 @@ def peer_builders(model_name: str = "ghostnet_100", *, inference: bool = True) -
     peers["tv mobilenet_v2"] = lambda: tvm.mobilenet_v2()
     peers["tv resnet18"] = lambda: tvm.resnet18()
     return peers
+
+
+@torch.no_grad()
+def as_trained(model: nn.Module, size: int | tuple[int, int]) -> nn.Module:
+    """`model` in eval mode with BN statistics measured on random batches, as after training: untrained
+    statistics let a deep multi-branch model's activations grow to 1e7, where no export check can pass."""
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.momentum = None  # a cumulative average over the passes below
+    model.train()
+    hw = (size, size) if isinstance(size, int) else size
+    for _ in range(2):
+        model(torch.randn(4, 3, *hw))
+    return model.eval()
 
 
 def _timm_inference_form(model: nn.Module) -> nn.Module:

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..nn.surgery import fuse_bn
-from .bench_forms import build_ours, concat_free_form, concat_free_name, peer_builders, torch_forms
+from .bench_forms import as_trained, build_ours, concat_free_form, concat_free_name, peer_builders, torch_forms
 from .bench_report import CPU_FEATURES, cpu_info
 from .bench_timing import torch_threads
 from .export import export_model
@@ -93,8 +93,6 @@ def _train_call(model: nn.Module, x: torch.Tensor) -> Callable[[], None]:
 def _models(model_name: str, size: tuple[int, int], peers: bool, concat_free: bool, train: bool) -> dict[str, Any]:
     """Name -> builder of each model to profile: ours (BN statistics measured, for inference), its concat-free
     form, the peers (as trained, for `train`)."""
-    from .bench import as_trained
-
     ours = build_ours(model_name) if train else as_trained(build_ours(model_name), size)
     models: dict[str, Callable[[], nn.Module]] = {model_name: lambda: ours}
     if concat_free and not train:

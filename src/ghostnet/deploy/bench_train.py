@@ -130,8 +130,8 @@ def run_train_bench(
     A model that cannot be built or a device that is not there is refused before any child starts; a child that
     fails is listed under "failed" and the run goes on.
     """
-    from .bench import use_device
     from .bench_forms import build_ours, peer_builders
+    from .bench_setup import use_device
 
     use_device(device)
     build_ours(model_name)  # an unknown name refused here, in one line, not in every child
