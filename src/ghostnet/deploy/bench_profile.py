@@ -37,19 +37,32 @@ def op_kind(op: str, weight_shape: list[int] | None) -> str:
 
 
 def torch_op_times(call: Callable[[], Any], runs: int) -> dict[str, float]:
-    """Self CPU time per aten op kind over `runs` calls of `call` (after 3 untimed ones), ms per call."""
+    """Self CPU time per aten op kind over `runs` calls of `call` (after 3 untimed ones), ms per call.
+
+    Two passes: the times come from one without shapes recorded, since recording them slowed a Ghost model's
+    training step 2.6x (and a plain ResNet's not at all); a second pass with shapes only says which share of each
+    conv op's time went to depthwise and which to dense convs."""
     from torch.profiler import ProfilerActivity, profile
 
     for _ in range(3):
         call()
-    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
-        for _ in range(runs):
-            call()
-    per_op: dict[str, float] = collections.Counter()
-    for e in prof.key_averages(group_by_input_shape=True):
+    passes = []
+    for shapes in (False, True):
+        with profile(activities=[ProfilerActivity.CPU], record_shapes=shapes) as prof:
+            for _ in range(runs):
+                call()
+        passes.append(prof.key_averages(group_by_input_shape=shapes))
+    split: dict[str, dict[str, float]] = collections.defaultdict(collections.Counter)  # op -> kind -> time
+    for e in passes[1]:
         shapes = e.input_shapes if isinstance(e.input_shapes, list) else []
         at = 2 if e.key == "aten::convolution_backward" else 1  # (grad, input, weight, ...) or (input, weight, ...)
-        per_op[op_kind(e.key, shapes[at] if len(shapes) > at else None)] += e.self_cpu_time_total / runs / 1000
+        split[e.key][op_kind(e.key, shapes[at] if len(shapes) > at else None)] += e.self_cpu_time_total
+    per_op: dict[str, float] = collections.Counter()
+    for e in passes[0]:
+        kinds = split.get(e.key) or {e.key: 1.0}
+        total = sum(kinds.values()) or 1.0
+        for kind, share in kinds.items():
+            per_op[kind] += e.self_cpu_time_total * share / total / runs / 1000
     return dict(per_op)
 
 
