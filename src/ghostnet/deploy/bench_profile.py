@@ -47,17 +47,18 @@ def torch_op_times(call: Callable[[], Any], runs: int) -> dict[str, float]:
     for _ in range(3):
         call()
     passes = []
-    for shapes in (False, True):
-        with profile(activities=[ProfilerActivity.CPU], record_shapes=shapes) as prof:
+    for record in (False, True):
+        with profile(activities=[ProfilerActivity.CPU], record_shapes=record) as prof:
             for _ in range(runs):
                 call()
-        passes.append(prof.key_averages(group_by_input_shape=shapes))
-    split: dict[str, dict[str, float]] = collections.defaultdict(collections.Counter)  # op -> kind -> time
+        passes.append(prof.key_averages(group_by_input_shape=record))
+    split: dict[str, dict[str, float]] = collections.defaultdict(dict)  # op -> kind -> time
     for e in passes[1]:
         shapes = e.input_shapes if isinstance(e.input_shapes, list) else []
         at = 2 if e.key == "aten::convolution_backward" else 1  # (grad, input, weight, ...) or (input, weight, ...)
-        split[e.key][op_kind(e.key, shapes[at] if len(shapes) > at else None)] += e.self_cpu_time_total
-    per_op: dict[str, float] = collections.Counter()
+        kind = op_kind(e.key, shapes[at] if len(shapes) > at else None)
+        split[e.key][kind] = split[e.key].get(kind, 0.0) + e.self_cpu_time_total
+    per_op: collections.Counter[str] = collections.Counter()
     for e in passes[0]:
         kinds = split.get(e.key) or {e.key: 1.0}
         total = sum(kinds.values()) or 1.0
@@ -77,7 +78,7 @@ def ort_op_times(path: Path, x: torch.Tensor, threads: int, runs: int) -> dict[s
     a = x.numpy()
     for _ in range(3 + runs):
         sess.run(None, {"input": a})
-    per_op: dict[str, float] = collections.Counter()
+    per_op: collections.Counter[str] = collections.Counter()
     events = json.loads(Path(sess.end_profiling()).read_text())
     kernels = [e for e in events if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")]
     for e in kernels[len(kernels) * 3 // (3 + runs) :]:  # every run has the same nodes: the 3 untimed runs' first
@@ -146,7 +147,7 @@ def _profile_one(
         deploy = fuse_bn(model)
     except ValueError:
         deploy = model
-    export_model(deploy, onnx, "onnx", tuple(x.shape[2:]), dynamic_batch=True)
+    export_model(deploy, onnx, "onnx", (x.shape[2], x.shape[3]), dynamic_batch=True)
     out["ort-fp32"] = ort_op_times(onnx, x, threads, runs)
     return out
 

@@ -140,7 +140,7 @@ def run_train_bench(
     threads = threads or (os.cpu_count() or 1)
     base = TrainStepJob(model_name, model_name, 1, input_size, steps, warmup, threads, device, bf16, channels_last)
     runs: dict[tuple[str, int], list[dict[str, Any]]] = {(n, b): [] for b in batch_sizes for n in names}
-    failed: list[dict[str, str]] = []
+    failed: list[dict[str, Any]] = []  # model, batch, error
     context = get_context("spawn")  # a fresh interpreter: no memory or threads from this process
     for r in range(rounds):
         for (name, batch), done in runs.items():
