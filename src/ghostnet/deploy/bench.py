@@ -18,7 +18,7 @@ import functools
 import os
 import tempfile
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -114,17 +114,15 @@ def run_bench(
     compiler missing, a conversion refused) does not end the run: it is listed under "failed" with its error.
     """
     setup = resolve_setup(
-        model_name, input_size, device, compile, bf16, onnx, int8, peers, threads, runtimes, checkpoint
+        model_name, input_size, device, compile, bf16, onnx, int8, peers, threads, runtimes, checkpoint, concat_free
     )
-    setup = replace(setup, concat_free=concat_free)
     if baseline is None and peers and setup.model_name.startswith(("lraspp_", "deeplabv3_")):
         baseline = "tv lraspp_mobilenet_v3_large / eager"  # a segmenter's ratios: against torchvision's LR-ASPP
     if baseline is not None:
         check_baseline(baseline, planned(setup))
-    say = progress or (lambda s: None)
     ours = trained_ours(checkpoint, eval_images, data_dir=data_dir) if checkpoint else None
     sizes = tuple(batch_sizes or ((1, 32, 256) if setup.cuda else (1, 32)))
-    return _measure(setup, ours, sizes, runs, warmup, baseline, say)
+    return _measure(setup, ours, sizes, runs, warmup, baseline, progress or (lambda s: None))
 
 
 def _measure(

@@ -37,6 +37,7 @@ def resolve_setup(
     threads: int | None,
     runtimes: str | Iterable[str] | None,
     checkpoint: str | os.PathLike | None,
+    concat_free: bool = False,
 ) -> BenchSetup:
     """`run_bench`'s arguments checked and resolved (a checkpoint's model name and input size read from it)."""
     cuda = use_device(device)
@@ -60,6 +61,7 @@ def resolve_setup(
         threads or (os.cpu_count() or 1),
         names,
         in_chans,
+        concat_free,
     )
 
 

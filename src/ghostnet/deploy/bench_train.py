@@ -66,13 +66,20 @@ def _rss() -> int:
 
 def _train_child(job: TrainStepJob) -> dict[str, Any]:
     """Runs in the child: `job`'s median step time, images/s and peak memory."""
+    from .bench_timing import torch_threads
+
+    base = _rss()
+    with torch_threads(job.threads):
+        return _timed_steps(job, base)
+
+
+def _timed_steps(job: TrainStepJob, base_rss: int) -> dict[str, Any]:
+    """`_train_child`'s measurement, at the thread count it has set; `base_rss`: the child's size at start."""
     import time
 
     import torch
     import torch.nn.functional as F
 
-    base = _rss()
-    torch.set_num_threads(job.threads)
     torch.manual_seed(0)
     device = torch.device(job.device)
     memory_format = torch.channels_last if job.channels_last else torch.contiguous_format
@@ -104,7 +111,7 @@ def _train_child(job: TrainStepJob) -> dict[str, Any]:
             torch.cuda.synchronize(device)
         times.append(time.perf_counter() - t0)
     median = sorted(times)[len(times) // 2]
-    return {"step_s": median, "images_per_s": job.batch / median, "peak_bytes": _peak_bytes(device, base)}
+    return {"step_s": median, "images_per_s": job.batch / median, "peak_bytes": _peak_bytes(device, base_rss)}
 
 
 def run_train_bench(
