@@ -91,9 +91,10 @@ def _check_mode(args: argparse.Namespace) -> None:
 
 
 def _runtimes(args: argparse.Namespace) -> tuple[str, ...]:
-    """--runtimes as a tuple of names, less ``ort`` with --no-onnx."""
-    names = (r.strip() for r in args.runtimes.split(","))
-    return tuple(r for r in names if r and not (args.no_onnx and r == "ort"))
+    """--runtimes as the library reads it (unknown or uninstalled names refused), less ``ort`` with --no-onnx."""
+    from ..deploy.bench_runtimes import resolve_runtimes
+
+    return resolve_runtimes(args.runtimes, not args.no_onnx)
 
 
 def _bench_train(args: argparse.Namespace) -> dict[str, Any]:

@@ -36,13 +36,14 @@ from .bench_forms import (
     as_trained,
     build_ours,
     concat_free_form,
+    error_line,
     is_ghost_pair,
     model_settings,
     peer_builders,
     planned_forms,
     torch_forms,
 )
-from .bench_report import BenchRow, bench_rows, cpu_info, format_bench, plot_bench, set_ratios
+from .bench_report import BenchRow, bench_rows, format_bench, machine_info, plot_bench, set_ratios
 from .bench_runtimes import RuntimeForms, cpu_runtime_entries, photo_calibration
 from .bench_setup import BenchSetup, check_baseline, planned, resolve_input_size, resolve_setup, use_device
 from .bench_timing import interleaved_times, matmul_gflops, torch_threads
@@ -157,7 +158,7 @@ def _recorder(failed: list[dict[str, str]], say: Callable[[str], None]) -> Repor
     """A `ReportFailure` that appends each failure to `failed` (with the first line of its error) and says it."""
 
     def fail(name: str, form: str, e: Exception) -> None:
-        failed.append({"model": name, "form": form, "error": f"{type(e).__name__}: {(str(e).splitlines() or [''])[0]}"})
+        failed.append({"model": name, "form": form, "error": error_line(e)})
         say(f"{name} / {form} failed: {failed[-1]['error']}")
 
     return fail
@@ -261,14 +262,9 @@ def _time_batch(
 
 def _machine(setup: BenchSetup, gflops: float, runs: int) -> dict[str, Any]:
     """What the timings were taken on and under."""
-    cpu, features = cpu_info()
-    return {
-        "cpu": cpu,
-        "cpu_features": features,
-        "cores": os.cpu_count(),
+    return machine_info() | {
         "threads": setup.threads,
         "device": torch.cuda.get_device_name() if setup.cuda else "cpu",
-        "torch": torch.__version__,
         "matmul_gflops": round(gflops, 1),
         "input_size": list(setup.input_size),
         "runs": runs,

@@ -27,6 +27,7 @@ __all__ = [
     "as_trained",
     "build_ours",
     "concat_free_form",
+    "error_line",
     "concat_free_name",
     "is_ghost_pair",
     "ghostified_torchvision",
@@ -34,6 +35,11 @@ __all__ = [
 ]
 
 ReportFailure = Callable[[str, str, Exception], None]  # (model, form, error): a form that could not be made or run
+
+
+def error_line(e: BaseException) -> str:
+    """How a failed form or model is reported: the error's type and the first line of its message."""
+    return f"{type(e).__name__}: {(str(e).splitlines() or [''])[0]}"
 
 
 @dataclass

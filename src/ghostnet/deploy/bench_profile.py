@@ -17,13 +17,21 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..nn.surgery import fuse_bn
-from .bench_forms import as_trained, build_ours, concat_free_form, concat_free_name, peer_builders, torch_forms
-from .bench_report import CPU_FEATURES, cpu_info
+from .bench_forms import (
+    as_trained,
+    build_ours,
+    concat_free_form,
+    concat_free_name,
+    error_line,
+    peer_builders,
+    torch_forms,
+)
+from .bench_report import cpu_label, machine_info
 from .bench_timing import torch_threads
+from .bench_train import training_step
 from .export import export_model
 
 __all__ = ["op_kind", "torch_op_times", "ort_op_times", "run_profile", "format_profile"]
@@ -87,23 +95,6 @@ def ort_op_times(path: Path, x: torch.Tensor, threads: int, runs: int) -> dict[s
     return dict(per_op)
 
 
-def _train_call(model: nn.Module, x: torch.Tensor) -> Callable[[], None]:
-    """One training step of `model` (train mode, SGD with momentum) on the fixed batch `x`."""
-    with torch.no_grad():
-        out = model.eval()(x[:1])
-    model.train()
-    y = torch.randint(0, out.shape[1], (x.shape[0], *out.shape[2:]))
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-
-    def step() -> None:
-        loss = F.cross_entropy(model(x), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    return step
-
-
 def _models(model_name: str, size: tuple[int, int], peers: bool, concat_free: bool, train: bool) -> dict[str, Any]:
     """Name -> builder of each model to profile: ours (BN statistics measured, for inference), its concat-free
     form, the peers (as trained, for `train`)."""
@@ -131,12 +122,8 @@ def _profile_one(
     and ONNX Runtime, BN folded and exported to `onnx` (``ort``)."""
     cl = torch.channels_last if channels_last else torch.contiguous_format
     if train:
-        model = model.to(memory_format=cl)
-        return {
-            f"train step{'+cl' if channels_last else ''}": torch_op_times(
-                _train_call(model, x.to(memory_format=cl)), runs
-            )
-        }
+        step = training_step(model.to(memory_format=cl), x.to(memory_format=cl))
+        return {f"train step{'+cl' if channels_last else ''}": torch_op_times(step, runs)}
     out: dict[str, dict[str, float]] = {}
     with torch.inference_mode():
         for form, fn in torch_forms(model, "cpu").items() if "torch" in runtimes else ():
@@ -178,7 +165,7 @@ def run_profile(
         raise ValueError(f"profiles cover the runtimes torch and ort, not {', '.join(sorted(unknown))}")
     say = progress or (lambda s: None)
     profiles: list[dict[str, Any]] = []
-    failed: list[dict[str, str]] = []
+    failed: list[dict[str, Any]] = []  # model, batch, error
     with torch_threads(threads), tempfile.TemporaryDirectory(prefix="ghostnet-profile-") as tmp:
         for name, build in _models(model_name, input_size, peers, concat_free, train_step).items():
             for batch in batch_sizes:
@@ -190,27 +177,21 @@ def run_profile(
                     onnx = Path(tmp) / f"{len(profiles)}-{len(failed)}.onnx"  # a new name for each model and batch
                     forms = _profile_one(build(), x, train_step, channels_last, threads, n, onnx, runtimes)
                 except Exception as e:  # noqa: BLE001 - one model that cannot be profiled must not end the run
-                    failed.append(
-                        {"model": name, "batch": str(batch), "error": f"{type(e).__name__}: {e}".splitlines()[0]}
-                    )
+                    failed.append({"model": name, "batch": batch, "error": error_line(e)})
                     continue
                 for form, ops in forms.items():
                     profiles.append(
                         {"model": name, "form": form, "batch": batch, "op_ms": sum(ops.values()), "ops": ops}
                     )
-    cpu, features = cpu_info()
-    machine = {"cpu": cpu, "cpu_features": features, "threads": threads, "torch": torch.__version__}
-    return {"machine": machine | {"input_size": list(input_size), "runs": runs}, "profiles": profiles, "failed": failed}
+    machine = machine_info() | {"threads": threads, "input_size": list(input_size), "runs": runs}
+    return {"machine": machine, "profiles": profiles, "failed": failed}
 
 
 def format_profile(result: dict[str, Any], top: int = 8) -> str:
     """Each profile's op time and its `top` op kinds (ms per call and share of the op time)."""
     m = result["machine"]
-    has = ", ".join(CPU_FEATURES[f] for f, on in (m["cpu_features"] or {}).items() if on)
     h, w = m["input_size"]
-    lines = [
-        f"op time per call: {m['cpu']}{'; ' + has if has else ''}, {m['threads']} threads, torch {m['torch']}, input {h}x{w}"
-    ]
+    lines = [f"op time per call: {cpu_label(m)}, {m['threads']} threads, torch {m['torch']}, input {h}x{w}"]
     for p in result["profiles"]:
         lines.append(f"{p['model']} / {p['form']} @ batch {p['batch']}: {p['op_ms']:.3f} ms of op time")
         for op, ms in sorted(p["ops"].items(), key=lambda kv: kv[1], reverse=True)[:top]:

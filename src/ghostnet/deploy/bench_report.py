@@ -4,6 +4,7 @@ and as a latency-against-MACs plot.
 
 from __future__ import annotations
 
+import os
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,7 +15,16 @@ import numpy as np
 
 from .bench_forms import TimedForm
 
-__all__ = ["BenchRow", "bench_rows", "cpu_info", "format_bench", "plot_bench", "set_ratios"]
+__all__ = [
+    "BenchRow",
+    "bench_rows",
+    "cpu_info",
+    "cpu_label",
+    "format_bench",
+    "machine_info",
+    "plot_bench",
+    "set_ratios",
+]
 
 # /proc/cpuinfo flags that int8 (and bf16) kernels depend on, and how the table names them
 CPU_FEATURES = {"avx2": "AVX2", "avx512f": "AVX-512", "avx512_vnni": "AVX-512 VNNI", "amx_int8": "AMX"}
@@ -51,6 +61,22 @@ def cpu_info(cpuinfo: str | Path = "/proc/cpuinfo") -> tuple[str, dict[str, bool
     flags = set(fields.get("flags", "").split())
     name = fields.get("model name") or platform.processor() or platform.machine()
     return name, {flag: flag in flags for flag in CPU_FEATURES}
+
+
+def machine_info() -> dict[str, Any]:
+    """What every `ghostnet bench` result records of the machine: the CPU, its vector extensions, cores, torch."""
+    import torch
+
+    cpu, features = cpu_info()
+    return {"cpu": cpu, "cpu_features": features, "cores": os.cpu_count(), "torch": torch.__version__}
+
+
+def cpu_label(machine: dict[str, Any]) -> str:
+    """``CPU; its vector extensions`` from a result's machine (``no AVX2`` when it has none of `CPU_FEATURES`)."""
+    features = machine.get("cpu_features")
+    if features is None:  # not read from /proc/cpuinfo: nothing known of the extensions
+        return str(machine["cpu"])
+    return f"{machine['cpu']}; {', '.join(CPU_FEATURES[f] for f, on in features.items() if on) or 'no AVX2'}"
 
 
 def bench_rows(
@@ -108,9 +134,7 @@ def input_hw(machine: dict[str, Any]) -> str:
 def machine_line(result: dict[str, Any]) -> str:
     """The table's first line: what the timings were taken on and under, and the baseline."""
     m = result["machine"]
-    features = m.get("cpu_features")
-    has = ", ".join(CPU_FEATURES[f] for f, on in features.items() if on) if features else ""
-    cpu = f"{m['cpu']}{'; ' + (has or 'no AVX2') if features is not None else ''}"
+    cpu = cpu_label(m)
     measured = any(r["ratio"] is not None for r in result["rows"])
     return (
         f"{m['device']} ({cpu}, {m['threads']} threads), torch {m['torch']}, fp32 matmul {m['matmul_gflops']} GFLOP/s, "

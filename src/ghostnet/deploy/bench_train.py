@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, replace
 from multiprocessing import get_context
 from typing import Any
 
-__all__ = ["TrainStepJob", "run_train_bench", "format_train_bench"]
+__all__ = ["TrainStepJob", "run_train_bench", "format_train_bench", "training_step"]
 
 
 @dataclass(frozen=True)
@@ -73,31 +73,41 @@ def _train_child(job: TrainStepJob) -> dict[str, Any]:
         return _timed_steps(job, base)
 
 
-def _timed_steps(job: TrainStepJob, base_rss: int) -> dict[str, Any]:
-    """`_train_child`'s measurement, at the thread count it has set; `base_rss`: the child's size at start."""
-    import time
-
+def training_step(model: Any, x: Any, bf16: bool = False) -> Callable[[], None]:
+    """One training step of `model` on the fixed batch `x` (both on one device): forward (under bf16 autocast if
+    `bf16`), cross-entropy against fixed random labels shaped as the output ((N,) for a classifier, (N, H, W) for
+    a segmenter), backward, SGD with momentum 0.9. Leaves `model` in training mode."""
     import torch
     import torch.nn.functional as F
 
-    torch.manual_seed(0)
-    device = torch.device(job.device)
-    memory_format = torch.channels_last if job.channels_last else torch.contiguous_format
-    model = _build(job).to(device, memory_format=memory_format).train()
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    x = torch.randn(job.batch, 3, *job.input_size, device=device).contiguous(memory_format=memory_format)
-    with torch.no_grad():  # the target's shape from the output's: (N,) for a classifier, (N, H, W) for a segmenter
+    with torch.no_grad():
         out = model.eval()(x[:1])
     model.train()
-    y = torch.randint(0, out.shape[1], (job.batch, *out.shape[2:]), device=device)
+    y = torch.randint(0, out.shape[1], (x.shape[0], *out.shape[2:]), device=x.device)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 
     def step() -> None:
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=job.bf16):
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
             loss = F.cross_entropy(model(x), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
 
+    return step
+
+
+def _timed_steps(job: TrainStepJob, base_rss: int) -> dict[str, Any]:
+    """`_train_child`'s measurement, at the thread count it has set; `base_rss`: the child's size at start."""
+    import time
+
+    import torch
+
+    torch.manual_seed(0)
+    device = torch.device(job.device)
+    memory_format = torch.channels_last if job.channels_last else torch.contiguous_format
+    model = _build(job).to(device, memory_format=memory_format)
+    x = torch.randn(job.batch, 3, *job.input_size, device=device).contiguous(memory_format=memory_format)
+    step = training_step(model, x, job.bf16)
     for _ in range(job.warmup):
         step()
     if device.type == "cuda":
@@ -137,7 +147,7 @@ def run_train_bench(
     A model that cannot be built or a device that is not there is refused before any child starts; a child that
     fails is listed under "failed" and the run goes on.
     """
-    from .bench_forms import build_ours, peer_builders
+    from .bench_forms import build_ours, error_line, peer_builders
     from .bench_setup import use_device
 
     use_device(device)
@@ -159,7 +169,7 @@ def run_train_bench(
                 try:
                     done.append(pool.submit(_train_child, job).result())
                 except Exception as e:  # noqa: BLE001 - a model that cannot train here must not end the run
-                    failed.append({"model": name, "batch": batch, "error": _one_line(e)})
+                    failed.append({"model": name, "batch": batch, "error": error_line(e)})
                     say(f"{name} at batch {batch} failed: {failed[-1]['error']}")
     return {
         "machine": _machine(base),
@@ -167,10 +177,6 @@ def run_train_bench(
         "rows": _rows(runs, names[1] if len(names) > 1 else model_name),
         "failed": failed,
     }
-
-
-def _one_line(e: BaseException) -> str:
-    return f"{type(e).__name__}: {(str(e).splitlines() or [''])[0]}"
 
 
 def _rows(runs: dict[tuple[str, int], list[dict[str, Any]]], baseline: str) -> list[dict[str, Any]]:
@@ -196,26 +202,23 @@ def _machine(job: TrainStepJob) -> dict[str, Any]:
     """What the steps were timed on and under."""
     import torch
 
-    from .bench_report import cpu_info
+    from .bench_report import machine_info
 
-    cpu, features = cpu_info()
     settings = asdict(job)
     for key in ("ours_name", "model", "batch"):
         settings.pop(key)
     device = torch.cuda.get_device_name(torch.device(job.device)) if job.device.startswith("cuda") else "cpu"
-    machine = {"cpu": cpu, "cpu_features": features, "cores": os.cpu_count(), "torch": torch.__version__}
-    return machine | {"device_name": device} | settings
+    return machine_info() | {"device_name": device} | settings
 
 
 def format_train_bench(result: dict[str, Any]) -> str:
     """The training-step result as a table: images/s of each round and the best, × the baseline, peak memory."""
-    from .bench_report import CPU_FEATURES
+    from .bench_report import cpu_label
 
     m = result["machine"]
-    has = ", ".join(CPU_FEATURES[f] for f, on in (m["cpu_features"] or {}).items() if on)
     h, w = m["input_size"]
     lines = [
-        f"training step: {m['device_name']} ({m['cpu']}{'; ' + has if has else ''}, {m['threads']} threads), "
+        f"training step: {m['device_name']} ({cpu_label(m)}, {m['threads']} threads), "
         f"torch {m['torch']}, input {h}x{w}, {m['steps']} timed steps after {m['warmup']}, bf16 {m['bf16']}, "
         f"channels_last {m['channels_last']}; best of the rounds, ratios vs {result['baseline']}"
     ]
