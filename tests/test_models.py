@@ -221,27 +221,6 @@ def test_detector_builders_take_the_declared_options():
             assert f.metadata.get("help"), name
 
 
-def test_old_import_paths_still_work_and_say_where_things_moved():
-    import importlib
-    import sys
-    import warnings
-
-    for old, name in [
-        ("ghostnet.layers", "GhostModule"),
-        ("ghostnet.profile", "profile_model"),
-        ("ghostnet.ghostify", "ghostify"),
-        ("ghostnet.train", "run_training"),
-        ("ghostnet.config", "load_config"),
-        ("ghostnet.detection", "retinanet_ghostnet"),
-    ]:
-        sys.modules.pop(old, None)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            module = importlib.import_module(old)
-        assert hasattr(module, name), old
-        assert any(issubclass(w.category, DeprecationWarning) and "deprecated" in str(w.message) for w in caught), old
-
-
 def test_readme_list_models_line_is_what_list_models_returns():
     from pathlib import Path
 

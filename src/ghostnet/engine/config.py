@@ -87,9 +87,6 @@ class RunConfig:
     max_steps: int | None = option(None, "stop after this many optimizer steps (smoke tests)")
     progress: bool = option(True, "progress bars")
 
-    # Fields an older version saved in config.yaml that no longer exist; dropped when a run is resumed.
-    retired_fields: ClassVar[tuple[str, ...]] = ()
-
     def __post_init__(self) -> None:
         self.validate()
 
@@ -247,21 +244,6 @@ class DetectConfig(RunConfig, DetectorOptions):
     warmup_epochs: float = option(0.1, "linear warm-up from 0, in epochs")
     eval_batch_size: int = option(4, "batch size (images) for evaluation")
 
-    # Classification fields that detection configs saved before they had their own class.
-    retired_fields: ClassVar[tuple[str, ...]] = (
-        "dataset",
-        "download",
-        "augment",
-        "color_jitter",
-        "in_chans",
-        "image_size",
-        "ratio",
-        "dw_size",
-        "drop_rate",
-        "label_smoothing",
-        "channels_last",
-    )
-
     def data_name(self) -> str:
         return "coco"
 
@@ -361,8 +343,6 @@ def load_config(
             raise ValueError(f"{p} must hold a mapping of config fields")
         values.update(loaded)
     values.update(overrides or {})
-    for retired in cls.retired_fields:
-        values.pop(retired, None)
     types_ = _field_types(cls)
     unknown = sorted(set(values) - set(types_))
     if unknown:

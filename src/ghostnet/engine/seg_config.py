@@ -49,7 +49,6 @@ class SegmentConfig(RunConfig):
     warmup_epochs: float = option(1.0, "linear warm-up from 0, in epochs")
     eval_batch_size: int = option(4, "whole images per evaluation step (each at its own size)")
 
-    retired_fields: ClassVar[tuple[str, ...]] = ()
 
     def data_name(self) -> str:
         return self.dataset
