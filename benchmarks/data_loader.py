@@ -17,8 +17,8 @@ try:
     import torch.nn.functional as F
 
     from ghostnet import create_model
-    from ghostnet.cli.common import positive_int
     from ghostnet.data import TensorLoader, load_dataset
+    from ghostnet.tasks.options import positive_int
 except ModuleNotFoundError as e:  # run outside the project's environment: say how to run it
     sys.exit(f"{sys.argv[0]}: {e}; run it with `uv run python {sys.argv[0]}` (or pip install -e . first)")
 

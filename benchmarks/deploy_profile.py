@@ -28,11 +28,11 @@ try:
     from torch import nn
 
     from ghostnet import create_model
-    from ghostnet.cli.common import positive_int
     from ghostnet.deploy.bench import interleaved_times
     from ghostnet.deploy.export import export_model, fuse_bn, onnx_session
     from ghostnet.deploy.quantize import quantize_onnx
     from ghostnet.nn import GhostModule
+    from ghostnet.tasks.options import positive_int
 except ModuleNotFoundError as e:  # run outside the project's environment: say how to run it
     sys.exit(f"{sys.argv[0]}: {e}; run it with `uv run python {sys.argv[0]}` (or pip install -e . first)")
 

@@ -26,10 +26,10 @@ try:
     import torch
 
     from ghostnet import create_model
-    from ghostnet.cli.common import positive_int
     from ghostnet.deploy.bench import interleaved_times
     from ghostnet.deploy.export import export_model, fuse_bn, onnx_session
     from ghostnet.deploy.quantize import checkpoint_data, evaluate_onnx, loader_images, quantize_onnx
+    from ghostnet.tasks.options import positive_int
 except ModuleNotFoundError as e:  # run outside the project's environment: say how to run it
     sys.exit(f"{sys.argv[0]}: {e}; run it with `uv run python {sys.argv[0]}` (or pip install -e . first)")
 

@@ -13,7 +13,7 @@ try:
     from torchvision.models import segmentation as tvs
 
     from ghostnet.analysis.profile import profile_model
-    from ghostnet.models.segmentation import create_segmenter
+    from ghostnet.tasks.segment.models import create_segmenter
 except ModuleNotFoundError as e:  # run outside the project's environment: say how to run it
     sys.exit(f"{sys.argv[0]}: {e}; run it with `uv run python {sys.argv[0]}` (or pip install -e . first)")
 

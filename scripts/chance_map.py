@@ -10,8 +10,8 @@ import random
 import sys
 
 try:
-    from ghostnet.data.coco import load_coco_split
-    from ghostnet.engine.detection import coco_metrics
+    from ghostnet.tasks.detect.coco import load_coco_split
+    from ghostnet.tasks.detect.task import coco_metrics
 except ModuleNotFoundError as e:  # run outside the project's environment: say how to run it
     sys.exit(f"{sys.argv[0]}: {e}; run it with `uv run python {sys.argv[0]}` (or pip install -e . first)")
 

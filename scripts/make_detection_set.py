@@ -11,7 +11,7 @@ import json
 import sys
 
 try:
-    from ghostnet.data.synth import make_detection_set
+    from ghostnet.tasks.detect.synth import make_detection_set
 except ModuleNotFoundError as e:  # run outside the project's environment: say how to run it
     sys.exit(f"{sys.argv[0]}: {e}; run it with `uv run python {sys.argv[0]}` (or pip install -e . first)")
 

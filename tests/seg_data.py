@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ghostnet.data.segmentation import voc_palette
+from ghostnet.tasks.segment.data import voc_palette
 
 
 def _pair(rng: np.random.Generator, h: int, w: int, values: list[int]) -> tuple[np.ndarray, np.ndarray]:

@@ -4,7 +4,7 @@ import pytest
 
 from conftest import write_cifar
 from ghostnet.cli import main
-from ghostnet.engine.ablate import ablation_variants
+from ghostnet.tasks.classify.ablate import ablation_variants
 from golden import GOLDEN
 
 

@@ -31,7 +31,7 @@ def test_a_non_finite_coco_box_is_rejected_not_clipped_to_the_whole_image(tmp_pa
     pytest.importorskip("pycocotools")
     from PIL import Image
 
-    from ghostnet.data.coco import load_coco_split
+    from ghostnet.tasks.detect.coco import load_coco_split
 
     (tmp_path / "images").mkdir()
     Image.new("RGB", (64, 48)).save(tmp_path / "images" / "a.png")

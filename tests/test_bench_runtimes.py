@@ -154,18 +154,18 @@ def test_a_failing_conversion_is_recorded_and_the_run_goes_on(fake_openvino, tmp
 
 def _digits_checkpoint(tmp_path) -> Path:
     from ghostnet.engine import train
-    from ghostnet.engine.config import load_config
+    from ghostnet.tasks.classify.config import load_recipe
 
     values = dict(output_dir=str(tmp_path / "runs"), name="r", epochs=1, max_steps=3, batch_size=32)
     values.update(eval_batch_size=512, image_size=16, progress=False, seed=0)
-    train(load_config("digits", values))
+    train(load_recipe("digits", values))
     return tmp_path / "runs" / "r" / "last.pth"
 
 
 def test_top1_of_each_form_of_ours_from_a_checkpoint(fake_openvino, tmp_path, capsys):
     pytest.importorskip("onnxruntime")
     from ghostnet.deploy.quantize import checkpoint_data
-    from ghostnet.engine.evaluate import load_model
+    from ghostnet.tasks.classify.evaluate import load_model
 
     ckpt = _digits_checkpoint(tmp_path)
     out = tmp_path / "b.json"

@@ -8,13 +8,15 @@ import typing
 
 import pytest
 
-from ghostnet.engine.config import DetectConfig, TrainConfig, add_config_arguments, config_from_args
+from ghostnet.engine.config import add_config_arguments, config_from_args
+from ghostnet.tasks.classify.config import TrainConfig
+from ghostnet.tasks.detect.config import DetectConfig
 
 
 def _parse(cls: type, *argv: str) -> typing.Any:
     parser = argparse.ArgumentParser()
-    add_config_arguments(parser, cls=cls)
-    return config_from_args(parser.parse_args(list(argv)), cls=cls)
+    add_config_arguments(parser, cls)
+    return config_from_args(parser.parse_args(list(argv)), cls)
 
 
 @pytest.mark.parametrize(("argv", "expected"), [((), None), (("--frozen-bn",), True), (("--no-frozen-bn",), False)])
@@ -32,7 +34,7 @@ def test_frozen_bn_takes_no_value() -> None:
 @pytest.mark.parametrize("cls", [TrainConfig, DetectConfig])
 def test_every_bool_field_is_a_flag_pair(cls: type) -> None:
     parser = argparse.ArgumentParser()
-    add_config_arguments(parser, cls=cls)
+    add_config_arguments(parser, cls)
     options = {s for a in parser._actions for s in a.option_strings}
     hints = typing.get_type_hints(cls)
     bools = [f.name for f in dataclasses.fields(cls) if hints[f.name] in (bool, bool | None)]

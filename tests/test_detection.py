@@ -13,11 +13,11 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 from ghostnet import create_model, save_weights
 from ghostnet.cli import main
 from ghostnet.data import DatasetError
-from ghostnet.data.coco import DetectionLoader, load_coco_split
-from ghostnet.data.synth import make_detection_set
-from ghostnet.engine.detection import coco_metrics, evaluate_detector, load_detector
 from ghostnet.models.checkpoint import read_checkpoint
-from ghostnet.models.detection import fasterrcnn_ghostnet, ghostnet_fpn_backbone, retinanet_ghostnet
+from ghostnet.tasks.detect.coco import DetectionLoader, load_coco_split
+from ghostnet.tasks.detect.models import fasterrcnn_ghostnet, ghostnet_fpn_backbone, retinanet_ghostnet
+from ghostnet.tasks.detect.synth import make_detection_set
+from ghostnet.tasks.detect.task import coco_metrics, evaluate_detector, load_detector
 
 
 def _targets():
@@ -229,7 +229,7 @@ def test_coco_metrics_perfect_none_and_shifted(coco):
 
 @pytest.mark.parametrize("name", ["retinanet_ghostnet", "fasterrcnn_ghostnet"])
 def test_a_few_steps_reduce_the_loss(coco, name):
-    from ghostnet.models.detection import create_detector
+    from ghostnet.tasks.detect.models import create_detector
 
     torch.manual_seed(0)
     split = load_coco_split(coco / "train", coco / "annotations" / "instances_train.json")
@@ -248,7 +248,7 @@ def test_a_few_steps_reduce_the_loss(coco, name):
 
 @pytest.mark.parametrize("width", [0.5, 1.0, 1.3])
 def test_detectors_build_at_several_widths_with_custom_levels(width):
-    from ghostnet.models.detection import create_detector
+    from ghostnet.tasks.detect.models import create_detector
 
     for name in ("retinanet_ghostnet", "fasterrcnn_ghostnet"):
         m = create_detector(name, 4, width=width, min_size=64, max_size=64, out_indices=(3, 4), fpn_channels=16).eval()
@@ -393,8 +393,8 @@ def test_two_process_ddp_detection(coco, tmp_path):
 
 @pytest.mark.parametrize("name", ["retinanet_ghostnet", "fasterrcnn_ghostnet"])
 def test_whole_detector_exports_to_onnx_with_matching_detections(tmp_path, name):
-    from ghostnet.deploy.detection import export_detector
-    from ghostnet.models.detection import create_detector
+    from ghostnet.tasks.detect.export import export_detector
+    from ghostnet.tasks.detect.models import create_detector
 
     torch.manual_seed(0)
     # score_thresh 0 keeps every candidate, so the check compares hundreds of detections rather than none
@@ -457,7 +457,7 @@ def test_cli_exports_a_trained_detector(coco, tmp_path, capsys):
 
 
 def test_coco_layout_is_found_and_ambiguity_is_refused(tmp_path):
-    from ghostnet.data.coco import find_coco_split
+    from ghostnet.tasks.detect.coco import find_coco_split
 
     (tmp_path / "annotations").mkdir()
     (tmp_path / "train2017").mkdir()
@@ -488,9 +488,9 @@ def test_a_whole_detector_export_to_a_full_disk_leaves_nothing(tmp_path, monkeyp
     import errno
     import os
 
-    from ghostnet.deploy.detection import export_detector
     from ghostnet.deploy.export import ExportWriteError
-    from ghostnet.models.detection import create_detector
+    from ghostnet.tasks.detect.export import export_detector
+    from ghostnet.tasks.detect.models import create_detector
 
     def full_disk(model, args, f, **kw):
         Path(f).write_bytes(bytes(4096))  # a partial file, as a full disk leaves it

@@ -14,9 +14,9 @@ from torch import nn
 from conftest import write_cifar
 from ghostnet import create_model
 from ghostnet.cli import main
-from ghostnet.engine.classification import ClassificationTask, distillation_loss
-from ghostnet.engine.config import TrainConfig, load_config
 from ghostnet.models.checkpoint import read_checkpoint
+from ghostnet.tasks.classify.config import TrainConfig, load_recipe
+from ghostnet.tasks.classify.task import ClassificationTask, distillation_loss
 
 
 @pytest.fixture(autouse=True)
@@ -102,7 +102,7 @@ def test_the_training_step_adds_the_weighted_term_to_the_smoothed_cross_entropy(
 )
 def test_config_refuses_a_teacher_it_cannot_use(values, message):
     with pytest.raises(ValueError, match=message):
-        load_config("digits", values)
+        load_recipe("digits", values)
 
 
 def _digits_argv(tmp_path, name, *extra):
@@ -200,15 +200,15 @@ def test_sigkill_then_resume_of_a_distilled_run_is_bit_identical(tmp_path, capsy
 
 
 def test_the_ghostnetv3_recipe_loads_with_the_papers_settings(tmp_path):
-    cfg = load_config("ghostnetv3")
+    cfg = load_recipe("ghostnetv3")
     assert (cfg.model, cfg.dataset, cfg.epochs, cfg.batch_size) == ("ghostnetv3_100", "imagefolder", 600, 1024)
     assert (cfg.optimizer, cfg.lr, cfg.schedule, cfg.warmup_epochs) == ("sgd", 0.05, "cosine", 3)
     assert (cfg.weight_decay, cfg.label_smoothing, cfg.ema_decay) == (2e-5, 0.1, 0.9998)
     assert (cfg.kd_temperature, cfg.kd_weight, cfg.teacher) == (1.0, 1.0, None)  # the teacher comes from the CLI
     torch.save({}, tmp_path / "t.pth")
-    with_teacher = load_config(
+    with_teacher = load_recipe(
         "ghostnetv3", {"teacher": "ghostnetv3_160", "teacher_checkpoint": str(tmp_path / "t.pth")}
     )
     assert with_teacher.teacher == "ghostnetv3_160"
     with pytest.raises(ValueError, match="teacher needs teacher_checkpoint"):
-        load_config("ghostnetv3", {"teacher": "ghostnetv3_160"})
+        load_recipe("ghostnetv3", {"teacher": "ghostnetv3_160"})

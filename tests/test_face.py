@@ -17,16 +17,16 @@ from conftest import write_identity_folder, write_verification_bin
 from ghostnet import create_model, save_weights
 from ghostnet.data import DatasetError, faces
 from ghostnet.data.download import extract_tar
-from ghostnet.data.faces import (
+from ghostnet.tasks.face.data import (
     decode_pair_images,
     identity_files,
     load_identity_folder,
     read_pairs,
     read_verification_bin,
 )
-from ghostnet.engine.face_data import IdentityFileLoader
-from ghostnet.engine.verification import roc_curve, tar_at_far, ten_fold_accuracy, verification_report
-from ghostnet.nn.margin import ArcFace, CosFace, SoftmaxHead, create_margin_head
+from ghostnet.tasks.face.loaders import IdentityFileLoader
+from ghostnet.tasks.face.margin import ArcFace, CosFace, SoftmaxHead, create_margin_head
+from ghostnet.tasks.face.verification import roc_curve, tar_at_far, ten_fold_accuracy, verification_report
 
 # ---------------------------------------------------------------- models
 
@@ -394,7 +394,7 @@ def test_make_pairs_lives_with_the_data_and_refuses_what_cannot_pair():
 
 def test_flip_only_augmentation_of_in_memory_identities_is_sharded_and_seeded():
     from ghostnet.data import ImageData, TensorLoader
-    from ghostnet.engine.face import FlipLoader
+    from ghostnet.tasks.face.task import FlipLoader
 
     data = ImageData(torch.randint(0, 255, (16, 1, 8, 8), dtype=torch.uint8), torch.arange(16) % 4)
     make = lambda rank, world: FlipLoader(  # noqa: E731

@@ -10,8 +10,8 @@ import torch
 
 from conftest import write_identity_folder, write_verification_bin
 from ghostnet.cli import main
-from ghostnet.engine.face import FaceTask
 from ghostnet.models.checkpoint import read_checkpoint
+from ghostnet.tasks.face.task import FaceTask
 
 TINY = [
     "--image-size", "32", "--width", "0.25", "--embedding-size", "16", "--batch-size", "8", "--eval-batch-size", "64",
@@ -173,7 +173,7 @@ def test_training_identities_with_one_image_are_left_out(tmp_path, capsys):
 
 
 def test_face_eval_and_embed_refuse_bad_options_before_any_work(trained, tmp_path, capsys, monkeypatch):
-    import ghostnet.engine.face as face_engine
+    import ghostnet.tasks.face.task as face_engine
 
     root, faces, run_dir = trained
     ckpt = str(run_dir / "best.pth")
@@ -195,7 +195,7 @@ def test_face_eval_and_embed_refuse_bad_options_before_any_work(trained, tmp_pat
 
 def test_a_face_checkpoint_is_read_once(trained, monkeypatch):
     import ghostnet.models.checkpoint as checkpoint
-    from ghostnet.engine.face import load_face_model
+    from ghostnet.tasks.face.task import load_face_model
 
     reads = []
     real = checkpoint.read_checkpoint

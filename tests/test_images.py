@@ -12,9 +12,8 @@ from torch import nn
 from ghostnet import create_model, save_weights
 from ghostnet.cli import main
 from ghostnet.data import DatasetError, load_dataset
-from ghostnet.data.coco import read_image
-from ghostnet.data.images import Preprocess, convert_image, open_image
-from ghostnet.deploy.predict import predict_images
+from ghostnet.data.images import Preprocess, convert_image, open_image, read_image
+from ghostnet.tasks.classify.predict import predict_images
 
 GRADIENT = np.linspace(0, 65535, 256).round().astype(np.uint16)[None, :].repeat(6, axis=0)  # (6, 256), 0..65535
 GRADIENT_8BIT = np.rint(GRADIENT / 257).astype(np.uint8)

@@ -206,7 +206,7 @@ def test_detector_builders_take_the_declared_options():
     import dataclasses
     import inspect
 
-    from ghostnet.models.detection import DetectorOptions, fasterrcnn_ghostnet, retinanet_ghostnet
+    from ghostnet.tasks.detect.models import DetectorOptions, fasterrcnn_ghostnet, retinanet_ghostnet
 
     options = {f.name: f for f in dataclasses.fields(DetectorOptions)}
     for builder in (retinanet_ghostnet, fasterrcnn_ghostnet):

@@ -13,10 +13,10 @@ import pytest
 from ghostnet.cli import main
 from ghostnet.engine import RunDirError, run_training
 from ghostnet.engine import runs as runs_module
-from ghostnet.engine.classification import ClassificationTask
-from ghostnet.engine.config import load_config
 from ghostnet.engine.runs import LOCK_FILE, lock_run_dir
 from ghostnet.models.checkpoint import read_checkpoint
+from ghostnet.tasks.classify.config import load_recipe
+from ghostnet.tasks.classify.task import ClassificationTask
 
 
 def tiny(tmp_path, **overrides):
@@ -32,7 +32,7 @@ def tiny(tmp_path, **overrides):
         progress=False,
         seed=0,
     )
-    return load_config("digits", {**values, **overrides})
+    return load_recipe("digits", {**values, **overrides})
 
 
 class BrokenModel(ClassificationTask):

@@ -174,8 +174,8 @@ def test_ghostified_torchvision_model_fp32(tmp_path, photos):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["lraspp_ghostnet_100", "deeplabv3_ghostnet_100"])
 def test_segmenter_logits_fp32(tmp_path, photos, name):
-    from ghostnet.deploy.segment import SegmentationLogits
-    from ghostnet.models.segmentation import create_segmenter
+    from ghostnet.tasks.segment.models import create_segmenter
+    from ghostnet.tasks.segment.predict import SegmentationLogits
 
     torch.manual_seed(0)
     model = fuse_bn(SegmentationLogits(as_trained(create_segmenter(name, 5), 64)).eval())

@@ -176,8 +176,8 @@ def test_cli_export_through_a_runtime_prints_what_it_checked(tmp_path, capsys, f
         Image.fromarray(np.random.default_rng(i).integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(
             photos / f"{i}.png"
         )
-    monkeypatch.setattr("ghostnet.cli.edge_export._classifier", lambda args: _source())
-    from ghostnet.cli.edge_export import cmd_export_runtime
+    monkeypatch.setattr("ghostnet.tasks.runtime_export._classifier", lambda args: _source())
+    from ghostnet.tasks.runtime_export import cmd_export_runtime
 
     args = types.SimpleNamespace(
         format="fake",
@@ -198,8 +198,8 @@ def test_cli_export_through_a_runtime_prints_what_it_checked(tmp_path, capsys, f
 
 
 def _source():
-    from ghostnet.cli.edge_export import _Source
     from ghostnet.data.images import Preprocess
+    from ghostnet.tasks.runtime_export import _Source
 
     return _Source(_tiny(), (32, 32), 3, Preprocess(image_size=32), "tiny")
 

@@ -185,8 +185,8 @@ def test_a_ghostified_torchvision_model_matches_pytorch(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["lraspp_ghostnet_100", "deeplabv3_ghostnet_100"])
 def test_segmentation_logits_match_pytorch(name, tmp_path):
-    from ghostnet.deploy.segment import SegmentationLogits
-    from ghostnet.models.segmentation import create_segmenter
+    from ghostnet.tasks.segment.models import create_segmenter
+    from ghostnet.tasks.segment.predict import SegmentationLogits
 
     torch.manual_seed(0)
     model = fuse_bn(SegmentationLogits(as_trained(create_segmenter(name, num_classes=5), 96)).eval())

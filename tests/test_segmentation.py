@@ -6,7 +6,10 @@ import torch
 from PIL import Image
 
 from ghostnet.cli import main
-from ghostnet.data.segmentation import (
+from ghostnet.models import create_model
+from ghostnet.models.checkpoint import save_weights
+from ghostnet.models.ghostnet import GhostNet
+from ghostnet.tasks.segment.data import (
     IGNORE_INDEX,
     DatasetError,
     SegmentationLoader,
@@ -15,11 +18,8 @@ from ghostnet.data.segmentation import (
     load_segmentation_split,
     read_mask,
 )
-from ghostnet.engine.seg_metrics import confusion_matrix, segmentation_metrics
-from ghostnet.models import create_model
-from ghostnet.models.checkpoint import save_weights
-from ghostnet.models.ghostnet import GhostNet
-from ghostnet.models.segmentation import create_segmenter, deeplabv3_ghostnet, lraspp_ghostnet
+from ghostnet.tasks.segment.metrics import confusion_matrix, segmentation_metrics
+from ghostnet.tasks.segment.models import create_segmenter, deeplabv3_ghostnet, lraspp_ghostnet
 from seg_data import write_cityscapes, write_folder, write_voc
 
 
@@ -241,7 +241,7 @@ def test_voc_download_from_a_local_server_is_verified_unpacked_and_not_repeated(
 
     from torchvision.datasets.voc import DATASET_YEAR_DICT
 
-    from ghostnet.data.segmentation import download as voc_download
+    from ghostnet.tasks.segment.data import download as voc_download
 
     assert (voc_download.VOC_URL, voc_download.VOC_MD5) == (
         DATASET_YEAR_DICT["2012"]["url"],

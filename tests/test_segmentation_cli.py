@@ -8,10 +8,10 @@ import torch
 from PIL import Image
 
 from ghostnet.cli import main
-from ghostnet.deploy.segment import export_segmenter
-from ghostnet.engine.segmentation import SegmentationTask, load_segmenter
 from ghostnet.models.checkpoint import read_checkpoint
-from ghostnet.models.segmentation import create_segmenter
+from ghostnet.tasks.segment.models import create_segmenter
+from ghostnet.tasks.segment.predict import export_segmenter
+from ghostnet.tasks.segment.task import SegmentationTask, load_segmenter
 from seg_data import write_folder, write_voc
 
 

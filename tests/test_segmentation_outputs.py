@@ -5,9 +5,9 @@ import pytest
 import torch
 from PIL import Image
 
-from ghostnet.data.segmentation import joint_scale_crop_flip, load_segmentation_split
-from ghostnet.deploy.segment import segment_images
-from ghostnet.models.segmentation import create_segmenter
+from ghostnet.tasks.segment.data import joint_scale_crop_flip, load_segmentation_split
+from ghostnet.tasks.segment.models import create_segmenter
+from ghostnet.tasks.segment.predict import segment_images
 from seg_data import write_voc
 
 
@@ -74,8 +74,8 @@ def test_augmented_voc_lists_with_paths_are_read(tmp_path):
 
 
 def test_street_scenes_get_cityscapes_colours():
-    from ghostnet.data.segmentation import CITYSCAPES_CLASSES
-    from ghostnet.deploy.segment import colorize
+    from ghostnet.tasks.segment.data import CITYSCAPES_CLASSES
+    from ghostnet.tasks.segment.predict import colorize
 
     labels = np.array([[0, 13, 255]])
     street = colorize(labels, list(CITYSCAPES_CLASSES))
@@ -85,7 +85,7 @@ def test_street_scenes_get_cityscapes_colours():
 
 
 def test_the_real_image_set_is_written_in_the_folder_format(tmp_path):
-    from ghostnet.data.segmentation import make_segmentation_set, read_mask
+    from ghostnet.tasks.segment.data import make_segmentation_set, read_mask
 
     out = tmp_path / "set"
     r = make_segmentation_set(out, n_train=3, n_val=2, image_size=48, object_size=(16, 32), source="digits")

@@ -15,9 +15,9 @@ from conftest import write_cifar, write_idx, write_image_folder
 from ghostnet import create_model
 from ghostnet.cli import main
 from ghostnet.engine import RunDirError, TrainingDiverged, train
-from ghostnet.engine.config import TrainConfig, load_config
 from ghostnet.engine.loop import lr_factor, param_groups
 from ghostnet.models.checkpoint import read_checkpoint
+from ghostnet.tasks.classify.config import TrainConfig, load_recipe
 
 TINY = dict(model="ghostnet_small_050", epochs=2, batch_size=8, eval_batch_size=16, progress=False, seed=3)
 
@@ -44,9 +44,9 @@ def test_no_weight_decay_on_bn_and_bias():
 def test_config_yaml_and_overrides(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("lr: 0.2\nepochs: 3\nmilestones: [0.3, 0.6]\nclip_grad: null\n")
-    cfg = load_config(path, {"epochs": "5", "nesterov": "false"})
+    cfg = load_recipe(path, {"epochs": "5", "nesterov": "false"})
     assert (cfg.lr, cfg.epochs, cfg.milestones, cfg.nesterov, cfg.clip_grad) == (0.2, 5, [0.3, 0.6], False, None)
-    imagenet = load_config("imagenet")
+    imagenet = load_recipe("imagenet")
     assert (
         imagenet.lr,
         imagenet.batch_size,
@@ -55,14 +55,14 @@ def test_config_yaml_and_overrides(tmp_path):
         imagenet.warmup_epochs,
     ) == (0.4, 1024, 4e-5, 0.1, 5)
     with pytest.raises(ValueError, match=r"unknown config field\(s\) \['lr_max'\]"):
-        load_config(None, {"lr_max": 1})
+        load_recipe(None, {"lr_max": 1})
     with pytest.raises(ValueError, match="epochs: expected int, got 2.5"):
-        load_config(None, {"epochs": 2.5})
+        load_recipe(None, {"epochs": 2.5})
     path.write_text("lr: [unclosed\n")
     with pytest.raises(ValueError, match="not valid YAML"):
-        load_config(path)
+        load_recipe(path)
     with pytest.raises(ValueError, match="neither a file nor a bundled recipe"):
-        load_config("no_such_recipe")
+        load_recipe("no_such_recipe")
 
 
 def test_train_cifar_end_to_end(tmp_path):
@@ -83,7 +83,7 @@ def test_train_cifar_end_to_end(tmp_path):
     rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2] and rows[-1]["step"] == 20
     assert summary["final_top1"] == rows[-1]["eval_top1"] and summary["params"] > 0 and summary["macs"] > 0
-    assert load_config(run / "config.yaml").to_dict() == cfg.to_dict()
+    assert load_recipe(run / "config.yaml").to_dict() == cfg.to_dict()
     ckpt = read_checkpoint(run / "last.pth")  # weights_only: no pickled code
     assert ckpt["model_name"] == "ghostnet_small_050" and ckpt["data"]["classes"][0] == "airplane"
     assert (run / "curves.png").read_bytes()[:4] == b"\x89PNG"
@@ -446,9 +446,9 @@ def test_resume_uses_the_runs_own_config_and_refuses_another_model(tmp_path, cap
 )
 def test_drop_rate_reaches_every_model(model, drop_rate, expected):
     from ghostnet.data import load_dataset
-    from ghostnet.engine.classification import build_model_for_data
+    from ghostnet.tasks.classify.task import build_model_for_data
 
-    cfg = load_config(None, {"model": model, "drop_rate": drop_rate})
+    cfg = load_recipe(None, {"model": model, "drop_rate": drop_rate})
     net = build_model_for_data(cfg, load_dataset("digits"))  # 0.2 was ignored for vgg16, a TypeError for resnet56
     assert [m.p for m in net.modules() if isinstance(m, torch.nn.Dropout)] == [expected]
 
@@ -456,7 +456,8 @@ def test_drop_rate_reaches_every_model(model, drop_rate, expected):
 def test_every_option_has_help_from_its_field_and_shows_its_default(capsys):
     import dataclasses
 
-    from ghostnet.engine.config import DetectConfig, TrainConfig
+    from ghostnet.tasks.classify.config import TrainConfig
+    from ghostnet.tasks.detect.config import DetectConfig
 
     for cls in (TrainConfig, DetectConfig):
         missing = [f.name for f in dataclasses.fields(cls) if not f.metadata.get("help")]
@@ -473,11 +474,12 @@ def test_every_option_has_help_from_its_field_and_shows_its_default(capsys):
 
 
 def test_a_detection_config_saved_with_the_old_classification_fields_still_loads(tmp_path):
-    from ghostnet.engine.config import DetectConfig
+    from ghostnet.engine.config import load_config
+    from ghostnet.tasks.detect.config import DetectConfig
 
     saved = tmp_path / "config.yaml"
     saved.write_text("dataset: coco\naugment: null\ndrop_rate: 0.2\nmodel: fasterrcnn_ghostnet\nfpn_channels: 64\n")
-    cfg = load_config(saved, cls=DetectConfig)
+    cfg = load_config(DetectConfig, saved)
     assert (cfg.model, cfg.fpn_channels, cfg.data_name()) == ("fasterrcnn_ghostnet", 64, "coco")
     assert cfg.detector_options()["out_indices"] == (2, 3, 4)
 
@@ -592,7 +594,7 @@ def test_bad_images_error_refuses_in_one_line_naming_the_file(tmp_path, capsys):
 def _digits(tmp_path, **overrides):
     values = dict(output_dir=str(tmp_path / "runs"), name="r", epochs=1, max_steps=2, batch_size=16)
     values.update(eval_batch_size=512, image_size=16, progress=False, seed=0, **overrides)
-    return load_config("digits", values)
+    return load_recipe("digits", values)
 
 
 class _Poisoned:
@@ -600,7 +602,7 @@ class _Poisoned:
     becomes NaN while the loss stays finite, as overflowing statistics do) or the loss (`what="loss"`)."""
 
     def __new__(cls, at, what):
-        from ghostnet.engine.classification import ClassificationTask
+        from ghostnet.tasks.classify.task import ClassificationTask
 
         class Task(ClassificationTask):
             steps = 0

@@ -90,7 +90,7 @@ def profile_model(
     rows, act_total = _layer_rows(leaves, outputs, _flops_per_module(model, counter))
     cheap = {f"{n}.cheap_operation.0" for n, m in model.named_modules() if isinstance(m, GhostModule)}
     return ModelProfile(
-        model=name or getattr(model, "model_name", None) or type(model).__name__,
+        model=name or type(model).__name__,
         input_shape=[1, in_chans, h, w],
         params=count_params(model),
         trainable_params=count_params(model, trainable_only=True),

@@ -1,4 +1,5 @@
-"""The `ghostnet` command line: argparse subcommands, each a thin wrapper over a library function."""
+"""The `ghostnet` command line: ``ghostnet <task> <mode>`` generated from the task specs (`ghostnet.tasks`), and
+the model-level commands (``list``, ``profile``, ``ghostify``, ``ablate``, ``visualize``, ``bench``)."""
 
 from __future__ import annotations
 
@@ -6,13 +7,14 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from .common import CommandParser, UsageError
+from ..tasks import TASKS, TaskSpec
+from ..tasks.options import CommandParser, UsageError
 
 __all__ = ["main", "build_parser", "UsageError"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import bench, deploy, detection, face, models, segmentation, training
+    from . import bench, models
 
     parser = argparse.ArgumentParser(
         prog="ghostnet",
@@ -21,14 +23,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=CommandParser)
     sub.required = True
+    for spec in TASKS.values():
+        _add_task(sub, spec)
     models.add_parsers(sub)
-    training.add_parsers(sub)
-    deploy.add_parsers(sub)
     bench.add_parsers(sub)
-    detection.add_parsers(sub)
-    face.add_parsers(sub)
-    segmentation.add_parsers(sub)
     return parser
+
+
+def _add_task(sub: argparse._SubParsersAction, spec: TaskSpec) -> None:
+    """``ghostnet <task>`` with one sub-command per mode; ``args.command`` reads ``<task> <mode>`` in errors."""
+    task = sub.add_parser(spec.name, help=spec.help, description=f"{spec.help[0].upper()}{spec.help[1:]}.")
+    modes = task.add_subparsers(dest="mode", metavar="MODE", parser_class=CommandParser)
+    modes.required = True
+    for mode in spec.modes:
+        p = modes.add_parser(mode.name, help=mode.help, description=mode.description)
+        mode.arguments(p)
+        p.set_defaults(func=mode.run, command=f"{spec.name} {mode.name}")
 
 
 def _version() -> str:

@@ -8,7 +8,7 @@ import json
 import sys
 from typing import Any
 
-from .common import UsageError, positive_int
+from ..tasks.options import UsageError, positive_int
 
 __all__ = ["add_parsers", "cmd_bench"]
 

@@ -7,7 +7,8 @@ import json
 import re
 from pathlib import Path
 
-from .common import UsageError, positive_float, positive_int
+from ..models.registry import TASKS
+from ..tasks.options import UsageError, positive_float, positive_int
 
 
 def _model_kwargs(args: argparse.Namespace) -> dict:
@@ -51,12 +52,12 @@ def cmd_list(args: argparse.Namespace) -> int:
 
     published = models_with_weights()  # name -> its sources, preferred (what pretrained=True loads) first
     table = load_table()  # measured by the profiler at each model's defaults (scripts/model_table.py)
-    print(f"{'model':<24} {'params':>7} {'MACs':>8} {'at':>4}  description")
-    for name in list_models(args.pattern):
+    print(f"{'model':<24} {'task':<8} {'params':>7} {'MACs':>8} {'at':>4}  description")
+    for name in list_models(args.pattern, task=args.task):
         row = table.get(name, {})
         weights = f"  [ImageNet weights] {', '.join(published[name])}" if name in published else ""
         figures = f"{_count(row.get('params')):>7} {_count(row.get('macs')):>8} {row.get('input_size', '?'):>4}"
-        print(f"{name:<24} {figures}  {describe(model_entry(name).description)}{weights}")
+        print(f"{name:<24} {model_entry(name).task:<8} {figures}  {describe(model_entry(name).description)}{weights}")
     return 0
 
 
@@ -201,9 +202,9 @@ def _model_and_image(args: argparse.Namespace):
     from PIL import Image, UnidentifiedImageError
 
     from ..data.images import Preprocess
-    from ..engine.evaluate import load_model
     from ..models import list_models, model_entry
     from ..nn.ghostify import ghostify
+    from ..tasks.classify.evaluate import load_model
 
     if args.checkpoint:
         model, prep, _ = load_model(args.checkpoint, args.model)
@@ -251,7 +252,22 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     _add_list(sub)
     _add_profile(sub)
     _add_ghostify(sub)
+    _add_ablate(sub)
     _add_visualize(sub)
+
+
+def _add_ablate(sub: argparse._SubParsersAction) -> None:
+    from ..tasks.classify.cli import ablate_arguments, cmd_ablate
+
+    p = sub.add_parser(
+        "ablate",
+        help="the paper's s/d ablation: train each Ghost variant with one recipe and seed",
+        description="Train the baseline and its Ghost versions for each s (at d=3) and each d (at s=2) with one "
+        "shared recipe and seed; write results.md, results.csv and acc_vs_macs.png. Running it again skips finished "
+        "variants and resumes an interrupted one.",
+    )
+    ablate_arguments(p)
+    p.set_defaults(func=cmd_ablate)
 
 
 def _add_list(sub: argparse._SubParsersAction) -> None:
@@ -263,6 +279,7 @@ def _add_list(sub: argparse._SubParsersAction) -> None:
         "ImageNet weights (and from where).",
     )
     p.add_argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. 'ghostnet_*'")
+    p.add_argument("--task", choices=TASKS, help="only the models of this task")
     p.set_defaults(func=cmd_list)
 
 

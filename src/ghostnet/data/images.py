@@ -30,6 +30,9 @@ __all__ = [
     "collect_images",
     "convert_image",
     "open_image",
+    "output_targets",
+    "read_image",
+    "save_png",
 ]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
@@ -213,3 +216,43 @@ def collect_images(paths: list[str]) -> list[Path]:
         else:
             raise DatasetError(f"image not found: {p}")
     return files
+
+
+def read_image(path: str | os.PathLike) -> Any:
+    """An image file as float RGB (3, H, W) in [0, 1], read by `images.open_image` (16-bit, palette, alpha and
+    CMYK scaled, not clipped); `images.ImageReadError` (a `DatasetError`) naming the file if it cannot be read."""
+    import numpy as np
+    import torch
+
+    arr = np.asarray(open_image(path, "RGB"), dtype=np.uint8).copy()
+    return torch.from_numpy(arr).permute(2, 0, 1).float().div_(255)
+
+
+def output_targets(paths: list[Path], out_dir: Path, overwrite: bool) -> dict[Path, Path]:
+    """``OUT_DIR/STEM.png`` for each input; refuses two inputs sharing a target, a target that is one of the
+    inputs (even with `overwrite`), and an existing target unless `overwrite`. Creates `out_dir`."""
+    inputs = {q.resolve() for q in paths}
+    targets: dict[Path, Path] = {}
+    for p in paths:
+        dest = out_dir / f"{p.stem}.png"
+        if dest in targets.values():
+            raise ValueError(f"two inputs would both be written to {dest}; run them separately")
+        if dest.resolve() in inputs:
+            raise ValueError(f"{dest} is one of the input images; choose another --output-dir")
+        if dest.exists() and not overwrite:
+            raise ValueError(f"{dest} exists; pass --overwrite to replace it or choose another --output-dir")
+        targets[p] = dest
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return targets
+
+
+def save_png(rgb: Any, dest: Path) -> None:
+    """Write an (H, W, 3) uint8 array as PNG through a temporary file, so `dest` is never left half-written."""
+    from PIL import Image
+
+    tmp = dest.with_name(f".{dest.name}.tmp.png")
+    try:
+        Image.fromarray(rgb).save(tmp)
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)

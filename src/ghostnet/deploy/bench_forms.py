@@ -102,9 +102,9 @@ def build_ours(model_name: str) -> nn.Module:
     """Our model to time: a registered classifier, a segmenter (21 classes, as VOC) returning its logits, or
     ``ghostify:NAME``, torchvision's NAME with its convs made Ghost modules (`ghostify`, s=2, d=3)."""
     from ..models import create_model
-    from ..models.segmentation import SEGMENTERS, create_segmenter
     from ..nn.ghostify import ghostify
-    from .segment import SegmentationLogits
+    from ..tasks.segment.models import SEGMENTERS, create_segmenter
+    from ..tasks.segment.predict import SegmentationLogits
 
     if model_name in SEGMENTERS:
         return SegmentationLogits(create_segmenter(model_name, 21))
@@ -120,7 +120,7 @@ def _segmentation_peers(model_name: str) -> dict[str, Callable[[], nn.Module]]:
     (21 classes, output stride 16, no auxiliary head), all returning their logits."""
     from torchvision.models import segmentation as tvs
 
-    from .segment import SegmentationLogits
+    from ..tasks.segment.predict import SegmentationLogits
 
     other = "deeplabv3_ghostnet_100" if model_name.startswith("lraspp") else "lraspp_ghostnet_100"
     return {
@@ -142,7 +142,7 @@ def peer_builders(model_name: str = "ghostnet_100", *, inference: bool = True) -
     beside ``ghostify:NAME``, torchvision's NAME. Without `inference`, every peer is built as it is trained."""
     import torchvision.models as tvm
 
-    from ..models.segmentation import SEGMENTERS
+    from ..tasks.segment.models import SEGMENTERS
 
     if model_name in SEGMENTERS:
         return _segmentation_peers(model_name)

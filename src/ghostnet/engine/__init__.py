@@ -1,24 +1,21 @@
-"""The training engine: one loop (`loop`) with a part per task (`classification`, `detection`), the config
-dataclasses, run folders, distributed helpers, evaluation of checkpoints and the ablation sweep.
+"""The training engine every task shares: one loop (`loop`) over a `Task`, the config base (`config`), run
+folders, distributed helpers, rebuilding a model from a checkpoint, the epoch report. Tasks live in
+`ghostnet.tasks`; this package imports none of them.
 
-    from ghostnet.engine import load_config, train
-    train(load_config("digits", {"epochs": 3}))
+    from ghostnet.tasks.classify import load_recipe, train
+    train(load_recipe("digits", {"epochs": 3}))
 """
 
-from .classification import ClassificationTask, train
-from .config import DetectConfig, TrainConfig, load_config
+from .config import RunConfig, load_config
 from .loop import TrainingDiverged, run_training
 from .runs import RunDirError
 from .task import Task
 
 __all__ = [
-    "ClassificationTask",
-    "DetectConfig",
+    "RunConfig",
     "RunDirError",
     "Task",
-    "TrainConfig",
     "TrainingDiverged",
     "load_config",
     "run_training",
-    "train",
 ]

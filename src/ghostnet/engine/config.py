@@ -10,27 +10,22 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import yaml
 
-from ..models import model_entry
-from ..models.detection import DetectorOptions
+C = TypeVar("C", bound="RunConfig")
 
 __all__ = [
-    "DetectConfig",
     "RunConfig",
-    "TrainConfig",
     "add_config_arguments",
     "config_from_args",
+    "first_failure",
     "list_recipes",
     "load_config",
     "option",
     "recipe_path",
 ]
-
-RECIPES_DIR = Path(__file__).parent / "recipes"
-
 
 def option(default: Any = dataclasses.MISSING, help: str = "", *, factory: Any = dataclasses.MISSING) -> Any:
     """A config field with its help text: the one place the option's meaning is written (CLI --help reads it)."""
@@ -41,9 +36,12 @@ def option(default: Any = dataclasses.MISSING, help: str = "", *, factory: Any =
 class RunConfig:
     """What every training run has, whatever its task: the schedule, the optimizer, the run folder.
 
-    Each task's config extends it (`TrainConfig` for classification, `DetectConfig` for detection); each is
-    loadable from YAML, overridable from the command line, and saved as config.yaml in every run folder.
+    Each task's config extends it (in the task's package: ``ghostnet.tasks.<task>.config``); each is loadable
+    from YAML, overridable from the command line, and saved as config.yaml in every run folder. A task with
+    bundled recipes (YAML files loadable by name) sets `recipes_dir`.
     """
+
+    recipes_dir: ClassVar[Path | None] = None
 
     # --- data and model (every task)
     data_dir: str | None = option(None, "where to look for the data first")
@@ -97,7 +95,7 @@ class RunConfig:
     def validate(self) -> None:
         """Raise `ValueError` naming the first nonsensical field."""
         _check_finite(self)
-        _first_failure(
+        first_failure(
             (self.epochs >= 1, "epochs must be >= 1"),
             (self.batch_size >= 1, "batch_size must be >= 1"),
             (self.eval_batch_size >= 1, "eval_batch_size must be >= 1"),
@@ -126,147 +124,6 @@ class RunConfig:
         return dataclasses.asdict(self)
 
 
-@dataclass
-class TrainConfig(RunConfig):
-    """An image-classification run (`ghostnet train`)."""
-
-    # --- data
-    dataset: str = option("digits", "digits | fashion_mnist | mnist | cifar10 | cifar100 | imagefolder")
-    data_dir: str | None = option(None, "where to look first (imagefolder: the folder holding train/ and val/)")
-    download: bool = option(False, "fetch CIFAR / (Fashion-)MNIST when missing (checksum-verified)")
-    image_size: int | None = option(None, "input resolution; None = the dataset's own (224 for image folders)")
-    augment: str | None = option(None, "crop_flip | crop | none | imagenet; None = the dataset's default")
-    color_jitter: float = option(0.0, "image folders: ColorJitter strength (0.4 in one ImageNet reproduction)")
-    in_chans: int | None = option(None, "model input channels; None = the dataset's; 3 on grayscale data replicates it")
-    bad_images: str = option(
-        "skip",
-        "image folders: skip (leave unreadable images out and report the count) | error (refuse, naming the file)",
-    )
-    # --- model
-    width: float | None = option(None, "width multiplier, for the model 'ghostnet'")
-    ratio: int | None = option(
-        None, "Ghost ratio s, for the models that take one (ghostnet, ghost_vgg16, ghost_resnet56)"
-    )
-    dw_size: int | None = option(None, "Ghost cheap-operation kernel d, for the same models")
-    drop_rate: float | None = option(
-        None, "dropout before the classifier; None = the model's own (GhostNet 0.2, VGG 0.5, ResNet 0)"
-    )
-    # --- optimisation
-    label_smoothing: float = option(0.0, "label smoothing of the cross-entropy")
-    channels_last: bool = option(False, "NHWC memory format (faster on CUDA)")
-    # --- knowledge distillation (GhostNetV3's recipe)
-    teacher: str | None = option(
-        None,
-        "distil from this registered model (frozen, eval mode, fed the same batch); needs teacher_checkpoint",
-    )
-    teacher_checkpoint: str | None = option(
-        None, "the teacher's weights: a checkpoint of ours, or an official/timm state dict of the model `teacher`"
-    )
-    kd_weight: float = option(
-        1.0, "loss = CE(label smoothing) + kd_weight * T^2 * mean(-sum softmax(teacher/T) * log_softmax(student/T))"
-    )
-    kd_temperature: float = option(
-        1.0, "T of the distillation term, which is scaled by T^2 (Hinton's convention); at 1 it is the paper's term"
-    )
-
-    def data_name(self) -> str:
-        return self.dataset
-
-    def validate(self) -> None:
-        super().validate()
-        _first_failure(
-            (0 <= self.label_smoothing < 1, "label_smoothing must be in [0, 1)"),
-            (self.drop_rate is None or 0 <= self.drop_rate < 1, "drop_rate must be in [0, 1)"),
-            (
-                self.augment in (None, "crop_flip", "crop", "none", "imagenet"),
-                "augment must be crop_flip, crop, none or imagenet",
-            ),
-            (self.image_size is None or self.image_size >= 8, "image_size must be >= 8"),
-            (self.in_chans in (None, 1, 3), "in_chans must be 1 or 3"),
-            (self.bad_images in ("skip", "error"), "bad_images must be skip or error"),
-            (self.ratio is None or self.ratio >= 1, "ratio must be >= 1"),
-            (
-                self.dw_size is None or (self.dw_size >= 1 and self.dw_size % 2 == 1),
-                "dw_size must be a positive odd integer",
-            ),
-            (self.kd_weight >= 0, "kd_weight must be >= 0"),
-            (self.kd_temperature > 0, "kd_temperature must be > 0"),
-            (
-                self.teacher is None or bool(self.teacher_checkpoint),
-                "teacher needs teacher_checkpoint: a randomly initialised teacher teaches nothing",
-            ),
-            (
-                self.teacher_checkpoint is None or self.teacher is not None,
-                "teacher_checkpoint needs teacher: the teacher's registered model name",
-            ),
-        )
-        if self.teacher is not None:
-            try:
-                model_entry(self.teacher)
-            except ValueError as e:
-                raise ValueError(f"teacher: {e}") from None
-
-
-@dataclass
-class DetectConfig(RunConfig, DetectorOptions):
-    """A detection run (`ghostnet detect-train`) on COCO-format data: the run's fields and the detector's options.
-
-    `model` names the detector; the detector's own options (backbone width, levels, FPN, frozen BN, image
-    sizes, ...) are declared once, in `ghostnet.models.detection.DetectorOptions`.
-    """
-
-    # --- data (COCO format: an images folder + an instances JSON per split)
-    data_dir: str | None = option(
-        None, "a folder in COCO's layout: annotations/instances_{train,val}*.json beside train*/ and val*/"
-    )
-    train_images: str | None = option(None, "training images folder; None = DATA_DIR/train*")
-    train_annotations: str | None = option(
-        None, "training instances JSON; None = DATA_DIR/annotations/instances_train*.json"
-    )
-    val_images: str | None = option(None, "validation images folder; None = DATA_DIR/val*")
-    val_annotations: str | None = option(
-        None, "validation instances JSON; None = DATA_DIR/annotations/instances_val*.json"
-    )
-    bad_annotations: str = option("skip", "skip (drop them and report the count) | error (refuse the dataset)")
-    flip: bool = option(True, "random horizontal flip in training")
-    # --- detector
-    model: str = option("retinanet_ghostnet", "retinanet_ghostnet | fasterrcnn_ghostnet")
-    width: float = option(1.1, "GhostNet backbone width (1.1 in the paper)")
-    # --- optimisation (torchvision's detection recipe, scaled to batch 4)
-    epochs: int = option(12, "passes over the training split")
-    batch_size: int = option(4, "global batch (images), split evenly across processes")
-    lr: float = option(0.005, "peak learning rate for the global batch")
-    weight_decay: float = option(1e-4, "L2 weight decay; not applied to BN weights and biases")
-    schedule: str = option("multistep", "cosine | multistep | constant (all stepped per iteration)")
-    milestones: list[float] = option(
-        factory=lambda: [0.67, 0.89], help="multistep: when to decay, as fractions of training"
-    )
-    warmup_epochs: float = option(0.1, "linear warm-up from 0, in epochs")
-    eval_batch_size: int = option(4, "batch size (images) for evaluation")
-
-    def data_name(self) -> str:
-        return "coco"
-
-    def validate(self) -> None:
-        super().validate()
-        from ..models.detection import DETECTORS
-
-        _first_failure(
-            (self.model in DETECTORS, f"model must be one of {', '.join(DETECTORS)} for detection, got {self.model!r}"),
-            (self.bad_annotations in ("skip", "error"), "bad_annotations must be skip or error"),
-            (self.width is not None, "width must be > 0"),
-        )
-        DetectorOptions.validate(self)
-
-    def detector_options(self) -> dict[str, Any]:
-        """The detector builder's keyword arguments, from the `DetectorOptions` fields."""
-        opts = {f.name: getattr(self, f.name) for f in dataclasses.fields(DetectorOptions)}
-        opts["out_indices"] = tuple(opts["out_indices"])
-        if self.model != "fasterrcnn_ghostnet":
-            opts.pop("rois_per_image")
-        return opts
-
-
 def _check_finite(cfg: RunConfig) -> None:
     """Every number of the config is finite: inf or nan would train to the end and save NaN weights."""
     for f in dataclasses.fields(cfg):
@@ -276,7 +133,8 @@ def _check_finite(cfg: RunConfig) -> None:
             raise ValueError(f"{f.name} must be a finite number, got {value}")
 
 
-def _first_failure(*checks: tuple[bool, str]) -> None:
+def first_failure(*checks: tuple[bool, str]) -> None:
+    """Raise `ValueError` with the message of the first check that fails."""
     for ok, message in checks:
         if not ok:
             raise ValueError(message)
@@ -325,16 +183,14 @@ def _coerce(name: str, value: Any, tp: Any) -> Any:
     raise ValueError(f"{name}: expected {getattr(tp, '__name__', tp)}, got {value!r}")
 
 
-def load_config(
-    path: str | Path | None = None, overrides: dict[str, Any] | None = None, cls: type[RunConfig] = TrainConfig
-) -> Any:
+def load_config(cls: type[C], path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> C:
     """Defaults, then the YAML file at `path` (a recipe name or a file), then `overrides`.
 
     Unknown keys and wrongly typed values raise `ValueError` naming them.
     """
     values: dict[str, Any] = {}
     if path is not None:
-        p = recipe_path(path)
+        p = recipe_path(cls, path)
         try:
             loaded = yaml.safe_load(p.read_text()) or {}
         except yaml.YAMLError as e:
@@ -350,23 +206,25 @@ def load_config(
     return cls(**{k: _coerce(k, v, types_[k]) for k, v in values.items()})
 
 
-def list_recipes() -> list[str]:
-    return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+def list_recipes(cls: type[RunConfig]) -> list[str]:
+    """The names of the recipes bundled with `cls`'s task (none for a task without `recipes_dir`)."""
+    return sorted(p.stem for p in cls.recipes_dir.glob("*.yaml")) if cls.recipes_dir else []
 
 
-def recipe_path(name_or_path: str | Path) -> Path:
-    """A YAML file path, or the path of a bundled recipe by name (``cifar``, ``imagenet``, ``digits``...)."""
+def recipe_path(cls: type[RunConfig], name_or_path: str | Path) -> Path:
+    """A YAML file path, or the path of one of `cls`'s bundled recipes by name (``cifar``, ``digits``, ...)."""
     p = Path(name_or_path)
     if p.is_file():
         return p
-    bundled = RECIPES_DIR / f"{name_or_path}.yaml"
-    if bundled.is_file():
+    bundled = cls.recipes_dir / f"{name_or_path}.yaml" if cls.recipes_dir else None
+    if bundled is not None and bundled.is_file():
         return bundled
-    raise ValueError(f"config {name_or_path!r} is neither a file nor a bundled recipe ({', '.join(list_recipes())})")
+    known = ", ".join(list_recipes(cls)) or "none for this task"
+    raise ValueError(f"config {name_or_path!r} is neither a file nor a bundled recipe ({known})")
 
 
 def add_config_arguments(
-    parser: argparse.ArgumentParser, exclude: tuple[str, ...] = (), cls: type[RunConfig] = TrainConfig
+    parser: argparse.ArgumentParser, cls: type[RunConfig], exclude: tuple[str, ...] = ()
 ) -> None:
     """One ``--field`` option per field of `cls`, with its help and default; only the options given override."""
     types_ = _field_types(cls)
@@ -391,8 +249,8 @@ def _show(value: Any) -> str:
     return str(value)
 
 
-def config_from_args(args: argparse.Namespace, config: str | None = None, cls: type[RunConfig] = TrainConfig) -> Any:
-    """A TrainConfig from a recipe/YAML file plus the ``--field`` options present in `args`.
+def config_from_args(args: argparse.Namespace, cls: type[C], config: str | None = None) -> C:
+    """A `cls` config from a recipe/YAML file plus the ``--field`` options present in `args`.
 
     With ``--resume``, the run's own saved config.yaml is the base instead, so ``--resume --name RUN``
     alone continues the run as it was set up (options given beside it still override, e.g. ``--epochs``).
@@ -406,5 +264,5 @@ def config_from_args(args: argparse.Namespace, config: str | None = None, cls: t
             raise ValueError("--resume continues a run with its saved config.yaml; do not pass --config")
         saved = Path(overrides.get("output_dir", cls.output_dir)) / overrides["name"] / "config.yaml"
         if saved.is_file():
-            return load_config(saved, overrides, cls)
-    return load_config(config, overrides, cls)
+            return load_config(cls, saved, overrides)
+    return load_config(cls, config, overrides)

@@ -253,8 +253,8 @@ class _Run:
         return {
             "format": FORMAT,
             "model": self.model.state_dict(),
-            "model_name": task.model_name,
-            "model_kwargs": task.model_kwargs,
+            "model_name": task.spec.name,
+            "model_kwargs": task.spec.kwargs,
             "loss_head": task.loss_head.state_dict() if task.loss_head is not None else None,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
@@ -379,8 +379,8 @@ class _Run:
         extra, text = task.summarize(self.model, history, self.best)
         summary = {
             "run_dir": str(self.run_dir),
-            "model": task.model_name,
-            "model_kwargs": task.model_kwargs,
+            "model": task.spec.name,
+            "model_kwargs": task.spec.kwargs,
             **extra,
             "epochs": len(history),
             "steps": self.step,
@@ -392,7 +392,7 @@ class _Run:
             "ranks_agree": agree,
         }
         write_text(self.run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
-        plot_curves(history, self.run_dir / "curves.png", title=f"{task.model_name} on {self.cfg.data_name()}")
+        plot_curves(history, self.run_dir / "curves.png", title=f"{task.spec.name} on {self.cfg.data_name()}")
         print(format_history(history))
         print(f"\n{text}  |  {summary['train_time_s']:.0f}s training\ncheckpoints, log and curves in {self.run_dir}/")
         return summary

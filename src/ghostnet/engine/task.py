@@ -13,24 +13,24 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..models.registry import ModelSpec
 from .distributed import Dist
 
 __all__ = ["Task", "WithLossHead", "autocast", "check_batch_size", "check_one_batch"]
 
 
 class Task:
-    """What the loop needs from one kind of training; `ClassificationTask`, `DetectionTask`, `SegmentationTask` implement it.
+    """What the loop needs from one kind of training; each task package implements it (``ghostnet.tasks``).
 
     After `setup`: ``model`` (on the device), ``train_loader`` / ``eval_loader`` (``len()`` and
-    ``batches(epoch, first)``), ``model_name``, ``model_kwargs``.
+    ``batches(epoch, first)``), ``spec`` (what rebuilds the model: saved in every checkpoint).
     """
 
     metric = "eval_top1"  # the history column that picks best.pth (higher is better)
     model: nn.Module
     train_loader: Any
     eval_loader: Any
-    model_name: str
-    model_kwargs: dict[str, Any]
+    spec: ModelSpec
     # The trainable part of the loss, if any (a margin head's class centres): `step` is then called with the
     # model and it joined (``net(x, *args) == loss_head(model(x), *args)``); it is optimised with the model and
     # saved in checkpoints under "loss_head", but it is not part of the model (nor of what is exported).

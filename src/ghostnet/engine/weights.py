@@ -67,7 +67,7 @@ def load_model(
 def task_checkpoint(
     path: str | os.PathLike | dict[str, Any], builders: Any, trained_as: str
 ) -> tuple[dict[str, Any], str, dict[str, Any]]:
-    """A training checkpoint (a path, or one already read) whose model is one of `builders`' names: the checkpoint,
+    """A training checkpoint (a path, or one already read) whose model is one of the names in `builders`: the checkpoint,
     the model's name and its keyword arguments; else a CheckpointError saying it is not `trained_as`."""
     ckpt = path if isinstance(path, dict) else read_checkpoint(path)
     where = "the checkpoint" if isinstance(path, dict) else path

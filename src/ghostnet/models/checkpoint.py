@@ -212,6 +212,7 @@ def load_weights(
     strict: bool = True,
     ignore_classifier: bool | Literal["mismatched"] = False,
     prefer_ema: bool = False,
+    classifier: tuple[str, ...] | None = None,
 ) -> dict[str, list[str]]:
     """Load weights into `model` from a file or a dict, with errors that name the offending keys.
 
@@ -223,6 +224,8 @@ def load_weights(
         ignore_classifier: leave the classifier as initialised (for a different ``num_classes``);
             ``"mismatched"`` does so only when the checkpoint's classifier has another shape.
         prefer_ema: use the EMA weights when the checkpoint has them.
+        classifier: the parameter prefixes that follow ``num_classes`` (the registry entry's
+            ``classifier_prefixes``); default: the model's ``classifier.``, ``fc.`` or ``head.``.
 
     Returns:
         ``{"missing": [...], "unexpected": [...], "skipped": [...]}`` (non-empty only when not strict or skipped).
@@ -237,7 +240,7 @@ def load_weights(
 
     skipped = []
     dropped = tuple(getattr(model, "dropped_prefixes", ()))
-    head_prefixes = _classifier_prefixes(model) if ignore_classifier else ()
+    head_prefixes = _classifier_prefixes(model, classifier) if ignore_classifier else ()
     if ignore_classifier == "mismatched" and all(
         k not in own or sd[k].shape == own[k].shape for k in sd if k.startswith(head_prefixes)
     ):
@@ -248,7 +251,7 @@ def load_weights(
             del sd[k]
     missing = [k for k in own if k not in sd and not (head_prefixes and k.startswith(head_prefixes))]
     unexpected = [k for k in sd if k not in own]
-    _check_fit(name, model, sd, own, missing if strict else [], unexpected if strict else [])
+    _check_fit(name, model, sd, own, missing if strict else [], unexpected if strict else [], classifier)
     model.load_state_dict(sd, strict=False)
     return {"missing": missing, "unexpected": unexpected, "skipped": skipped}
 
@@ -260,6 +263,7 @@ def _check_fit(
     own: Mapping[str, torch.Tensor],
     missing: list[str],
     unexpected: list[str],
+    classifier: tuple[str, ...] | None = None,
 ) -> None:
     """Raise a one-line `CheckpointError` naming the first keys whose shapes differ, or that are missing/unexpected."""
     mismatched = [k for k in sd if k in own and sd[k].shape != own[k].shape]
@@ -268,7 +272,7 @@ def _check_fit(
             f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}" for k in mismatched[:_SHOW]
         )
         hint = ""
-        if any(k.startswith(_classifier_prefixes(model)) for k in mismatched):
+        if any(k.startswith(_classifier_prefixes(model, classifier)) for k in mismatched):
             hint = " (a different num_classes? pass ignore_classifier=True)"
         raise CheckpointError(f"{name}: {len(mismatched)} shape mismatch(es): {rows}{hint}")
     parts = []
@@ -309,11 +313,14 @@ def copy_checkpoint(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
     return write_atomically(Path(dst), write, lambda: src.stat().st_size)
 
 
-def save_weights(model: nn.Module, path: str | os.PathLike) -> Path:
-    """Save a model's weights with what rebuilds it: ``.safetensors`` (metadata in the header) or our format."""
+def save_weights(
+    model: nn.Module, path: str | os.PathLike, name: str | None = None, kwargs: Mapping[str, Any] | None = None
+) -> Path:
+    """Save a model's weights, with what rebuilds it when given (its registered `name` and the `kwargs` it was
+    built with, as `ghostnet.models.model_spec` gives them): ``.safetensors`` (metadata in the header) or our
+    format."""
     path = Path(path)
-    name = getattr(model, "model_name", None)
-    kwargs = getattr(model, "model_kwargs", {})
+    kwargs = dict(kwargs or {})
     sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     if path.suffix == ".safetensors":
         import json
@@ -326,10 +333,9 @@ def save_weights(model: nn.Module, path: str | os.PathLike) -> Path:
     return save_checkpoint({"format": FORMAT, "model": sd, "model_name": name, "model_kwargs": kwargs}, path)
 
 
-def _classifier_prefixes(model: nn.Module) -> tuple[str, ...]:
-    prefixes = getattr(model, "classifier_prefixes", None)  # e.g. a detector's class-score layers
-    if prefixes is not None:
-        return tuple(prefixes)
+def _classifier_prefixes(model: nn.Module, classifier: tuple[str, ...] | None) -> tuple[str, ...]:
+    if classifier is not None:  # e.g. a detector's class-score layers, from its registry entry
+        return tuple(classifier)
     return tuple(f"{n}." for n in ("classifier", "fc", "head") if hasattr(model, n))
 
 

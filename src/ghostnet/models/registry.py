@@ -1,4 +1,9 @@
-"""The model registry: every named model, built by `create_model(name, **kwargs)`."""
+"""The model registry: every named model of every task, built by `create_model(name, **kwargs)`.
+
+Each entry carries its task tag (``classify``, ``detect``, ``segment``, ``face``) and what a checkpoint needs to
+rebuild and fine-tune it (the layers that follow ``num_classes``, the keyword arguments worth saving). Nothing is
+attached to the modules it builds: `model_spec(name, kwargs, model)` gives what to save beside the weights.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +11,27 @@ import fnmatch
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from torch import nn
 
 from .hub import PUBLISHED_WEIGHTS, Weights, find_weights
 
-__all__ = ["register_model", "create_model", "list_models", "model_entry", "model_spec", "ModelEntry"]
+__all__ = [
+    "TASKS",
+    "ModelEntry",
+    "ModelSpec",
+    "TaskName",
+    "create_model",
+    "list_models",
+    "model_entry",
+    "model_spec",
+    "register_model",
+]
+
+TaskName = Literal["classify", "detect", "segment", "face"]
+TASKS: tuple[TaskName, ...] = ("classify", "detect", "segment", "face")
+SpecHook = Callable[[dict[str, Any], nn.Module], dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -23,6 +42,13 @@ class ModelEntry:
     name: str
     builder: Callable[..., nn.Module]
     default_cfg: dict[str, Any] = field(default_factory=dict)
+    task: TaskName = "classify"
+    # The parameter prefixes whose shapes follow num_classes (left as initialised when fine-tuning to other
+    # classes); None: the model's own ``classifier.``/``fc.``/``head.``.
+    classifier_prefixes: tuple[str, ...] | None = None
+    # What to save to rebuild a built model: (the keyword arguments it was built with, the model) -> the ones to
+    # save (e.g. without a backbone weights path, with what the builder decided); None: the arguments as given.
+    spec: SpecHook | None = None
 
     @property
     def weights(self) -> dict[str, Weights]:
@@ -43,28 +69,40 @@ class ModelEntry:
 _REGISTRY: dict[str, ModelEntry] = {}
 
 
-def register_model(**default_cfg: Any) -> Callable:
+def register_model(
+    task: TaskName = "classify",
+    classifier_prefixes: tuple[str, ...] | None = None,
+    spec: SpecHook | None = None,
+    **default_cfg: Any,
+) -> Callable:
     """Decorator adding a builder to the registry under its function name.
 
     Args:
+        task: the task the model is built for (``list_models(task=...)``, ``ghostnet list --task``).
+        classifier_prefixes, spec: see `ModelEntry`.
         **default_cfg: metadata shown by `ghostnet list` (e.g. ``default_width``, ``input_size``). Published
             weights are not given here but in `ghostnet.models.hub.PUBLISHED_WEIGHTS`, under the model's name.
     """
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
     if "url" in default_cfg:
         raise ValueError("register_model takes no url=: add published weights to ghostnet.models.hub.PUBLISHED_WEIGHTS")
 
     def wrap(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if fn.__name__ in _REGISTRY:
             raise ValueError(f"model {fn.__name__!r} is registered twice")
-        _REGISTRY[fn.__name__] = ModelEntry(fn.__name__, fn, dict(default_cfg))
+        _REGISTRY[fn.__name__] = ModelEntry(fn.__name__, fn, dict(default_cfg), task, classifier_prefixes, spec)
         return fn
 
     return wrap
 
 
-def list_models(pattern: str = "*") -> list[str]:
-    """Names of the registered models matching a shell-style `pattern` (e.g. ``"ghostnet_*"``), sorted."""
-    return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
+def list_models(pattern: str = "*", task: TaskName | None = None) -> list[str]:
+    """Names of the registered models matching a shell-style `pattern` (e.g. ``"ghostnet_*"``), sorted; only
+    those of `task` (``"classify"``, ``"detect"``, ``"segment"``, ``"face"``) when given."""
+    if task is not None and task not in TASKS:
+        raise ValueError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
+    return sorted(n for n, e in _REGISTRY.items() if fnmatch.fnmatch(n, pattern) and task in (None, e.task))
 
 
 def model_entry(name: str) -> ModelEntry:
@@ -108,14 +146,11 @@ def create_model(
         if "num_classes" not in kwargs and checkpoint_classes is not None:
             kwargs = {**kwargs, "num_classes": checkpoint_classes}  # adopt the checkpoint's classes
             model = _build(entry, kwargs)
-        load_weights(model, checkpoint_path, ignore_classifier="mismatched")
+        load_weights(model, checkpoint_path, ignore_classifier="mismatched", classifier=entry.classifier_prefixes)
     elif pretrained:
         from .hub import load_pretrained
 
         load_pretrained(model, entry, source=pretrained, ignore_classifier="mismatched")
-    # What it takes to build this model again (saved in checkpoints and exports).
-    model.model_name = name  # type: ignore[assignment]
-    model.model_kwargs = dict(kwargs)  # type: ignore[assignment]
     return model
 
 
@@ -146,9 +181,25 @@ def _classes_of(model: nn.Module, state_dict: dict[str, Any]) -> int | None:
     return None
 
 
-def model_spec(model: nn.Module) -> tuple[str, dict[str, Any]]:
-    """The registered name and keyword arguments that rebuild `model` (set by `create_model`/`create_detector`)."""
-    name, kwargs = getattr(model, "model_name", None), getattr(model, "model_kwargs", None)
-    if not isinstance(name, str) or not isinstance(kwargs, dict):
-        raise ValueError(f"this {type(model).__name__} was not built by create_model, so it cannot be rebuilt by name")
-    return name, dict(kwargs)
+@dataclass(frozen=True)
+class ModelSpec:
+    """What rebuilds a model: its registered name and the keyword arguments to build it with (saved in every
+    checkpoint of ours, and in ``.safetensors`` metadata)."""
+
+    name: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def entry(self) -> ModelEntry:
+        return model_entry(self.name)
+
+    def build(self, **overrides: Any) -> nn.Module:
+        """The model, built again (weights as initialised); `overrides` replace saved arguments."""
+        return create_model(self.name, **(self.kwargs | overrides))
+
+
+def model_spec(name: str, kwargs: dict[str, Any], model: nn.Module | None = None) -> ModelSpec:
+    """The `ModelSpec` of a model built by ``create_model(name, **kwargs)``: what its entry says to save."""
+    entry = model_entry(name)
+    saved = dict(kwargs) if entry.spec is None or model is None else entry.spec(dict(kwargs), model)
+    return ModelSpec(name, saved)
