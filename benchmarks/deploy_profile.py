@@ -116,7 +116,7 @@ def ort_ops(args: argparse.Namespace) -> None:
 
 
 def int8_variants(args: argparse.Namespace) -> None:
-    """int8 everywhere (as `ghostnet quantize`) against int8 with the depthwise convs left fp32, and fp32."""
+    """int8 everywhere (as `ghostnet classify quantize`) against int8 with the depthwise convs left fp32, and fp32."""
 
     def depthwise(node) -> bool:
         return node.op_type == "Conv" and any(a.name == "group" and a.i > 1 for a in node.attribute)

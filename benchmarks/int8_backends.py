@@ -28,7 +28,8 @@ try:
     from ghostnet import create_model
     from ghostnet.deploy.bench import interleaved_times
     from ghostnet.deploy.export import export_model, fuse_bn, onnx_session
-    from ghostnet.deploy.quantize import checkpoint_data, evaluate_onnx, loader_images, quantize_onnx
+    from ghostnet.deploy.quantize import evaluate_onnx, loader_images, quantize_onnx
+    from ghostnet.tasks.classify.quantize import checkpoint_data
     from ghostnet.tasks.options import positive_int
 except ModuleNotFoundError as e:  # run outside the project's environment: say how to run it
     sys.exit(f"{sys.argv[0]}: {e}; run it with `uv run python {sys.argv[0]}` (or pip install -e . first)")
@@ -36,7 +37,7 @@ except ModuleNotFoundError as e:  # run outside the project's environment: say h
 
 def torch_ao_int8(model: torch.nn.Module, batches, example: torch.Tensor) -> torch.nn.Module:
     """torch.ao FX-mode static int8 (x86 backend: per-channel weights, fbgemm/oneDNN kernels), stem and
-    classifier kept fp32 as `ghostnet quantize` keeps them."""
+    classifier kept fp32 as `ghostnet classify quantize` keeps them."""
     from torch.ao.quantization import get_default_qconfig_mapping
     from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 

@@ -13,7 +13,7 @@ try:
     from torchvision.models import segmentation as tvs
 
     from ghostnet.analysis.profile import profile_model
-    from ghostnet.tasks.segment.models import create_segmenter
+    from ghostnet.models import create_model
 except ModuleNotFoundError as e:  # run outside the project's environment: say how to run it
     sys.exit(f"{sys.argv[0]}: {e}; run it with `uv run python {sys.argv[0]}` (or pip install -e . first)")
 
@@ -21,15 +21,15 @@ except ModuleNotFoundError as e:  # run outside the project's environment: say h
 def models(classes: int) -> dict[str, torch.nn.Module]:
     """Ours and torchvision's, all at output stride 16, no auxiliary head, `classes` outputs."""
     return {
-        "lraspp_ghostnet_100": create_segmenter("lraspp_ghostnet_100", classes),
+        "lraspp_ghostnet_100": create_model("lraspp_ghostnet_100", num_classes=classes),
         "tv lraspp_mobilenet_v3_large": tvs.lraspp_mobilenet_v3_large(
             weights=None, weights_backbone=None, num_classes=classes
         ),
-        "deeplabv3_ghostnet_100": create_segmenter("deeplabv3_ghostnet_100", classes),
+        "deeplabv3_ghostnet_100": create_model("deeplabv3_ghostnet_100", num_classes=classes),
         "tv deeplabv3_mobilenet_v3_large": tvs.deeplabv3_mobilenet_v3_large(
             weights=None, weights_backbone=None, num_classes=classes, aux_loss=False
         ),
-        "deeplabv3_ghostnet_100 (os 8)": create_segmenter("deeplabv3_ghostnet_100", classes, output_stride=8),
+        "deeplabv3_ghostnet_100 (os 8)": create_model("deeplabv3_ghostnet_100", num_classes=classes, output_stride=8),
     }
 
 

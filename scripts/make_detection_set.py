@@ -3,7 +3,7 @@
 scikit-learn's two bundled photographs, with known boxes. See docs/RESULTS.md for the runs trained on it.
 
     python scripts/make_detection_set.py data/det-fmnist --source fashion_mnist --train 800 --val 200
-    ghostnet detect-train --data-dir data/det-fmnist --min-size 320 --max-size 320 ...
+    ghostnet detect train --data-dir data/det-fmnist --min-size 320 --max-size 320 ...
 """
 
 import argparse

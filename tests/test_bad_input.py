@@ -14,7 +14,7 @@ def test_eval_of_a_bare_state_dict_with_other_classes_is_one_line(tmp_path, caps
     path = tmp_path / "three.pth"
     torch.save(create_model("ghostnet_small_050", num_classes=3).state_dict(), path)  # no class names inside
     with pytest.raises(SystemExit) as e:
-        main(["eval", str(path), "--model", "ghostnet_small_050", "--dataset", "digits", "--no-progress"])
+        main(["classify", "eval", str(path), "--model", "ghostnet_small_050", "--dataset", "digits", "--no-progress"])
     err = capsys.readouterr().err.strip().splitlines()
     assert e.value.code == 2 and len(err) == 1  # was a "shape '[3, 3]' is invalid" traceback
     assert "predicts 3 classes but digits has 10" in err[0]
@@ -56,7 +56,7 @@ def test_a_non_finite_coco_box_is_rejected_not_clipped_to_the_whole_image(tmp_pa
 @pytest.mark.parametrize("value", ["inf", "nan", "-inf"])
 def test_non_finite_settings_are_refused_before_training(tmp_path, capsys, option, value):
     with pytest.raises(SystemExit) as e:
-        main(["train", f"{option}={value}", "--epochs", "1", "--output-dir", str(tmp_path)])
+        main(["classify", "train", f"{option}={value}", "--epochs", "1", "--output-dir", str(tmp_path)])
     err = capsys.readouterr().err.strip().splitlines()
     assert e.value.code == 2 and len(err) == 1 and "must be a finite number" in err[0]
     assert not any(tmp_path.iterdir())  # no run folder was made

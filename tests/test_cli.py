@@ -69,7 +69,9 @@ def test_usage_errors_exit_2_with_one_line(capsys, argv, message):
     assert message in err[-1]
 
 
-@pytest.mark.parametrize("command", ["list", "eval", "predict", "detect-eval", "detect"])
+@pytest.mark.parametrize(
+    "command", ["list", "classify eval", "classify predict", "detect eval", "detect predict", "face export"]
+)
 def test_every_command_describes_itself_and_shows_defaults(capsys, command):
     with pytest.raises(SystemExit):
         main([command, "--help"])
@@ -89,6 +91,6 @@ def test_predict_on_a_missing_cuda_device_is_one_line(tmp_path, capsys):
         pytest.skip("this machine has CUDA")
     save_weights(create_model("ghostnet_small_050", num_classes=10), tmp_path / "w.pth")
     with pytest.raises(SystemExit) as e:
-        main(["predict", str(tmp_path), "--checkpoint", str(tmp_path / "w.pth"), "--device", "cuda"])
+        main(["classify", "predict", str(tmp_path), "--checkpoint", str(tmp_path / "w.pth"), "--device", "cuda"])
     err = capsys.readouterr().err.strip().splitlines()
     assert e.value.code == 2 and len(err) == 1 and "CUDA is not available" in err[0]

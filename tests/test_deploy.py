@@ -127,19 +127,19 @@ def test_export_bad_input(tmp_path):
 def test_cli_export(tmp_path, capsys):
     pytest.importorskip("onnxruntime")
     out = tmp_path / "g.onnx"
-    assert main(["export", "ghost_resnet56", "--fuse", "--dynamic-batch", "--output", str(out)]) == 0
+    assert main(["classify", "export", "ghost_resnet56", "--fuse", "--dynamic-batch", "--output", str(out)]) == 0
     text = capsys.readouterr().out
     assert "opset 18" in text and "input batchx3x32x32 (any batch)" in text and "max abs diff" in text
     for argv, message in [
-        (["export", "ghost_resnet56", "--output", str(out)], "exists; pass --force"),
-        (["export", "nope"], "unknown model 'nope'"),
-        (["export", "--checkpoint", str(tmp_path / "missing.pth")], "checkpoint not found"),
+        (["classify", "export", "ghost_resnet56", "--output", str(out)], "exists; pass --force"),
+        (["classify", "export", "nope"], "unknown model 'nope'"),
+        (["classify", "export", "--checkpoint", str(tmp_path / "missing.pth")], "checkpoint not found"),
     ]:
         with pytest.raises(SystemExit) as e:
             main(argv)
         assert e.value.code == 2 and message in capsys.readouterr().err
     with pytest.raises(SystemExit) as e:
-        main(["export", "ghostnet_050", "--format", "coreml"])
+        main(["classify", "export", "ghostnet_050", "--format", "coreml"])
     assert e.value.code == 2
 
 
@@ -149,6 +149,7 @@ def test_quantize_a_trained_checkpoint(tmp_path, capsys, monkeypatch):
     assert (
         main(
             [
+                "classify",
                 "train",
                 "--dataset",
                 "cifar10",
@@ -171,6 +172,7 @@ def test_quantize_a_trained_checkpoint(tmp_path, capsys, monkeypatch):
     assert (
         main(
             [
+                "classify",
                 "quantize",
                 str(tmp_path / "runs" / "q" / "best.pth"),
                 "--output",
@@ -208,7 +210,15 @@ def test_quantize_a_trained_checkpoint(tmp_path, capsys, monkeypatch):
 
     monkeypatch.setattr(ortq, "quantize_static", breaks)
     with pytest.raises(RuntimeError, match="interrupted"):
-        main(["quantize", str(tmp_path / "runs" / "q" / "best.pth"), "--output", str(tmp_path / "again.int8.onnx")])
+        main(
+            [
+                "classify",
+                "quantize",
+                str(tmp_path / "runs" / "q" / "best.pth"),
+                "--output",
+                str(tmp_path / "again.int8.onnx"),
+            ]
+        )
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith((".again", "again"))) == []
 
 
@@ -418,12 +428,13 @@ def test_quantize_calibrates_on_eval_transformed_training_images(tmp_path):
     from PIL import Image
 
     from ghostnet.data import IMAGENET_MEAN, IMAGENET_STD, folder_transforms
-    from ghostnet.deploy.quantize import checkpoint_data, loader_images
+    from ghostnet.deploy.quantize import loader_images
+    from ghostnet.tasks.classify.quantize import checkpoint_data
 
     root = write_image_folder(tmp_path / "imgs", per_class=11)  # 33 training images: one calibration batch of 32
     args = ["--dataset", "imagefolder", "--data-dir", str(root), "--image-size", "32", "--model", "ghostnet_050"]
     run = ["--output-dir", str(tmp_path / "runs"), "--name", "f", "--epochs", "1", "--batch-size", "4"]
-    assert main(["train", *args, *run, "--num-workers", "0", "--no-progress"]) == 0
+    assert main(["classify", "train", *args, *run, "--num-workers", "0", "--no-progress"]) == 0
     checkpoint = tmp_path / "runs" / "f" / "last.pth"
 
     files = sorted((root / "train").glob("*/*"))  # ImageFolder's order: class folders, then file names
@@ -473,7 +484,18 @@ def test_an_export_to_a_full_disk_removes_the_partial_file_and_says_why(tmp_path
     assert message.endswith("free; the partial file was removed")
     assert list(tmp_path.iterdir()) == []
 
-    argv = ["export", "ghostnet_small_050", "--format", fmt, "--input-size", "32", "32", "--output", str(out)]
+    argv = [
+        "classify",
+        "export",
+        "ghostnet_small_050",
+        "--format",
+        fmt,
+        "--input-size",
+        "32",
+        "32",
+        "--output",
+        str(out),
+    ]
     capsys.readouterr()
     assert main(argv) == 1
     err = capsys.readouterr().err.strip().splitlines()
@@ -492,7 +514,7 @@ def test_ctrl_c_during_an_export_leaves_nothing(tmp_path, monkeypatch, capsys):
             pass
     monkeypatch.setattr(torch.onnx, "export", lambda model, args, f, **kw: _write_then_raise(interrupt)(f))
     out = tmp_path / "m.onnx"
-    assert main(["export", "ghostnet_small_050", "--input-size", "32", "32", "--output", str(out)]) == 130
+    assert main(["classify", "export", "ghostnet_small_050", "--input-size", "32", "32", "--output", str(out)]) == 130
     assert capsys.readouterr().err.strip().splitlines() == [f"interrupted while writing {out}; nothing was written"]
     assert list(tmp_path.iterdir()) == []
 
@@ -525,13 +547,13 @@ def test_a_plain_export_takes_one_image_and_says_its_real_input(tmp_path, capsys
     import numpy as np
 
     monkeypatch.chdir(tmp_path)
-    assert main(["export", "ghostnet_small_050", "--input-size", "32", "32"]) == 0
+    assert main(["classify", "export", "ghostnet_small_050", "--input-size", "32", "32"]) == 0
     assert "input 1x3x32x32 (fixed)" in capsys.readouterr().out  # was "fixed batch" of an unnamed size: 2
     session = ort.InferenceSession("ghostnet_small_050.onnx")
     assert session.get_inputs()[0].shape == [1, 3, 32, 32]
     assert session.run(None, {"input": np.zeros((1, 3, 32, 32), np.float32)})[0].shape == (1, 1000)
     # the backbone's default name differs from the full model's, so exporting both works
-    assert main(["export", "ghostnet_small_050", "--features-only", "--input-size", "32", "32"]) == 0
+    assert main(["classify", "export", "ghostnet_small_050", "--features-only", "--input-size", "32", "32"]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "ghostnet_small_050-features-2-3-4.onnx",
         "ghostnet_small_050.onnx",

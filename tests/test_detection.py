@@ -229,11 +229,11 @@ def test_coco_metrics_perfect_none_and_shifted(coco):
 
 @pytest.mark.parametrize("name", ["retinanet_ghostnet", "fasterrcnn_ghostnet"])
 def test_a_few_steps_reduce_the_loss(coco, name):
-    from ghostnet.tasks.detect.models import create_detector
+    from ghostnet.models import create_model
 
     torch.manual_seed(0)
     split = load_coco_split(coco / "train", coco / "annotations" / "instances_train.json")
-    model = create_detector(name, split.num_classes, width=0.5, min_size=96, max_size=96, fpn_channels=32)
+    model = create_model(name, num_classes=split.num_classes, width=0.5, min_size=96, max_size=96, fpn_channels=32)
     images, targets = next(DetectionLoader(split, 4, train=True, flip=False, num_workers=0).batches())
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     losses = []
@@ -248,10 +248,12 @@ def test_a_few_steps_reduce_the_loss(coco, name):
 
 @pytest.mark.parametrize("width", [0.5, 1.0, 1.3])
 def test_detectors_build_at_several_widths_with_custom_levels(width):
-    from ghostnet.tasks.detect.models import create_detector
+    from ghostnet.models import create_model
 
     for name in ("retinanet_ghostnet", "fasterrcnn_ghostnet"):
-        m = create_detector(name, 4, width=width, min_size=64, max_size=64, out_indices=(3, 4), fpn_channels=16).eval()
+        m = create_model(
+            name, num_classes=4, width=width, min_size=64, max_size=64, out_indices=(3, 4), fpn_channels=16
+        ).eval()
         with torch.no_grad():
             out = m([torch.rand(3, 64, 80)])
         assert set(out[0]) == {"boxes", "scores", "labels"}
@@ -269,7 +271,7 @@ def _run(capsys, *argv):
 
 def test_cli_train_resume_eval_detect(coco, tmp_path, capsys):
     runs = tmp_path / "runs"
-    base = ["detect-train", "--data-dir", str(coco), "--output-dir", str(runs), "--name", "r", "--seed", "2", *SMALL]
+    base = ["detect", "train", "--data-dir", str(coco), "--output-dir", str(runs), "--name", "r", "--seed", "2", *SMALL]
     code, out, _ = _run(
         capsys, *base, "--model", "fasterrcnn_ghostnet", "--epochs", "1", "--optimizer", "adamw", "--lr", "0.001"
     )
@@ -277,7 +279,9 @@ def test_cli_train_resume_eval_detect(coco, tmp_path, capsys):
     assert "instances_train.json: 12 images" in out and "mAP" in out
     code, _, err = _run(capsys, *base, "--epochs", "1")
     assert code == 2 and "exists" in err  # never overwrites a run
-    code, out, _ = _run(capsys, "detect-train", "--output-dir", str(runs), "--name", "r", "--resume", "--epochs", "2")
+    code, out, _ = _run(
+        capsys, "detect", "train", "--output-dir", str(runs), "--name", "r", "--resume", "--epochs", "2"
+    )
     assert code == 0 and "resuming" in out
     run = runs / "r"
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
@@ -287,7 +291,9 @@ def test_cli_train_resume_eval_detect(coco, tmp_path, capsys):
     assert ckpt["model_name"] == "fasterrcnn_ghostnet" and ckpt["data"]["classes"][0] == "0" and ckpt["step"] == 6
     assert (run / "curves.png").stat().st_size > 0
 
-    code, out, _ = _run(capsys, "detect-eval", str(run / "last.pth"), "--json", "--no-progress", "--num-workers", "0")
+    code, out, _ = _run(
+        capsys, "detect", "eval", str(run / "last.pth"), "--json", "--no-progress", "--num-workers", "0"
+    )
     r = json.loads(out)
     assert (
         code == 0 and r["images"] == 6 and 0 <= r["map"] <= 100 and set(r["per_class"]) == {str(i) for i in range(10)}
@@ -300,6 +306,7 @@ def test_cli_train_resume_eval_detect(coco, tmp_path, capsys):
     code, out, _ = _run(
         capsys,
         "detect",
+        "predict",
         str(coco / "val" / "000000.jpg"),
         str(coco / "val" / "000001.jpg"),
         "--checkpoint",
@@ -317,6 +324,7 @@ def test_cli_train_resume_eval_detect(coco, tmp_path, capsys):
     code, _, err = _run(
         capsys,
         "detect",
+        "predict",
         str(coco / "val" / "000000.jpg"),
         "--checkpoint",
         str(run / "last.pth"),
@@ -328,6 +336,7 @@ def test_cli_train_resume_eval_detect(coco, tmp_path, capsys):
         code, _, err = _run(
             capsys,
             "detect",
+            "predict",
             str(coco / "val" / "000000.jpg"),
             "--checkpoint",
             str(run / "last.pth"),
@@ -335,13 +344,13 @@ def test_cli_train_resume_eval_detect(coco, tmp_path, capsys):
             "cuda",
         )
         assert code == 2 and "CUDA is not available" in err
-    code, _, err = _run(capsys, "detect-eval", str(coco / "annotations" / "instances_val.json"))
+    code, _, err = _run(capsys, "detect", "eval", str(coco / "annotations" / "instances_val.json"))
     assert code == 2 and "error" in err
 
 
 def test_cli_rejects_bad_detection_settings(coco, tmp_path, capsys):
     imgs, ann = _write_bad_set(tmp_path / "bad")
-    common = ["detect-train", "--output-dir", str(tmp_path / "runs"), *SMALL]
+    common = ["detect", "train", "--output-dir", str(tmp_path / "runs"), *SMALL]
     code, _, err = _run(
         capsys,
         *common,
@@ -374,7 +383,8 @@ def test_two_process_ddp_detection(coco, tmp_path):
         "--master_port=29547",
         "-m",
         "ghostnet",
-        "detect-train",
+        "detect",
+        "train",
         "--data-dir",
         str(coco),
         "--output-dir",
@@ -393,12 +403,12 @@ def test_two_process_ddp_detection(coco, tmp_path):
 
 @pytest.mark.parametrize("name", ["retinanet_ghostnet", "fasterrcnn_ghostnet"])
 def test_whole_detector_exports_to_onnx_with_matching_detections(tmp_path, name):
+    from ghostnet.models import create_model
     from ghostnet.tasks.detect.export import export_detector
-    from ghostnet.tasks.detect.models import create_detector
 
     torch.manual_seed(0)
     # score_thresh 0 keeps every candidate, so the check compares hundreds of detections rather than none
-    model = create_detector(name, 4, width=0.5, min_size=96, max_size=96, fpn_channels=16, score_thresh=0.0)
+    model = create_model(name, num_classes=4, width=0.5, min_size=96, max_size=96, fpn_channels=16, score_thresh=0.0)
     if (
         name == "retinanet_ghostnet"
     ):  # an untrained head scores every anchor ~0.01: spread the scores like a trained one
@@ -416,7 +426,8 @@ def test_whole_detector_exports_to_onnx_with_matching_detections(tmp_path, name)
 def test_cli_exports_a_trained_detector(coco, tmp_path, capsys):
     code, _, _ = _run(
         capsys,
-        "detect-train",
+        "detect",
+        "train",
         "--data-dir",
         str(coco),
         "--output-dir",
@@ -432,15 +443,32 @@ def test_cli_exports_a_trained_detector(coco, tmp_path, capsys):
     ckpt = str(tmp_path / "r" / "last.pth")
     assert code == 0
     code, out, _ = _run(
-        capsys, "export", "--checkpoint", ckpt, "--output", str(tmp_path / "bb.onnx"), "--dynamic-batch", "--fuse"
+        capsys,
+        "detect",
+        "export",
+        "--checkpoint",
+        ckpt,
+        "--output",
+        str(tmp_path / "bb.onnx"),
+        "--dynamic-batch",
+        "--fuse",
     )
     assert code == 0 and "features_3" in out and "max abs diff" in out  # P3-P5 + P6 + P7: five maps
     code, out, _ = _run(
-        capsys, "export", "--checkpoint", ckpt, "--detector-part", "detector", "--output", str(tmp_path / "d.onnx")
+        capsys,
+        "detect",
+        "export",
+        "--checkpoint",
+        ckpt,
+        "--detector-part",
+        "detector",
+        "--output",
+        str(tmp_path / "d.onnx"),
     )
     assert code == 0 and "['boxes', 'scores', 'labels']" in out
     code, _, err = _run(
         capsys,
+        "detect",
         "export",
         "--checkpoint",
         ckpt,
@@ -452,7 +480,7 @@ def test_cli_exports_a_trained_detector(coco, tmp_path, capsys):
         str(tmp_path / "d.pt"),
     )
     assert code == 2 and "onnx only" in err
-    code, _, err = _run(capsys, "export", "ghostnet_050", "--detector-part", "detector")
+    code, _, err = _run(capsys, "detect", "export", "ghostnet_050", "--detector-part", "detector")
     assert code == 2 and "detect-train" in err
 
 
@@ -476,7 +504,7 @@ def test_coco_layout_is_found_and_ambiguity_is_refused(tmp_path):
 
 def test_detection_runs_keep_an_ema_like_classification(coco, tmp_path, capsys):
     runs = tmp_path / "runs"
-    args = ["detect-train", "--data-dir", str(coco), "--output-dir", str(runs), "--name", "e", *SMALL]
+    args = ["detect", "train", "--data-dir", str(coco), "--output-dir", str(runs), "--name", "e", *SMALL]
     code, _, err = _run(capsys, *args, "--epochs", "1", "--max-steps", "2", "--ema-decay", "0.9")
     assert code == 0, err
     log = [json.loads(line) for line in (runs / "e" / "log.jsonl").read_text().splitlines()]
@@ -489,15 +517,15 @@ def test_a_whole_detector_export_to_a_full_disk_leaves_nothing(tmp_path, monkeyp
     import os
 
     from ghostnet.deploy.export import ExportWriteError
+    from ghostnet.models import create_model
     from ghostnet.tasks.detect.export import export_detector
-    from ghostnet.tasks.detect.models import create_detector
 
     def full_disk(model, args, f, **kw):
         Path(f).write_bytes(bytes(4096))  # a partial file, as a full disk leaves it
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr(torch.onnx, "export", full_disk)
-    model = create_detector("fasterrcnn_ghostnet", 4, width=0.5, min_size=96, max_size=96, fpn_channels=16)
+    model = create_model("fasterrcnn_ghostnet", num_classes=4, width=0.5, min_size=96, max_size=96, fpn_channels=16)
     with pytest.raises(ExportWriteError, match=r"could not write .*det\.onnx: No space left on device"):
         export_detector(model, tmp_path / "det.onnx", "detector", input_size=(96, 96))
     assert list(tmp_path.iterdir()) == []

@@ -107,6 +107,7 @@ def test_config_refuses_a_teacher_it_cannot_use(values, message):
 
 def _digits_argv(tmp_path, name, *extra):
     return [
+        "classify",
         "train",
         *("--config", "digits", "--image-size", "16", "--batch-size", "16", "--eval-batch-size", "512"),
         *("--epochs", "1", "--max-steps", "2", "--no-progress", "--deterministic", "--seed", "1"),
@@ -165,7 +166,19 @@ def test_sigkill_then_resume_of_a_distilled_run_is_bit_identical(tmp_path, capsy
     data = ["--dataset", "cifar10", "--data-dir", str(tmp_path / "data"), "--image-size", "16"]
     schedule = ["--model", "ghostnet_small_050", "--epochs", "2", "--batch-size", "16", "--save-every-steps", "2"]
     kd = ["--teacher", "ghostnet_small_050", "--teacher-checkpoint", str(teacher), "--kd-temperature", "2"]
-    common = ["train", *data, *schedule, *kd, "--deterministic", "--seed", "7", "--no-progress", "--ema-decay", "0.9"]
+    common = [
+        "classify",
+        "train",
+        *data,
+        *schedule,
+        *kd,
+        "--deterministic",
+        "--seed",
+        "7",
+        "--no-progress",
+        "--ema-decay",
+        "0.9",
+    ]
     common += ["--output-dir", str(tmp_path / "runs")]
     assert main([*common, "--name", "straight"]) == 0
 
@@ -183,7 +196,7 @@ def test_sigkill_then_resume_of_a_distilled_run_is_bit_identical(tmp_path, capsy
     assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
     assert read_checkpoint(last)["step"] < 8
     capsys.readouterr()
-    assert main(["train", "--output-dir", str(tmp_path / "runs"), "--name", "broken", "--resume"]) == 0
+    assert main(["classify", "train", "--output-dir", str(tmp_path / "runs"), "--name", "broken", "--resume"]) == 0
     assert "resuming" in capsys.readouterr().out
 
     ca, cb = read_checkpoint(tmp_path / "runs" / "straight" / "last.pth"), read_checkpoint(last)

@@ -15,8 +15,9 @@ from torch import nn
 
 from conftest import write_identity_folder, write_verification_bin
 from ghostnet import create_model, save_weights
-from ghostnet.data import DatasetError, faces
+from ghostnet.data import DatasetError
 from ghostnet.data.download import extract_tar
+from ghostnet.tasks.face import data as faces
 from ghostnet.tasks.face.data import (
     decode_pair_images,
     identity_files,

@@ -30,7 +30,9 @@ def run(capsys, *argv):
 
 
 def _train(capsys, faces, runs, name, *extra):
-    return run(capsys, "face-train", "--data-dir", str(faces), "--output-dir", str(runs), "--name", name, *TINY, *extra)
+    return run(
+        capsys, "face", "train", "--data-dir", str(faces), "--output-dir", str(runs), "--name", name, *TINY, *extra
+    )
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +40,7 @@ def trained(tmp_path_factory):
     """One finished tiny run (ArcFace, 8 identities: 6 trained, 2 held out for the pairs)."""
     root = tmp_path_factory.mktemp("face")
     faces = write_identity_folder(root / "faces", identities=8, per_identity=4)
-    assert main(["face-train", "--data-dir", str(faces), "--output-dir", str(root / "runs"), "--name", "r", *TINY,
+    assert main(["face", "train", "--data-dir", str(faces), "--output-dir", str(root / "runs"), "--name", "r", *TINY,
                  "--epochs", "2"]) == 0  # fmt: skip
     return root, faces, root / "runs" / "r"
 
@@ -60,7 +62,7 @@ def test_face_train_writes_a_run_whose_model_is_the_embedding_alone(trained):
 def test_face_eval_on_its_own_pairs_a_pairs_txt_and_a_bin(trained, tmp_path, capsys):
     root, faces, run_dir = trained
     ckpt = str(run_dir / "best.pth")
-    code, out, _ = run(capsys, "face-eval", ckpt, "--json")
+    code, out, _ = run(capsys, "face", "eval", ckpt, "--json")
     r = json.loads(out)
     assert code == 0 and r["pairs"] == 40 and len(r["fold_accuracy"]) == 10
     log = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
@@ -68,15 +70,15 @@ def test_face_eval_on_its_own_pairs_a_pairs_txt_and_a_bin(trained, tmp_path, cap
     pairs = tmp_path / "pairs.txt"
     pairs.write_text("1\t20\n" + "Person_G\t1\t2\nPerson_G\t3\tPerson_H\t4\n" * 10)
     code, out, _ = run(
-        capsys, "face-eval", ckpt, "--pairs", str(pairs), "--root", str(faces), "--roc", str(tmp_path / "roc.png")
+        capsys, "face", "eval", ckpt, "--pairs", str(pairs), "--root", str(faces), "--roc", str(tmp_path / "roc.png")
     )
     assert (
         code == 0 and "10-fold accuracy" in out and "TAR@FAR=0.001" in out and (tmp_path / "roc.png").stat().st_size > 0
     )
-    code, _, err = run(capsys, "face-eval", ckpt, "--bin", str(write_verification_bin(tmp_path / "lfw.bin", 20)),
+    code, _, err = run(capsys, "face", "eval", ckpt, "--bin", str(write_verification_bin(tmp_path / "lfw.bin", 20)),
                        "--roc", str(tmp_path / "roc.png"))  # fmt: skip
     assert code == 2 and "exists; pass --overwrite" in err
-    code, out, _ = run(capsys, "face-eval", ckpt, ckpt, "--labels", "a", "b", "--bin", str(tmp_path / "lfw.bin"),
+    code, out, _ = run(capsys, "face", "eval", ckpt, ckpt, "--labels", "a", "b", "--bin", str(tmp_path / "lfw.bin"),
                        "--roc", str(tmp_path / "roc.png"), "--overwrite", "--json")  # fmt: skip
     both = json.loads(out)
     assert code == 0 and len(both) == 2 and both[0]["accuracy"] == both[1]["accuracy"] and both[0]["pairs"] == 20
@@ -86,22 +88,26 @@ def test_embed_verify_and_export(trained, tmp_path, capsys):
     _, faces, run_dir = trained
     ckpt = str(run_dir / "best.pth")
     out_file = tmp_path / "emb.npz"
-    code, out, _ = run(capsys, "embed", str(faces / "Person_A"), "--checkpoint", ckpt, "--output", str(out_file))
+    code, out, _ = run(
+        capsys, "face", "embed", str(faces / "Person_A"), "--checkpoint", ckpt, "--output", str(out_file)
+    )
     z = np.load(out_file)
     assert code == 0 and z["embeddings"].shape == (4, 16) and len(z["paths"]) == 4
     assert np.allclose(np.linalg.norm(z["embeddings"], axis=1), 1, atol=1e-5)
-    code, _, err = run(capsys, "embed", str(faces / "Person_A"), "--checkpoint", ckpt, "--output", str(out_file))
+    code, _, err = run(
+        capsys, "face", "embed", str(faces / "Person_A"), "--checkpoint", ckpt, "--output", str(out_file)
+    )
     assert code == 2 and "--overwrite" in err
     a, b = faces / "Person_A" / "Person_A_0001.jpg", faces / "Person_H" / "Person_H_0001.jpg"
-    code, out, _ = run(capsys, "verify", str(a), str(a), "--checkpoint", ckpt, "--json")
+    code, out, _ = run(capsys, "face", "verify", str(a), str(a), "--checkpoint", ckpt, "--json")
     same = json.loads(out)
     assert code == 0 and same["same"] and same["similarity"] == pytest.approx(1.0, abs=1e-5)
-    code, out, _ = run(capsys, "verify", str(a), str(b), "--checkpoint", ckpt, "--threshold", "0.9999")
+    code, out, _ = run(capsys, "face", "verify", str(a), str(b), "--checkpoint", ckpt, "--threshold", "0.9999")
     assert code == 0 and out.startswith("different identities: cosine similarity")
     pytest.importorskip("onnxruntime")
     import onnx
 
-    code, out, _ = run(capsys, "export", "--checkpoint", ckpt, "--output", str(tmp_path / "f.onnx"), "--fuse")
+    code, out, _ = run(capsys, "face", "export", "--checkpoint", ckpt, "--output", str(tmp_path / "f.onnx"), "--fuse")
     assert code == 0 and "max abs diff" in out
     graph = onnx.load(str(tmp_path / "f.onnx")).graph
     assert [d.dim_value for d in graph.output[0].type.tensor_type.shape.dim] == [1, 16]
@@ -125,7 +131,7 @@ def test_a_killed_run_resumes_to_the_same_weights(tmp_path, capsys, monkeypatch)
     monkeypatch.setattr(FaceTask, "step", dying_step)
     assert _train(capsys, faces, tmp_path / "runs", "killed", *args)[0] == 130
     monkeypatch.setattr(FaceTask, "step", step)
-    code, out, _ = run(capsys, "face-train", "--output-dir", str(tmp_path / "runs"), "--name", "killed", "--resume")
+    code, out, _ = run(capsys, "face", "train", "--output-dir", str(tmp_path / "runs"), "--name", "killed", "--resume")
     assert code == 0 and "resuming" in out
     whole, resumed = (read_checkpoint(tmp_path / "runs" / n / "last.pth") for n in ("whole", "killed"))
     for part in ("model", "loss_head"):
@@ -184,10 +190,10 @@ def test_face_eval_and_embed_refuse_bad_options_before_any_work(trained, tmp_pat
     monkeypatch.setattr(face_engine, "load_face_model", no_work)
     monkeypatch.setattr(face_engine, "evaluate_face_checkpoint", no_work)
     for argv, message in (
-        (["face-eval", ckpt, "--root", str(faces)], "--root names the images of --pairs"),
-        (["face-eval", ckpt, "--far", "-0.1"], "--far takes fractions of impostor pairs in (0, 1]"),
-        (["face-eval", ckpt, "--far", "1e-3", "2"], "got 2"),
-        (["embed", str(faces), "--checkpoint", ckpt, "--output", str(tmp_path / "e.txt")], "must end in .npz"),
+        (["face", "eval", ckpt, "--root", str(faces)], "--root names the images of --pairs"),
+        (["face", "eval", ckpt, "--far", "-0.1"], "--far takes fractions of impostor pairs in (0, 1]"),
+        (["face", "eval", ckpt, "--far", "1e-3", "2"], "got 2"),
+        (["face", "embed", str(faces), "--checkpoint", ckpt, "--output", str(tmp_path / "e.txt")], "must end in .npz"),
     ):
         code, _, err = run(capsys, *argv)
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
@@ -221,8 +227,8 @@ def test_an_embedding_size_that_does_not_match_the_checkpoint(trained, tmp_path,
     ckpt = str(run_dir / "best.pth")
     a = str(faces / "Person_A" / "Person_A_0001.jpg")
     for argv in (
-        ["embed", a, "--checkpoint", ckpt, "--output", str(tmp_path / "e.npz"), "--embedding-size", "32"],
-        ["verify", a, a, "--checkpoint", ckpt, "--embedding-size", "32"],
+        ["face", "embed", a, "--checkpoint", ckpt, "--output", str(tmp_path / "e.npz"), "--embedding-size", "32"],
+        ["face", "verify", a, a, "--checkpoint", ckpt, "--embedding-size", "32"],
     ):
         code, _, err = run(capsys, *argv)
         assert code == 2 and "makes 16-d embeddings, not 32-d" in err and len(err.strip().splitlines()) == 1
@@ -238,7 +244,7 @@ def test_two_process_ddp_trains_the_margin_head_with_the_model(tmp_path):
 
     faces = write_identity_folder(tmp_path / "faces", identities=8, per_identity=4)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29541", "-m", "ghostnet",
-           "face-train", "--data-dir", str(faces), "--output-dir", str(tmp_path / "runs"), "--name", "ddp", *TINY,
+           "face", "train", "--data-dir", str(faces), "--output-dir", str(tmp_path / "runs"), "--name", "ddp", *TINY,
            "--epochs", "1"]  # fmt: skip
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert r.returncode == 0, r.stderr[-3000:]

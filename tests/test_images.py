@@ -178,7 +178,7 @@ def test_cli_predict_on_a_sixteen_bit_png(tmp_path, capsys):
     Image.fromarray(GRADIENT_8BIT).save(tmp_path / "reference.png")
     outputs = []
     for image in (path, tmp_path / "reference.png"):
-        assert main(["predict", str(image), "--checkpoint", str(ckpt), "--topk", "4", "--json"]) == 0
+        assert main(["classify", "predict", str(image), "--checkpoint", str(ckpt), "--topk", "4", "--json"]) == 0
         outputs.append(json.loads(capsys.readouterr().out)[0]["top"])
     got, want = outputs
     assert [n for n, _ in got] == [n for n, _ in want]
@@ -186,6 +186,6 @@ def test_cli_predict_on_a_sixteen_bit_png(tmp_path, capsys):
     # and a file it cannot convert faithfully is refused in one line naming it
     Image.fromarray(np.full((8, 8), -2.0, np.float32)).save(tmp_path / "negative.tif")
     with pytest.raises(SystemExit) as e:
-        main(["predict", str(tmp_path / "negative.tif"), "--checkpoint", str(ckpt)])
+        main(["classify", "predict", str(tmp_path / "negative.tif"), "--checkpoint", str(ckpt)])
     err = capsys.readouterr().err.strip().splitlines()
     assert e.value.code == 2 and len(err) == 1 and "negative.tif" in err[0] and "mode F" in err[0], err

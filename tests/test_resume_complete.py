@@ -15,7 +15,7 @@ def _files(run: Path) -> dict[str, tuple[int, bytes]]:
 
 
 def _train(runs: Path, *extra: str) -> int:
-    base = ["train", "--output-dir", str(runs), "--name", "r", "--no-progress"]
+    base = ["classify", "train", "--output-dir", str(runs), "--name", "r", "--no-progress"]
     return main([*base, *extra])
 
 

@@ -51,7 +51,7 @@ def _wait_for(path, proc, seconds=180):
 
 def test_a_run_in_use_is_refused_and_a_killed_trainer_does_not_block(tmp_path, capsys):
     runs, run = tmp_path / "runs", tmp_path / "runs" / "r"
-    base = ["train", "--output-dir", str(runs), "--name", "r", "--no-progress"]
+    base = ["classify", "train", "--output-dir", str(runs), "--name", "r", "--no-progress"]
     trainer = subprocess.Popen(
         [sys.executable, "-m", "ghostnet", *base, "--dataset", "digits", "--image-size", "16", "--epochs", "50"]
         + ["--batch-size", "16", "--save-every-steps", "1"],

@@ -174,11 +174,11 @@ def test_ghostified_torchvision_model_fp32(tmp_path, photos):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["lraspp_ghostnet_100", "deeplabv3_ghostnet_100"])
 def test_segmenter_logits_fp32(tmp_path, photos, name):
-    from ghostnet.tasks.segment.models import create_segmenter
+    from ghostnet.models import create_model
     from ghostnet.tasks.segment.predict import SegmentationLogits
 
     torch.manual_seed(0)
-    model = fuse_bn(SegmentationLogits(as_trained(create_segmenter(name, 5), 64)).eval())
+    model = fuse_bn(SegmentationLogits(as_trained(create_model(name, num_classes=5), 64)).eval())
     images = _images(photos, 64, 2)
     et.convert(model, images[0], tmp_path / "m.pte", None)
     _check_parity(model, tmp_path / "m.pte", images)

@@ -136,20 +136,22 @@ def test_export_options_that_do_not_fit_a_runtime_are_one_line(tmp_path, capsys,
     if name is None:
         pytest.skip("no edge runtime installed")
     out = str(tmp_path / f"m{RUNTIMES[name].suffix}")
-    err = _cli_error(["export", "ghostnet_050", "--format", name, "--int8", "--output", out], capsys)
+    err = _cli_error(["classify", "export", "ghostnet_050", "--format", name, "--int8", "--output", out], capsys)
     assert "--int8 needs calibration images: --calibration-dir DIR" in err
-    err = _cli_error(["export", "ghostnet_050", "--format", name, "--dynamic-batch"], capsys)
+    err = _cli_error(["classify", "export", "ghostnet_050", "--format", name, "--dynamic-batch"], capsys)
     assert "takes a fixed batch of 1" in err
-    err = _cli_error(["export", "ghostnet_050", "--format", name, "--calibration-images", "8"], capsys)
+    err = _cli_error(["classify", "export", "ghostnet_050", "--format", name, "--calibration-images", "8"], capsys)
     assert "go with --int8" in err
-    assert "--int8 applies to openvino, executorch, tflite;" in _cli_error(["export", "ghostnet_050", "--int8"], capsys)
+    assert "--int8 applies to openvino, executorch, tflite;" in _cli_error(
+        ["classify", "export", "ghostnet_050", "--int8"], capsys
+    )
     assert not list(tmp_path.iterdir())
 
 
 def test_int8_for_a_runtime_without_it_is_refused_before_any_work(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr("ghostnet.deploy.runtimes.require", lambda name: None)  # whether or not ncnn is installed
     out = str(tmp_path / "m.ncnn.param")
-    err = _cli_error(["export", "ghostnet_050", "--format", "ncnn", "--int8", "--output", out], capsys)
+    err = _cli_error(["classify", "export", "ghostnet_050", "--format", "ncnn", "--int8", "--output", out], capsys)
     assert err.strip().endswith("--int8: " + RUNTIMES["ncnn"].no_int8) and "\n" not in err.strip()
     assert edge_form_names(["ncnn", "tflite"], int8=True) == {"ncnn-fp32", "tflite-fp32", "tflite-int8"}
     assert not list(tmp_path.iterdir())
@@ -160,7 +162,7 @@ def test_export_to_a_runtime_that_is_not_installed_names_the_extra(capsys, monke
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda m, *a: None if m == "openvino" else real(m, *a))
-    err = _cli_error(["export", "ghostnet_050", "--format", "openvino"], capsys)
+    err = _cli_error(["classify", "export", "ghostnet_050", "--format", "openvino"], capsys)
     assert "pip install 'ghostnet-pytorch[openvino]'" in err and "\n" not in err.strip()
 
 

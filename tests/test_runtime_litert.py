@@ -226,11 +226,11 @@ def test_ghostified_torchvision_model_matches_pytorch(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["lraspp_ghostnet_100", "deeplabv3_ghostnet_100"])
 def test_segmentation_logits_match_pytorch(name, tmp_path):
-    from ghostnet.tasks.segment.models import create_segmenter
+    from ghostnet.models import create_model
     from ghostnet.tasks.segment.predict import SegmentationLogits
 
     torch.manual_seed(0)
-    model = fuse_bn(SegmentationLogits(as_trained(create_segmenter(name, num_classes=5), SIZE)).eval())
+    model = fuse_bn(SegmentationLogits(as_trained(create_model(name, num_classes=5), SIZE)).eval())
     assert_matches_pytorch(model, tmp_path / f"{name}.tflite", photographs(2, SIZE, seed=3))
 
 

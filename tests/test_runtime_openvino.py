@@ -232,10 +232,10 @@ def test_a_ghostified_torchvision_model_converts(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["lraspp_ghostnet_100", "deeplabv3_ghostnet_100"])
 def test_segmenter_logits_convert(name, tmp_path):
-    from ghostnet.tasks.segment.models import create_segmenter
+    from ghostnet.models import create_model
     from ghostnet.tasks.segment.predict import SegmentationLogits
 
-    model = as_trained(create_segmenter(name, num_classes=5), 96).eval()
+    model = as_trained(create_model(name, num_classes=5), 96).eval()
     check_parity(SegmentationLogits(model).eval(), 96, tmp_path, n=1)
 
 

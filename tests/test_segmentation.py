@@ -19,7 +19,7 @@ from ghostnet.tasks.segment.data import (
     read_mask,
 )
 from ghostnet.tasks.segment.metrics import confusion_matrix, segmentation_metrics
-from ghostnet.tasks.segment.models import create_segmenter, deeplabv3_ghostnet, lraspp_ghostnet
+from ghostnet.tasks.segment.models import deeplabv3_ghostnet, lraspp_ghostnet
 from seg_data import write_cityscapes, write_folder, write_voc
 
 
@@ -73,7 +73,7 @@ def test_output_stride_refuses_other_values(bad):
 
 
 def test_heads_output_shapes_aux_and_names():
-    lr = create_segmenter("lraspp_ghostnet", 5, width=0.5, output_stride=16).eval()
+    lr = create_model("lraspp_ghostnet", num_classes=5, width=0.5, output_stride=16).eval()
     out = lr(torch.randn(2, 3, 72, 96))
     assert set(out) == {"out"} and out["out"].shape == (2, 5, 72, 96)
     dl = deeplabv3_ghostnet(4, width=0.5, version="v2", output_stride=8, aux_loss=True).eval()
@@ -86,7 +86,7 @@ def test_heads_output_shapes_aux_and_names():
     }
     assert lr.backbone.high_channels == 480 and lr.backbone.low_channels == 20  # 960w and 40w at width 0.5
     with pytest.raises(ValueError, match="fix their width"):
-        create_segmenter("lraspp_ghostnet_100", 3, width=0.5)
+        create_model("lraspp_ghostnet_100", num_classes=3, width=0.5)
     with pytest.raises(ValueError, match="num_classes"):
         lraspp_ghostnet(1)
 
@@ -172,7 +172,8 @@ def test_miou_against_a_hand_computed_confusion_matrix():
 
 def _train_args(fmt, root, tmp_path):
     return [
-        "seg-train",
+        "segment",
+        "train",
         "--dataset",
         fmt,
         "--data-dir",
@@ -282,7 +283,7 @@ def test_golden_params_and_macs_of_the_named_segmenters():
     """The figures in the builders' docstrings and docs/BENCHMARKS.md (21 classes, output stride 16, 512x512)."""
     from ghostnet.analysis.profile import count_params, profile_model
 
-    lr, dl = create_segmenter("lraspp_ghostnet_100", 21), create_segmenter("deeplabv3_ghostnet_100", 21)
+    lr, dl = create_model("lraspp_ghostnet_100", num_classes=21), create_model("deeplabv3_ghostnet_100", num_classes=21)
     assert count_params(lr) == 2_921_014 and count_params(dl) == 10_724_953
     assert profile_model(lr.eval(), (512, 512)).macs == 1_534_365_504
 

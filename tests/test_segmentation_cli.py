@@ -8,8 +8,8 @@ import torch
 from PIL import Image
 
 from ghostnet.cli import main
+from ghostnet.models import create_model
 from ghostnet.models.checkpoint import read_checkpoint
-from ghostnet.tasks.segment.models import create_segmenter
 from ghostnet.tasks.segment.predict import export_segmenter
 from ghostnet.tasks.segment.task import SegmentationTask, load_segmenter
 from seg_data import write_folder, write_voc
@@ -39,7 +39,8 @@ def trained(tmp_path_factory):
     runs = tmp / "runs"
     code = main(
         [
-            "seg-train",
+            "segment",
+            "train",
             "--dataset",
             "voc",
             "--data-dir",
@@ -74,12 +75,23 @@ def test_seg_train_writes_a_run_and_resumes_after_a_kill_bit_identically(trained
             raise KeyboardInterrupt
         return step(self, net, batch)
 
-    base = ["seg-train", "--dataset", "voc", "--data-dir", str(root), "--output-dir", str(runs), "--name", "broken"]
+    base = [
+        "segment",
+        "train",
+        "--dataset",
+        "voc",
+        "--data-dir",
+        str(root),
+        "--output-dir",
+        str(runs),
+        "--name",
+        "broken",
+    ]
     monkeypatch.setattr(SegmentationTask, "step", dies_at_the_sixth)
     code, _, _ = _run(capsys, *base, *TINY, "--save-every-steps", "1")
     assert code == 130 and read_checkpoint(runs / "broken" / "last.pth")["step"] == 5
     monkeypatch.setattr(SegmentationTask, "step", step)
-    code, out, _ = _run(capsys, "seg-train", "--output-dir", str(runs), "--name", "broken", "--resume")
+    code, out, _ = _run(capsys, "segment", "train", "--output-dir", str(runs), "--name", "broken", "--resume")
     assert code == 0 and "resuming" in out
     a, b = read_checkpoint(run / "last.pth")["model"], read_checkpoint(runs / "broken" / "last.pth")["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -88,7 +100,7 @@ def test_seg_train_writes_a_run_and_resumes_after_a_kill_bit_identically(trained
 def test_seg_eval_full_images_and_segment_overlays(trained, capsys, tmp_path):
     root, runs = trained
     ckpt = str(runs / "straight" / "last.pth")
-    code, out, _ = _run(capsys, "seg-eval", ckpt, "--json", "--no-progress", "--num-workers", "0")
+    code, out, _ = _run(capsys, "segment", "eval", ckpt, "--json", "--no-progress", "--num-workers", "0")
     r = json.loads(out)
     assert code == 0 and r["images"] == 3 and len(r["per_class_iou"]) == 21
     labelled = sum(
@@ -96,11 +108,21 @@ def test_seg_eval_full_images_and_segment_overlays(trained, capsys, tmp_path):
         for m in (root / "VOCdevkit/VOC2012/SegmentationClass").glob("2008_*.png")
     )
     assert r["pixels"] == labelled == sum(map(sum, r["confusion"]))  # every labelled pixel, at full resolution
-    code, out, _ = _run(capsys, "seg-eval", ckpt, "--no-progress", "--num-workers", "0", "--confusion")
+    code, out, _ = _run(capsys, "segment", "eval", ckpt, "--no-progress", "--num-workers", "0", "--confusion")
     assert code == 0 and "mIoU" in out and "confusion matrix" in out and "person" in out
 
     image = root / "VOCdevkit/VOC2012/JPEGImages/2008_000000.jpg"
-    args = ["segment", str(image), "--checkpoint", ckpt, "--output-dir", str(tmp_path / "ov"), "--device", "cpu"]
+    args = [
+        "segment",
+        "predict",
+        str(image),
+        "--checkpoint",
+        ckpt,
+        "--output-dir",
+        str(tmp_path / "ov"),
+        "--device",
+        "cpu",
+    ]
     code, out, _ = _run(capsys, *args)
     assert code == 0 and "%" in out
     with Image.open(tmp_path / "ov" / "2008_000000.png") as im:
@@ -116,7 +138,7 @@ def test_onnx_export_parity_at_two_sizes(trained, capsys, tmp_path):
     ckpt = runs / "straight" / "last.pth"
     out = tmp_path / "seg.onnx"
     code, text, err = _run(
-        capsys, "export", "--checkpoint", str(ckpt), "--output", str(out), "--input-size", "64", "96"
+        capsys, "segment", "export", "--checkpoint", str(ckpt), "--output", str(out), "--input-size", "64", "96"
     )
     assert code == 0, err
     assert "any batch and height and width" in text and "argmax agrees" in text
@@ -129,16 +151,26 @@ def test_onnx_export_parity_at_two_sizes(trained, capsys, tmp_path):
         got = torch.from_numpy(sess.run(None, {"input": x.numpy()})[0])
         assert got.shape == (1, 21, h, w) and (got - ref).abs().max() <= 1e-4
         assert (got.argmax(1) == ref.argmax(1)).float().mean() >= 0.999
-    code, _, err = _run(capsys, "export", "--checkpoint", str(ckpt), "--output", str(out))
+    code, _, err = _run(capsys, "segment", "export", "--checkpoint", str(ckpt), "--output", str(out))
     assert code == 2 and "exists" in err
     fused = tmp_path / "fused.onnx"
-    code, text, err = _run(capsys, "export", "--checkpoint", str(ckpt), "--output", str(fused), "--fuse")
+    code, text, err = _run(capsys, "segment", "export", "--checkpoint", str(ckpt), "--output", str(fused), "--fuse")
     assert code == 0 and fused.is_file(), err
     code, _, err = _run(
-        capsys, "export", "--checkpoint", str(ckpt), "--format", "torchscript", "--output", str(tmp_path / "t.pt")
+        capsys,
+        "segment",
+        "export",
+        "--checkpoint",
+        str(ckpt),
+        "--format",
+        "torchscript",
+        "--output",
+        str(tmp_path / "t.pt"),
     )
     assert code == 2 and "onnx" in err
-    report = export_segmenter(create_segmenter("deeplabv3_ghostnet", 3, width=0.25), tmp_path / "d.onnx", (48, 48))
+    report = export_segmenter(
+        create_model("deeplabv3_ghostnet", num_classes=3, width=0.25), tmp_path / "d.onnx", (48, 48)
+    )
     assert report.max_abs_diff <= 1e-4 and report.input_shape == ["batch", 3, "height", "width"]
 
 
@@ -157,13 +189,13 @@ def test_bench_segmentation_rows_and_input_size(capsys):
 
 def test_folder_run_with_other_classes(tmp_path, capsys):
     root = write_folder(tmp_path / "f", n_train=4, n_val=2)
-    args = ["seg-train", "--dataset", "folder", "--data-dir", str(root), "--output-dir", str(tmp_path / "runs")]
+    args = ["segment", "train", "--dataset", "folder", "--data-dir", str(root), "--output-dir", str(tmp_path / "runs")]
     code, out, err = _run(capsys, *args, *TINY[:-2], "--epochs", "1", "--model", "deeplabv3_ghostnet", "--aux-loss")
     assert code == 0, err
     assert "3 classes" in out
     (checkpoint,) = (tmp_path / "runs").glob("*/best.pth")
     renamed = write_folder(tmp_path / "g", n_train=1, n_val=2, classes=("background", "b", "a"))
-    code, _, err = _run(capsys, "seg-eval", str(checkpoint), "--dataset", "folder", "--data-dir", str(renamed))
+    code, _, err = _run(capsys, "segment", "eval", str(checkpoint), "--dataset", "folder", "--data-dir", str(renamed))
     assert code == 2 and "class 1 is 'b', the segmenter's is 'a'" in err and len(err.strip().splitlines()) == 1
 
 
@@ -175,7 +207,7 @@ def test_two_process_ddp_seg_train_agrees_with_single_process_seg_eval(tmp_path)
 
     root = write_folder(tmp_path / "f", n_train=8, n_val=5)  # 5 val images: the ranks get 3 and 2
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29541", "-m", "ghostnet"]
-    args = ["seg-train", "--dataset", "folder", "--data-dir", str(root), "--output-dir", str(tmp_path / "runs")]
+    args = ["segment", "train", "--dataset", "folder", "--data-dir", str(root), "--output-dir", str(tmp_path / "runs")]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     r = subprocess.run([*cmd, *args, "--name", "ddp", *TINY], capture_output=True, text=True, timeout=600, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -184,7 +216,7 @@ def test_two_process_ddp_seg_train_agrees_with_single_process_seg_eval(tmp_path)
     assert summary["world_size"] == 2 and summary["ranks_agree"] is True and summary["steps"] == 8
     last_row = json.loads((run / "log.jsonl").read_text().splitlines()[-1])
     ev = subprocess.run(
-        [sys.executable, "-m", "ghostnet", "seg-eval", str(run / "last.pth"), "--json", "--no-progress"],
+        [sys.executable, "-m", "ghostnet", "segment", "eval", str(run / "last.pth"), "--json", "--no-progress"],
         capture_output=True,
         text=True,
         env=env,

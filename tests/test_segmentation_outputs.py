@@ -5,8 +5,8 @@ import pytest
 import torch
 from PIL import Image
 
+from ghostnet.models import create_model
 from ghostnet.tasks.segment.data import joint_scale_crop_flip, load_segmentation_split
-from ghostnet.tasks.segment.models import create_segmenter
 from ghostnet.tasks.segment.predict import segment_images
 from seg_data import write_voc
 
@@ -14,7 +14,7 @@ from seg_data import write_voc
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(0)
-    return create_segmenter("lraspp_ghostnet", 3, width=0.25).eval()
+    return create_model("lraspp_ghostnet", num_classes=3, width=0.25).eval()
 
 
 def _images(folder, *names):

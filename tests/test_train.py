@@ -14,9 +14,10 @@ import torch
 from conftest import write_cifar, write_idx, write_image_folder
 from ghostnet import create_model
 from ghostnet.cli import main
-from ghostnet.engine import RunDirError, TrainingDiverged, train
+from ghostnet.engine import RunDirError, TrainingDiverged
 from ghostnet.engine.loop import lr_factor, param_groups
 from ghostnet.models.checkpoint import read_checkpoint
+from ghostnet.tasks.classify import train
 from ghostnet.tasks.classify.config import TrainConfig, load_recipe
 
 TINY = dict(model="ghostnet_small_050", epochs=2, batch_size=8, eval_batch_size=16, progress=False, seed=3)
@@ -150,6 +151,7 @@ def test_sigkill_at_any_point_then_resume_is_bit_identical(tmp_path):
     """Kill -9 twice (mid-epoch and later), resume each time: the final weights equal an uninterrupted run's."""
     write_cifar(tmp_path / "data", n_train=160, n_test=20)
     common = [
+        "classify",
         "train",
         "--dataset",
         "cifar10",
@@ -223,6 +225,7 @@ def test_two_process_ddp_agrees_with_single_process_eval(tmp_path):
         "--master_port=29533",
         "-m",
         "ghostnet",
+        "classify",
         "train",
         "--dataset",
         "cifar10",
@@ -263,6 +266,7 @@ def test_cli_train_eval_predict_on_idx(tmp_path, capsys):
     write_idx(tmp_path / "data" / "fashion-mnist", n_train=60, n_test=20)
     code = main(
         [
+            "classify",
             "train",
             "--dataset",
             "fashion_mnist",
@@ -288,7 +292,7 @@ def test_cli_train_eval_predict_on_idx(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "test top-1" in out and "params" in out and "MACs" in out
     ckpt = tmp_path / "runs" / "fm" / "best.pth"
-    assert main(["eval", str(ckpt), "--no-progress"]) == 0
+    assert main(["classify", "eval", str(ckpt), "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "top-1" in out and "confusion matrix" in out and "Ankle boot"[:9] in out
 
@@ -298,7 +302,7 @@ def test_cli_train_eval_predict_on_idx(tmp_path, capsys):
     img_dir.mkdir()
     for i in range(3):
         Image.new("L", (28, 28), color=40 * i).save(img_dir / f"{i}.png")
-    assert main(["predict", str(img_dir), "--checkpoint", str(ckpt), "--topk", "3", "--json"]) == 0
+    assert main(["classify", "predict", str(img_dir), "--checkpoint", str(ckpt), "--topk", "3", "--json"]) == 0
     preds = json.loads(capsys.readouterr().out)
     assert len(preds) == 3 and len(preds[0]["top"]) == 3
     assert preds[0]["top"][0][0] in [
@@ -320,6 +324,7 @@ def test_cli_train_on_image_folder(tmp_path, capsys):
     root = write_image_folder(tmp_path / "imgs")
     code = main(
         [
+            "classify",
             "train",
             "--dataset",
             "imagefolder",
@@ -347,6 +352,7 @@ def test_cli_train_on_image_folder(tmp_path, capsys):
     assert (
         main(
             [
+                "classify",
                 "predict",
                 str(root / "val" / "dog" / "0.png"),
                 "--checkpoint",
@@ -365,7 +371,19 @@ def test_predict_with_released_style_state_dict(tmp_path, capsys):
     torch.save(create_model("ghostnet_050").state_dict(), path)
     Image.new("RGB", (300, 260), "red").save(tmp_path / "x.jpg")
     assert (
-        main(["predict", str(tmp_path / "x.jpg"), "--checkpoint", str(path), "--model", "ghostnet_050", "--topk", "2"])
+        main(
+            [
+                "classify",
+                "predict",
+                str(tmp_path / "x.jpg"),
+                "--checkpoint",
+                str(path),
+                "--model",
+                "ghostnet_050",
+                "--topk",
+                "2",
+            ]
+        )
         == 0
     )
     out = capsys.readouterr().out.splitlines()
@@ -375,16 +393,16 @@ def test_predict_with_released_style_state_dict(tmp_path, capsys):
 @pytest.mark.parametrize(
     "argv,message",
     [
-        (["train", "--epochs", "0"], "epochs must be >= 1"),
-        (["train", "--train-subset", "99999"], "larger than the training split"),
-        (["train", "--optimizer", "rmsprop"], "optimizer must be sgd or adamw"),
-        (["train", "--model", "nope"], "unknown model 'nope'"),
-        (["train", "--dataset", "digits", "--batch-size", "5000"], "fewer than one batch"),
-        (["train", "--amp", "bf16", "--device", "cpu"], "amp bf16 needs CUDA"),
-        (["train", "--resume", "--name", "never-ran"], "cannot resume"),
-        (["train", "--resume"], "--resume needs --name"),
-        (["eval", "missing.pth"], "checkpoint not found: missing.pth"),
-        (["predict", "nope.png", "--checkpoint", "missing.pth"], "checkpoint not found"),
+        (["classify", "train", "--epochs", "0"], "epochs must be >= 1"),
+        (["classify", "train", "--train-subset", "99999"], "larger than the training split"),
+        (["classify", "train", "--optimizer", "rmsprop"], "optimizer must be sgd or adamw"),
+        (["classify", "train", "--model", "nope"], "unknown model 'nope'"),
+        (["classify", "train", "--dataset", "digits", "--batch-size", "5000"], "fewer than one batch"),
+        (["classify", "train", "--amp", "bf16", "--device", "cpu"], "amp bf16 needs CUDA"),
+        (["classify", "train", "--resume", "--name", "never-ran"], "cannot resume"),
+        (["classify", "train", "--resume"], "--resume needs --name"),
+        (["classify", "eval", "missing.pth"], "checkpoint not found: missing.pth"),
+        (["classify", "predict", "nope.png", "--checkpoint", "missing.pth"], "checkpoint not found"),
     ],
 )
 def test_cli_usage_errors(tmp_path, capsys, argv, message):
@@ -401,13 +419,13 @@ def test_predict_rejects_bad_images(tmp_path, capsys):
     save_weights(create_model("ghostnet_050"), ckpt)
     (tmp_path / "broken.jpg").write_text("not an image")
     with pytest.raises(SystemExit) as e:
-        main(["predict", str(tmp_path / "broken.jpg"), "--checkpoint", str(ckpt)])
+        main(["classify", "predict", str(tmp_path / "broken.jpg"), "--checkpoint", str(ckpt)])
     assert e.value.code == 2 and "not a readable image" in capsys.readouterr().err
 
 
 def test_resume_uses_the_runs_own_config_and_refuses_another_model(tmp_path, capsys):
     write_cifar(tmp_path / "data", n_train=40, n_test=10)
-    base = ["train", "--output-dir", str(tmp_path / "runs"), "--name", "r", "--no-progress"]
+    base = ["classify", "train", "--output-dir", str(tmp_path / "runs"), "--name", "r", "--no-progress"]
     assert (
         main(
             [
@@ -463,11 +481,11 @@ def test_every_option_has_help_from_its_field_and_shows_its_default(capsys):
         missing = [f.name for f in dataclasses.fields(cls) if not f.metadata.get("help")]
         assert not missing, f"{cls.__name__} fields without help: {missing}"
     with pytest.raises(SystemExit):
-        main(["train", "--help"])
+        main(["classify", "train", "--help"])
     out = " ".join(capsys.readouterr().out.split())
     assert "peak learning rate for the global batch (default: 0.1)" in out
     with pytest.raises(SystemExit):
-        main(["detect-train", "--help"])
+        main(["detect", "train", "--help"])
     out = " ".join(capsys.readouterr().out.split())
     assert "--fpn-channels" in out and "FPN (and head) width (default: 256)" in out
     assert "--augment" not in out and "--dataset" not in out  # classification-only options are not offered
@@ -490,8 +508,8 @@ def test_eval_errors_are_one_line(tmp_path, capsys):
     ckpt = tmp_path / "w.pth"
     save_weights(create_model("ghostnet_small_050", num_classes=10), ckpt)
     for argv, message in [
-        (["eval", str(ckpt), "--device", "cuda:0"], "CUDA is not available"),
-        (["eval", str(ckpt), "--dataset", "nope"], "nope"),
+        (["classify", "eval", str(ckpt), "--device", "cuda:0"], "CUDA is not available"),
+        (["classify", "eval", str(ckpt), "--dataset", "nope"], "nope"),
     ]:
         if argv[-1] == "cuda:0" and torch.cuda.is_available():
             continue
@@ -522,6 +540,7 @@ def _folder_with_unreadable_images(root, up_front=True):
 def _train_folder(root, out, name, *extra):
     return main(
         [
+            "classify",
             "train",
             "--dataset",
             "imagefolder",
@@ -557,10 +576,10 @@ def test_train_and_eval_skip_unreadable_images_and_report_them(tmp_path, capsys)
     assert "truncated.jpg is not a readable image" in out
     assert json.loads((tmp_path / "runs" / "skip" / "log.jsonl").read_text())["step"] == 1
     ckpt = str(tmp_path / "runs" / "skip" / "last.pth")
-    assert main(["eval", ckpt, "--no-progress"]) == 0
+    assert main(["classify", "eval", ckpt, "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "(12 images)" in out and "skipped 3 unreadable image(s) (first: " in out and "empty.jpg" in out
-    assert main(["eval", ckpt, "--no-progress", "--json"]) == 0
+    assert main(["classify", "eval", ckpt, "--no-progress", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["skipped_images"] == 3
 
 
@@ -570,7 +589,7 @@ def test_bad_images_error_refuses_in_one_line_naming_the_file(tmp_path, capsys):
     root = _folder_with_unreadable_images(tmp_path / "imgs")
     ckpt = tmp_path / "w.pth"
     save_weights(create_model("ghostnet_050", num_classes=3), ckpt)
-    evaluate = ["eval", str(ckpt), "--dataset", "imagefolder", "--data-dir", str(root), "--no-progress"]
+    evaluate = ["classify", "eval", str(ckpt), "--dataset", "imagefolder", "--data-dir", str(root), "--no-progress"]
     for run, name in [
         (lambda: _train_folder(root, tmp_path / "runs", "up-front", "--bad-images", "error"), "empty.jpg"),
         (lambda: main([*evaluate, "--bad-images", "error"]), "empty.jpg"),
@@ -584,7 +603,7 @@ def test_bad_images_error_refuses_in_one_line_naming_the_file(tmp_path, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert e.value.code == 2 and len(err) == 1 and name in err[0] and "bad_images=skip" in err[0], err
     with pytest.raises(SystemExit) as e:
-        main(["train", "--bad-images", "ignore", "--output-dir", str(tmp_path)])
+        main(["classify", "train", "--bad-images", "ignore", "--output-dir", str(tmp_path)])
     assert e.value.code == 2 and "bad_images must be skip or error" in capsys.readouterr().err
 
 
@@ -645,6 +664,7 @@ def test_a_nan_loss_before_any_checkpoint_says_none_was_written(tmp_path):
 
 def _train_argv(tmp_path):
     return [
+        "classify",
         "train",
         *("--dataset", "digits", "--image-size", "16", "--batch-size", "16", "--eval-batch-size", "512"),
         *("--epochs", "1", "--max-steps", "3", "--save-every-steps", "1", "--no-progress"),

@@ -112,7 +112,7 @@ def load_cifar(
         return (*_read_cifar_archive(spec, archive), str(archive))
     raise DatasetError(
         f"{which} not found (looked for {spec['folder']}/ or {archive_name} in: {', '.join(dict.fromkeys(looked))}); "
-        f"fetch it once with `ghostnet train --dataset {which} --download`, or put {archive_name} from {spec['url']} "
+        f"fetch it once with `ghostnet classify train --dataset {which} --download`, or put {archive_name} from {spec['url']} "
         "in the data folder (--data-dir)"
     )
 

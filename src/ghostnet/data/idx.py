@@ -53,7 +53,7 @@ IDX_SPECS: dict[str, IdxSpec] = {
         "mean": (0.2860,),
         "std": (0.3530,),
         "augment": "crop_flip",
-        "how": "apt-get install dataset-fashion-mnist, or fetch it once with `ghostnet train --dataset fashion_mnist --download`",
+        "how": "apt-get install dataset-fashion-mnist, or fetch it once with `ghostnet classify train --dataset fashion_mnist --download`",
     },
     "mnist": {
         "folders": ("mnist", "MNIST/raw", "MNIST"),
@@ -68,7 +68,7 @@ IDX_SPECS: dict[str, IdxSpec] = {
         "mean": (0.1307,),
         "std": (0.3081,),
         "augment": "crop",  # mirrored digits are other digits
-        "how": "fetch it once with `ghostnet train --dataset mnist --download`",
+        "how": "fetch it once with `ghostnet classify train --dataset mnist --download`",
     },
 }
 _IDX_FILES = {

@@ -52,12 +52,6 @@ def scaled_object(obj: np.ndarray, size: int) -> np.ndarray:
     return F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False).clamp(0, 1)[0, 0].numpy()
 
 
-
-
-
-
-
-
 def check_set_settings(
     n_train: int, n_val: int, image_size: int, objects_per_image: tuple[int, int], object_size: tuple[int, int]
 ) -> None:
@@ -79,7 +73,3 @@ def clear_output_dir(out: Path, overwrite: bool) -> None:
                 f"{out} exists and is not empty; pass overwrite=True (--overwrite) or choose another folder"
             )
         shutil.rmtree(out)
-
-
-
-

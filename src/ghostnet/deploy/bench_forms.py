@@ -320,7 +320,7 @@ def onnx_forms(
     under `tmp`. One that cannot be made is reported to `fail` and left out."""
     path = tmp / f"{name.replace(' ', '_')}.onnx"
     size = (size, size) if isinstance(size, int) else size
-    try:  # ours is exported BN-folded (as `ghostnet export --fuse`); peers as they are (ORT folds BN itself)
+    try:  # ours is exported BN-folded (as `ghostnet classify export --fuse`); peers as they are (ORT folds BN itself)
         export_model(fuse_bn(model.cpu()) if ours else model.cpu(), path, "onnx", size, in_chans, dynamic_batch=True)
         fp32 = onnx_session(path, threads)
     except Exception as e:  # noqa: BLE001
@@ -345,7 +345,7 @@ def _ort_call(session: Any) -> Callable[[np.ndarray], Any]:
 def _quantize(
     fp32: Path, tmp: Path, size: tuple[int, int], in_chans: int, calibration: list[np.ndarray] | None
 ) -> Path:
-    """int8 as `ghostnet quantize` makes it, calibrated on `calibration`, or else on random inputs: right for
+    """int8 as `ghostnet classify quantize` makes it, calibrated on `calibration`, or else on random inputs: right for
     timing, not for accuracy."""
     from .quantize import quantize_onnx
 

@@ -75,7 +75,9 @@ def _checkpoint_model(
     ckpt = read_checkpoint(checkpoint)
     name, meta = ckpt.get("model_name"), ckpt.get("data") or {}
     if not isinstance(name, str) or not ckpt.get("config"):
-        raise ValueError(f"{checkpoint} is not a checkpoint of `ghostnet train` (it names no model or dataset)")
+        raise ValueError(
+            f"{checkpoint} is not a checkpoint of `ghostnet classify train` (it names no model or dataset)"
+        )
     if model_name and model_name != name:
         raise ValueError(f"{checkpoint} holds a {name}, not a {model_name}")
     size = int(meta.get("image_size", 224))

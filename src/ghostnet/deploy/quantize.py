@@ -2,7 +2,7 @@
 
 ONNX Runtime's quantizer is used rather than torch.ao's because, at the same accuracy, its int8 model ran
 8.5x faster (benchmarks/int8_backends.py, docs/BENCHMARKS.md: 0.07 points lost by both on Fashion-MNIST, 7.3 vs
-62 ms at batch 1), and the model it quantizes is the same validated ONNX file `ghostnet export` writes.
+62 ms at batch 1), and the model it quantizes is the same validated ONNX file `ghostnet classify export` writes.
 """
 
 from __future__ import annotations
@@ -30,8 +30,6 @@ __all__ = [
     "onnx_latency",
     "quantize_onnx",
 ]
-
-
 
 
 def evaluate_onnx(session: Any, loader: Any) -> float:
@@ -99,12 +97,6 @@ def fp32_nodes(onnx_path: str | os.PathLike, keep: tuple[str, ...]) -> list[str]
     return names
 
 
-
-
-
-
-
-
 def check_quantize_options(keep_fp32: Iterable[str], calibration: str) -> None:
     if unknown := [k for k in keep_fp32 if k not in KEEPABLE]:
         raise ValueError(f"keep_fp32 takes {', '.join(KEEPABLE)}, not {', '.join(unknown)}")
@@ -121,7 +113,7 @@ def quantize_onnx(
     input_name: str = "input",
     also_fp32: Callable[[Any], bool] | None = None,
 ) -> None:
-    """Static int8 of an fp32 ONNX file, the way `ghostnet quantize` makes it: QDQ, per-channel int8 weights,
+    """Static int8 of an fp32 ONNX file, the way `ghostnet classify quantize` makes it: QDQ, per-channel int8 weights,
     uint8 activations whose ranges come from running `batches` (arrays or tensors), `keep_fp32` layers left
     in fp32, and any node for which `also_fp32(node)` is true. Writes `output` as it goes
     (`quantize_checkpoint` gives it a temporary name)."""
@@ -153,5 +145,3 @@ def quantize_onnx(
             calibrate_method=method[calibration],
             nodes_to_exclude=exclude,
         )
-
-

@@ -27,6 +27,7 @@ __all__ = [
     "recipe_path",
 ]
 
+
 def option(default: Any = dataclasses.MISSING, help: str = "", *, factory: Any = dataclasses.MISSING) -> Any:
     """A config field with its help text: the one place the option's meaning is written (CLI --help reads it)."""
     return field(default=default, default_factory=factory, metadata={"help": help})
@@ -223,9 +224,7 @@ def recipe_path(cls: type[RunConfig], name_or_path: str | Path) -> Path:
     raise ValueError(f"config {name_or_path!r} is neither a file nor a bundled recipe ({known})")
 
 
-def add_config_arguments(
-    parser: argparse.ArgumentParser, cls: type[RunConfig], exclude: tuple[str, ...] = ()
-) -> None:
+def add_config_arguments(parser: argparse.ArgumentParser, cls: type[RunConfig], exclude: tuple[str, ...] = ()) -> None:
     """One ``--field`` option per field of `cls`, with its help and default; only the options given override."""
     types_ = _field_types(cls)
     for f in dataclasses.fields(cls):

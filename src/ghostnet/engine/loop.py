@@ -1,7 +1,7 @@
 """The training loop every task shares, read top to bottom. Single process, or DDP under torchrun.
 
-    ghostnet train --config digits                     # one process
-    torchrun --nproc_per_node=2 -m ghostnet train ...  # DistributedDataParallel (gloo on CPU, NCCL on CUDA)
+    ghostnet classify train --config digits                     # one process
+    torchrun --nproc_per_node=2 -m ghostnet classify train ...  # DistributedDataParallel (gloo on CPU, NCCL on CUDA)
 
 A task (`task.Task`: classification in `classification.py`, detection in `detection.py`, segmentation in
 `segmentation.py`, face embeddings in `face.py`) supplies the model, the data and the loss; this loop supplies the optimizer, schedule,

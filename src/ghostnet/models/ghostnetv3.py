@@ -4,7 +4,7 @@ GhostNetV2's topology trained with re-parameterisable branches (`ghostnet.nn.Gho
 `GhostBottleneckV3`): three k x k conv+BN branches, a 1x1 "scale" branch and a BN identity per site, summed.
 For inference, ``model.eval().reparameterize()`` (or ``create_model(name, folded=True)`` for folded weights)
 turns every site into one conv with bias: the folded model has GhostNetV2's cost. Distillation from a large
-teacher is part of the recipe (``ghostnet train --config ghostnetv3 --teacher ...``).
+teacher is part of the recipe (``ghostnet classify train --config ghostnetv3 --teacher ...``).
 """
 
 from __future__ import annotations

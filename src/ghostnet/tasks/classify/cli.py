@@ -91,8 +91,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-
-
 def _train_arguments(p: argparse.ArgumentParser) -> None:
     from ...engine.config import add_config_arguments
     from .config import TrainConfig
@@ -160,7 +158,9 @@ def _export_source(args: argparse.Namespace) -> ExportSource:
 
     if not args.model and not args.checkpoint:
         raise UsageError("give a registered MODEL, --checkpoint, or both (a bare state dict needs its MODEL)")
-    kwargs: dict[str, Any] = {"features_only": True, "out_indices": tuple(args.out_indices)} if args.features_only else {}
+    kwargs: dict[str, Any] = (
+        {"features_only": True, "out_indices": tuple(args.out_indices)} if args.features_only else {}
+    )
     if args.checkpoint:
         model, prep, trained = load_model(args.checkpoint, args.model, **kwargs)
         stem = Path(args.checkpoint).stem

@@ -12,6 +12,7 @@ from ...models import model_entry
 
 __all__ = ["TrainConfig", "load_recipe"]
 
+
 @dataclass
 class TrainConfig(RunConfig):
     """An image-classification run (`ghostnet classify train`)."""

@@ -39,13 +39,3 @@ def predict_images(
             names = [prep.classes[j] if j < len(prep.classes) else str(j) for j in ix]
             results.append({"path": str(f), "top": list(zip(names, vs))})
     return results
-
-
-
-
-
-
-
-
-
-

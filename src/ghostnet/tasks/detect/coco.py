@@ -338,8 +338,6 @@ def _make_split(
     )
 
 
-
-
 class _Images(torch.utils.data.Dataset):
     """Sample i of a split: (image, target), flipped or not by (seed, epoch, i) so that resumes are exact."""
 

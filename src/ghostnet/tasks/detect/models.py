@@ -86,7 +86,7 @@ def freeze_bn(model: nn.Module) -> nn.Module:
 @dataclass
 class DetectorOptions:
     """The detectors' own options, declared once: the builders' defaults, the detection config's fields and
-    ``ghostnet detect-train``'s options all come from here (a test holds the builders' signatures to it)."""
+    ``ghostnet detect train``'s options all come from here (a test holds the builders' signatures to it)."""
 
     width: float = field(default=1.1, metadata={"help": "GhostNet backbone width (1.1 in the paper)"})
     backbone_weights: str | None = field(

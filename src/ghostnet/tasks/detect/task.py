@@ -1,8 +1,8 @@
 """Training and evaluating the detectors: the detection task for the shared loop, COCO mAP (pycocotools),
 loading a trained detector.
 
-    ghostnet detect-train --data-dir DATA --model fasterrcnn_ghostnet --min-size 512
-    ghostnet detect-eval runs/RUN/best.pth
+    ghostnet detect train --data-dir DATA --model fasterrcnn_ghostnet --min-size 512
+    ghostnet detect eval runs/RUN/best.pth
 """
 
 from __future__ import annotations
@@ -131,7 +131,7 @@ class DetectionTask(Task):
 
 
 def train_detector(cfg: DetectConfig) -> dict[str, Any]:
-    """Train and evaluate a detector (`ghostnet detect-train`); returns the run summary."""
+    """Train and evaluate a detector (`ghostnet detect train`); returns the run summary."""
     return run_training(cfg, DetectionTask())
 
 
@@ -226,10 +226,10 @@ def coco_metrics(split: CocoSplit, records: list[dict[str, Any]]) -> dict[str, A
 def load_detector(
     path: str | os.PathLike | dict[str, Any], device: str | torch.device = "cpu"
 ) -> tuple[nn.Module, dict[str, Any], dict[str, Any]]:
-    """A detector from a `ghostnet detect-train` checkpoint (a path, or the checkpoint already read), in eval mode:
+    """A detector from a `ghostnet detect train` checkpoint (a path, or the checkpoint already read), in eval mode:
     (model, data info, training config)."""
     detectors = list_models(task="detect")
-    ckpt, name, kwargs = task_checkpoint(path, detectors, "a detector trained with `ghostnet detect train`")
+    ckpt, name, kwargs = task_checkpoint(path, detectors, "a detector trained with `ghostnet detect predict train`")
     if "out_indices" in kwargs:
         kwargs["out_indices"] = tuple(kwargs["out_indices"])
     model = create_model(name, **kwargs)

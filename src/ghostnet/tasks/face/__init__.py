@@ -11,4 +11,6 @@ from .task import FaceConfig, FaceTask, train_face
 
 __all__ = ["SPEC", "FaceConfig", "FaceTask", "train_face"]
 
-SPEC = TaskSpec("face", "train, evaluate, embed with, verify with and export GhostFaceNet embeddings", FaceConfig, MODES)
+SPEC = TaskSpec(
+    "face", "train, evaluate, embed with, verify with and export GhostFaceNet embeddings", FaceConfig, MODES
+)

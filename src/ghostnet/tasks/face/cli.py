@@ -112,7 +112,6 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
-
 def _train_arguments(p: argparse.ArgumentParser) -> None:
     from ...engine.config import add_config_arguments
     from .task import FaceConfig
@@ -169,7 +168,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def _export_arguments(p: argparse.ArgumentParser) -> None:
     from ..export import add_export_arguments
 
-    p.add_argument("checkpoint", help="a checkpoint written by `ghostnet face train`")
+    p.add_argument("--checkpoint", required=True, help="a checkpoint written by `ghostnet face train`")
     add_export_arguments(p)
 
 
@@ -181,7 +180,7 @@ MODES = (
         "classes stand in for identities, through a margin head; each epoch, 10-fold verification accuracy on pairs "
         "of identities never trained on picks best.pth. Identity-folder images are read from their files per batch "
         "(--num-workers workers); identities with fewer than --min-images images are left out with a warning. "
-        "Run folders, resume, curves and DDP as in `ghostnet train`.",
+        "Run folders, resume, curves and DDP as in `ghostnet classify train`.",
         _train_arguments,
         cmd_face_train,
     ),

@@ -1,5 +1,5 @@
-"""Using a trained embedding model on image files: embeddings of a folder (`ghostnet embed`) and 1:1
-verification of two images (`ghostnet verify`), preprocessed as the model was trained."""
+"""Using a trained embedding model on image files: embeddings of a folder (`ghostnet face embed`) and 1:1
+verification of two images (`ghostnet face verify`), preprocessed as the model was trained."""
 
 from __future__ import annotations
 

@@ -1,11 +1,11 @@
 """Face (identity) recognition on the shared loop: a GhostFaceNet embedding trained through a margin head
 (ArcFace, CosFace, or plain softmax), evaluated each epoch by 1:1 verification of held-out pairs.
 
-    ghostnet face-train --dataset folder --data-dir CASIA --val-bin lfw.bin --model ghostfacenet_v1_130
-    ghostnet face-eval runs/RUN/best.pth --bin agedb_30.bin --roc roc.png
+    ghostnet face train --dataset folder --data-dir CASIA --val-bin lfw.bin --model ghostfacenet_v1_130
+    ghostnet face eval runs/RUN/best.pth --bin agedb_30.bin --roc roc.png
 
 The margin head is the task's `loss_head`: optimised with the model and saved in the checkpoint (under
-"loss_head"), while the checkpoint's "model" is the embedding network alone, which `ghostnet export` exports.
+"loss_head"), while the checkpoint's "model" is the embedding network alone, which `ghostnet classify export` exports.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ __all__ = ["FaceConfig", "FaceTask", "evaluate_face_checkpoint", "load_face_mode
 
 @dataclass
 class FaceConfig(RunConfig):
-    """A face (identity) embedding run (`ghostnet face-train`)."""
+    """A face (identity) embedding run (`ghostnet face train`)."""
 
     # --- data
     dataset: str = option("folder", "folder (DATA_DIR/<identity>/*.jpg) | fashion_mnist | mnist | digits")
@@ -252,7 +252,7 @@ class FaceTask(Task):
 
 
 def train_face(cfg: FaceConfig) -> dict[str, Any]:
-    """Train and verify an identity embedding model (`ghostnet face-train`); returns the run summary."""
+    """Train and verify an identity embedding model (`ghostnet face train`); returns the run summary."""
     return run_training(cfg, FaceTask())
 
 
@@ -272,10 +272,10 @@ def load_face_model(
     ckpt = read_checkpoint(checkpoint)  # read once: the weights and the data info come from the same dict
     data = ckpt.get("data") or {}
     if ckpt.get("format") != FORMAT or not ckpt.get("model_name") or data.get("task") != "face":
-        raise CheckpointError(f"{checkpoint} is not an embedding model trained with `ghostnet face-train`")
+        raise CheckpointError(f"{checkpoint} is not an embedding model trained with `ghostnet face train`")
     model = create_model(ckpt["model_name"], **dict(ckpt.get("model_kwargs") or {}))
     if not hasattr(model, "embedding_size"):
-        raise CheckpointError(f"{checkpoint} is not an embedding model trained with `ghostnet face-train`")
+        raise CheckpointError(f"{checkpoint} is not an embedding model trained with `ghostnet face train`")
     load_weights(model, ckpt)
     if embedding_size is not None and embedding_size != model.embedding_size:
         raise ValueError(

@@ -1,7 +1,7 @@
 """Semantic segmentation: LR-ASPP and DeepLabV3 heads on a GhostNet backbone, on VOC, Cityscapes or image/mask folders.
 
 Its models are registered under the task tag ``segment`` (``list_models(task="segment")``); its commands are
-``ghostnet segment <mode>`` (`SPEC`).
+``ghostnet segment predict <mode>`` (`SPEC`).
 """
 
 from ..spec import TaskSpec

@@ -1,4 +1,4 @@
-"""The segmentation run's configuration (`ghostnet seg-train`): `RunConfig` plus the data, crops and head."""
+"""The segmentation run's configuration (`ghostnet segment train`): `RunConfig` plus the data, crops and head."""
 
 from __future__ import annotations
 
@@ -48,7 +48,6 @@ class SegmentConfig(RunConfig):
     weight_decay: float = option(1e-4, "L2 weight decay; not applied to BN weights and biases")
     warmup_epochs: float = option(1.0, "linear warm-up from 0, in epochs")
     eval_batch_size: int = option(4, "whole images per evaluation step (each at its own size)")
-
 
     def data_name(self) -> str:
         return self.dataset

@@ -1,8 +1,8 @@
 """Training and evaluating the segmenters: the segmentation task for the shared loop, full-image mIoU, loading a
 trained segmenter.
 
-    ghostnet seg-train --dataset folder --data-dir data/seg --model lraspp_ghostnet_100 --crop-size 160
-    ghostnet seg-eval runs/RUN/best.pth
+    ghostnet segment train --dataset folder --data-dir data/seg --model lraspp_ghostnet_100 --crop-size 160
+    ghostnet segment eval runs/RUN/best.pth
 """
 
 from __future__ import annotations
@@ -151,7 +151,7 @@ class SegmentationTask(Task):
 
 
 def train_segmenter(cfg: SegmentConfig) -> dict[str, Any]:
-    """Train and evaluate a segmenter (`ghostnet seg-train`); returns the run summary."""
+    """Train and evaluate a segmenter (`ghostnet segment train`); returns the run summary."""
     return run_training(cfg, SegmentationTask())
 
 
@@ -196,10 +196,10 @@ def _same_size_groups(images: list[torch.Tensor], masks: list[torch.Tensor]):
 def load_segmenter(
     path: str | os.PathLike | dict[str, Any], device: str | torch.device = "cpu"
 ) -> tuple[nn.Module, dict[str, Any], dict[str, Any]]:
-    """A segmenter from a `ghostnet seg-train` checkpoint (a path, or the checkpoint already read), in eval mode:
+    """A segmenter from a `ghostnet segment train` checkpoint (a path, or the checkpoint already read), in eval mode:
     (model, data info, training config)."""
     segmenters = list_models(task="segment")
-    ckpt, name, kwargs = task_checkpoint(path, segmenters, "a segmenter trained with `ghostnet segment train`")
+    ckpt, name, kwargs = task_checkpoint(path, segmenters, "a segmenter trained with `ghostnet segment predict train`")
     model = create_model(name, **kwargs)
     load_weights(model, ckpt["model"])
     return model.to(device).eval(), ckpt.get("data", {}), ckpt.get("config", {})

@@ -170,7 +170,7 @@ def _voc(root: Path, split: str) -> SegSplit:
         root = root / "VOCdevkit" / "VOC2012"
     if not (root / "JPEGImages").is_dir():
         raise DatasetError(
-            f"{root} is not a PASCAL VOC folder (no JPEGImages/); `ghostnet seg-train --download` gets it"
+            f"{root} is not a PASCAL VOC folder (no JPEGImages/); `ghostnet segment train --download` gets it"
         )
     list_file = root / "ImageSets" / "Segmentation" / f"{split}.txt"
     if not list_file.is_file():
