@@ -24,8 +24,8 @@ try:
 
     from ghostnet import create_model
     from ghostnet.analysis import profile_model
+    from ghostnet.bench import as_trained, interleaved_times, torch_threads
     from ghostnet.cli.common import positive_int
-    from ghostnet.deploy.bench import as_trained, interleaved_times, torch_threads
     from ghostnet.deploy.export import check_output_path, export_model, onnx_session
     from ghostnet.nn import fuse_bn, reparameterize
 except ModuleNotFoundError as e:  # run outside the project's environment: say how to run it

@@ -26,8 +26,8 @@ try:
     import torch
 
     from ghostnet import create_model
+    from ghostnet.bench import interleaved_times
     from ghostnet.cli.common import positive_int
-    from ghostnet.deploy.bench import interleaved_times
     from ghostnet.deploy.export import export_model, fuse_bn, onnx_session
     from ghostnet.deploy.quantize import checkpoint_data, evaluate_onnx, loader_images, quantize_onnx
 except ModuleNotFoundError as e:  # run outside the project's environment: say how to run it

@@ -15,7 +15,7 @@ from torch import nn
 pytest.importorskip("ncnn")
 pytest.importorskip("pnnx")
 
-from ghostnet.deploy.bench import as_trained  # noqa: E402
+from ghostnet.bench.models import as_trained  # noqa: E402
 from ghostnet.deploy.runtime_export import export_to_runtime, float32_noise, sample_photos  # noqa: E402
 from ghostnet.deploy.runtimes import RUNTIMES, convert_quietly  # noqa: E402
 from ghostnet.deploy.runtimes import ncnn as ncnn_runtime  # noqa: E402
