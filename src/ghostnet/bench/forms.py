@@ -120,13 +120,25 @@ class OnnxRuntime:
 @dataclass(frozen=True)
 class Runtime:
     """A runtime other than PyTorch, as the bench sees it: its forms' label, which models get an int8 form
-    (``all``, ``full`` or none), its file suffix, and whether that file takes any batch."""
+    (``all``, ``full`` or none), its file suffix, whether that file takes any batch, and whether int8 is calibrated
+    on photographs (else on random inputs, as `ghostnet bench` always did for ONNX Runtime) without a checkpoint."""
 
     name: str
     label: str
     int8: str
     suffix: str
     dynamic_batch: bool = False
+    photos: bool = True
+
+    def calibration(self, s: Subject, size: tuple[int, int]) -> list[torch.Tensor]:
+        """(1, C, H, W) images that `s`'s int8 form in this runtime is calibrated on."""
+        if s.calibration is not None:
+            return list(s.calibration.split(1))
+        if self.photos:
+            return list(photo_calibration(size).split(1))
+        return [
+            torch.from_numpy(np.random.default_rng(i).standard_normal((1, s.in_chans, *size))).float() for i in range(4)
+        ]
 
     def module(self) -> Any:
         """What converts and loads its files (`deploy.runtimes`' interface); an edge runtime imported here."""
@@ -134,7 +146,7 @@ class Runtime:
 
 
 RUNTIMES = {
-    "ort": Runtime("ort", "ort", "full", ".onnx", dynamic_batch=True),
+    "ort": Runtime("ort", "ort", "full", ".onnx", dynamic_batch=True, photos=False),
     **{n: Runtime(n, r.label, "all" if r.int8 else "", r.suffix) for n, r in EDGE.items()},
 }
 RUNTIME_NAMES = ("torch", *RUNTIMES)
@@ -158,8 +170,7 @@ def _runtime_form(rt: Runtime, kind: str) -> Form:
     def make(s: Subject, setup: BenchSetup, tmp: Path) -> Callable[[Any], Any]:
         module = rt.module()
         stem = re.sub(r"[^A-Za-z0-9_.-]", "_", s.name)
-        images = s.calibration if s.calibration is not None else photo_calibration(setup.hw)
-        calibration = list(images.split(1)) if kind == "int8" else None
+        calibration = rt.calibration(s, setup.hw) if kind == "int8" else None
 
         def convert(shape: tuple[int, ...]) -> Callable[[np.ndarray], Any]:
             path = tmp / f"{stem}-{rt.label}-{kind}-b{shape[0]}{rt.suffix}"

@@ -1,7 +1,7 @@
 """`ghostnet bench profile`: where each form's time goes, per op type, for our model and its peers.
 
 PyTorch forms (`forms.FORMS`: eager, fused+cl) are measured with torch.profiler (self CPU time per aten op), ONNX
-Runtime's (ort-fp32, ort-int8 with `int8`) with its own profiler (kernel time per node, summed by op type);
+Runtime's (ort-fp32, ort-int8 with `int8`: random calibration) with its own profiler (kernel time per node, summed by op type);
 convolutions are split into ``(dense)`` and ``(depthwise)`` by their weight's shape, and the op calls per call are
 counted. With `train_step` the training step is profiled instead. Op time leaves out what runs between ops (Python,
 the runtime's dispatch), so it can be well below wall time: the latency and train modes give the wall time.
@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from .forms import FORMS, OnnxRuntime, Subject, photo_calibration
+from .forms import FORMS, RUNTIMES, OnnxRuntime, Subject
 from .models import as_trained, build_ours, concat_free_form, peer_builders
 from .report import Failure, Profile, ProfileResult, error_line
 from .setup import BenchSetup, machine_info, torch_threads
@@ -105,7 +105,7 @@ def _profile_forms(s: Subject, x: torch.Tensor, setup: BenchSetup, tmp: Path) ->
         except ValueError:  # a BN that no conv feeds directly: exported unfolded
             deploy = s.model
         path = tmp / f"{len(list(tmp.iterdir()))}-{form.name}.onnx"  # a new name for each model, batch and form
-        calibration = list(photo_calibration(setup.hw).split(1)) if form.name.endswith("int8") else None
+        calibration = RUNTIMES["ort"].calibration(s, setup.hw) if form.name.endswith("int8") else None
         OnnxRuntime.convert(deploy, x, path, calibration)
         out[form.name] = ort_op_times(path, x, setup.threads, setup.runs)
     return out
