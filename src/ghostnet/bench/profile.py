@@ -2,8 +2,8 @@
 
 PyTorch forms (`forms.FORMS`: eager, fused+cl) are measured with torch.profiler (self CPU time per aten op), ONNX
 Runtime's (ort-fp32, ort-int8 with `int8`: random calibration) with its own profiler (kernel time per node, summed by op type);
-convolutions are split into ``(dense)`` and ``(depthwise)`` by their weight's shape, and the op calls per call are
-counted. With `train_step` the training step is profiled instead. Op time leaves out what runs between ops (Python,
+convolutions are split into ``(dense)`` and ``(depthwise)`` by their weight's shape, and each kind's calls per call
+are counted. With `train_step` the training step is profiled instead. Op time leaves out what runs between ops (Python,
 the runtime's dispatch), so it can be well below wall time: the latency and train modes give the wall time.
 """
 
@@ -25,7 +25,7 @@ from .report import Failure, Profile, ProfileResult, error_line
 from .setup import BenchSetup, machine_info, torch_threads
 from .train import train_model, training_step
 
-OpTimes = tuple[dict[str, float], int]  # op kind -> ms per call; op calls per call
+OpTimes = tuple[dict[str, float], dict[str, int]]  # op kind -> ms per call, and -> its calls per call
 
 
 def op_kind(op: str, weight_shape: list[int] | None) -> str:
@@ -37,7 +37,7 @@ def op_kind(op: str, weight_shape: list[int] | None) -> str:
 
 def torch_op_times(call: Callable[[], Any], runs: int) -> OpTimes:
     """Self CPU time per aten op kind over `runs` calls of `call` (after 3 untimed ones), ms per call, and aten op
-    calls per call. Two passes: the times come from one without shapes recorded (recording them slowed a Ghost
+    calls per call of each kind. Two passes: the times come from one without shapes recorded (recording them slowed a Ghost
     model's training step 2.6x, a plain ResNet's not at all); the second says which share of each conv op's time
     went to depthwise and which to dense convs."""
     from torch.profiler import ProfilerActivity, profile
@@ -51,23 +51,25 @@ def torch_op_times(call: Callable[[], Any], runs: int) -> OpTimes:
                 call()
         passes.append(prof.key_averages(group_by_input_shape=record))
     split: dict[str, dict[str, float]] = collections.defaultdict(dict)  # op -> kind -> time
+    calls: collections.Counter[str] = collections.Counter()
     for e in passes[1]:
         shapes = e.input_shapes if isinstance(e.input_shapes, list) else []
         at = 2 if e.key == "aten::convolution_backward" else 1  # (grad, input, weight, ...) or (input, weight, ...)
         kind = op_kind(e.key, shapes[at] if len(shapes) > at else None)
         split[e.key][kind] = split[e.key].get(kind, 0.0) + e.self_cpu_time_total
+        calls[kind] += e.count // runs if e.key.startswith("aten::") else 0
     per_op: collections.Counter[str] = collections.Counter()
     for e in passes[0]:
         kinds = split.get(e.key) or {e.key: 1.0}
         total = sum(kinds.values()) or 1.0
         for kind, share in kinds.items():
             per_op[kind] += e.self_cpu_time_total * share / total / runs / 1000
-    return dict(per_op), sum(e.count for e in passes[0] if e.key.startswith("aten::")) // runs
+    return dict(per_op), {k: n for k, n in calls.items() if n}
 
 
 def ort_op_times(path: Path, x: torch.Tensor, threads: int, runs: int) -> OpTimes:
     """ONNX Runtime's kernel time per op type of the model at `path` on `x` (after 3 untimed runs), ms per run,
-    and kernels per run."""
+    and kernel calls per run of each kind."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -80,10 +82,13 @@ def ort_op_times(path: Path, x: torch.Tensor, threads: int, runs: int) -> OpTime
     kernels = [e for e in events if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")]
     kernels = kernels[len(kernels) * 3 // (3 + runs) :]  # every run has the same nodes: the 3 untimed runs' first
     per_op: collections.Counter[str] = collections.Counter()
+    calls: collections.Counter[str] = collections.Counter()
     for e in kernels:
         shapes = [next(iter(d.values())) for d in e["args"].get("input_type_shape", [])]
-        per_op[op_kind(e["args"]["op_name"], shapes[1] if len(shapes) > 1 else None)] += e["dur"] / runs / 1000
-    return dict(per_op), len(kernels) // runs
+        kind = op_kind(e["args"]["op_name"], shapes[1] if len(shapes) > 1 else None)
+        per_op[kind] += e["dur"] / runs / 1000
+        calls[kind] += 1
+    return dict(per_op), {k: n // runs for k, n in calls.items()}
 
 
 def _profile_forms(s: Subject, x: torch.Tensor, setup: BenchSetup, tmp: Path) -> dict[str, OpTimes]:

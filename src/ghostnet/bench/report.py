@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, is_dataclass
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +67,7 @@ class Profile:
     batch: int
     op_ms: float
     ops: dict[str, float]
-    op_calls: int = 0  # ops run per call (aten ops; ONNX Runtime kernels)
+    op_calls: dict[str, int] = field(default_factory=dict)  # op kind -> its calls per call (aten ops; kernels)
 
 
 class _Result:
@@ -173,9 +173,10 @@ def format_profile(result: ProfileResult, top: int = 8) -> str:
     m = result.machine
     lines = [f"op time per call: {cpu_label(m)}, {m['threads']} threads, torch {m['torch']}, input {_input_hw(m)}"]
     for p in result.profiles:
-        lines.append(f"{p.model} / {p.form} @ batch {p.batch}: {p.op_ms:.3f} ms of op time, {p.op_calls} op calls")
+        calls = sum(p.op_calls.values())
+        lines.append(f"{p.model} / {p.form} @ batch {p.batch}: {p.op_ms:.3f} ms of op time, {calls} op calls")
         for op, ms in sorted(p.ops.items(), key=lambda kv: kv[1], reverse=True)[:top]:
-            lines.append(f"    {op:<44} {ms:9.3f} ms {100 * ms / p.op_ms:5.1f}%")
+            lines.append(f"    {op:<44} {ms:9.3f} ms {100 * ms / p.op_ms:5.1f}% {p.op_calls.get(op, 0):6d} calls")
     return "\n".join(lines + [f"failed: {f.where()}: {f.error}" for f in result.failed])
 
 
