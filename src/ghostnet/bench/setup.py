@@ -96,12 +96,7 @@ class BenchSetup:
     @property
     def ours(self) -> tuple[str, ...]:
         """The names ours is timed under: the model, and its concat-free form if asked for."""
-        return (self.model_name, concat_free_name(self.model_name)) if self.concat_free else (self.model_name,)
-
-
-def concat_free_name(model_name: str) -> str:
-    """The name ours' concat-free deploy form is timed under."""
-    return f"{model_name} concat-free"
+        return (self.model_name, f"{self.model_name} concat-free") if self.concat_free else (self.model_name,)
 
 
 def resolve_runtimes(runtimes: str | tuple[str, ...], onnx: bool = True, mode: str = "latency") -> tuple[str, ...]:
