@@ -24,7 +24,7 @@ try:
 
     from ghostnet import create_model
     from ghostnet.analysis import profile_model
-    from ghostnet.deploy.bench import as_trained, interleaved_times, torch_threads
+    from ghostnet.bench import as_trained, interleaved_times, torch_threads
     from ghostnet.deploy.export import check_output_path, export_model, onnx_session
     from ghostnet.nn import fuse_bn, reparameterize
     from ghostnet.tasks.options import positive_int

@@ -26,7 +26,7 @@ try:
     import torch
 
     from ghostnet import create_model
-    from ghostnet.deploy.bench import interleaved_times
+    from ghostnet.bench import interleaved_times
     from ghostnet.deploy.export import export_model, fuse_bn, onnx_session
     from ghostnet.deploy.quantize import evaluate_onnx, loader_images, quantize_onnx
     from ghostnet.tasks.classify.quantize import checkpoint_data

@@ -1,4 +1,4 @@
-"""`ghostnet bench --runtimes` and `--checkpoint`: which runtimes are refused before any work, the forms each
+"""`ghostnet bench latency --runtimes` and `--checkpoint`: which runtimes are refused before any work, the forms each
 runtime gives ours and the peers (converted once per batch size, never inside a timed call), failures recorded,
 the top-1 column from a trained checkpoint, the JSON's shape. A stand-in runtime checks the plumbing; the real
 ones, where installed, are timed too."""
@@ -10,12 +10,14 @@ from pathlib import Path
 import pytest
 import torch
 
-import ghostnet.deploy.bench as bench
-import ghostnet.deploy.bench_runtimes as bench_runtimes
+import ghostnet.bench.forms as forms
+import ghostnet.bench.latency as latency
+from ghostnet.bench import BenchSetup, run_latency
+from ghostnet.bench.setup import resolve_runtimes
 from ghostnet.cli import main
 from ghostnet.deploy.runtimes import RUNTIMES, MissingRuntimeError, require
 
-QUICK = ["bench", "--quick", "--input-size", "32", "--runs", "2", "--threads", "1"]
+QUICK = ["bench", "latency", "--quick", "--input-size", "32", "--runs", "2", "--threads", "1"]
 
 
 class FakeRuntime:
@@ -59,8 +61,8 @@ class FakeRuntime:
 def fake_openvino(monkeypatch):
     """`openvino` served by a `FakeRuntime` (the other runtimes as they are)."""
     fake = FakeRuntime()
-    real = bench_runtimes.require
-    monkeypatch.setattr(bench_runtimes, "require", lambda name: fake if name == "openvino" else real(name))
+    real = forms.require
+    monkeypatch.setattr(forms, "require", lambda name: fake if name == "openvino" else real(name))
     return fake
 
 
@@ -68,8 +70,8 @@ def test_unknown_and_uninstalled_runtimes_are_refused_before_any_work(monkeypatc
     def no_work(*a, **kw):
         raise AssertionError("the run started")
 
-    monkeypatch.setattr(bench, "matmul_gflops", no_work)
-    monkeypatch.setattr(bench, "trained_ours", no_work)
+    monkeypatch.setattr(latency, "matmul_gflops", no_work)
+    monkeypatch.setattr(latency, "trained_ours", no_work)
     with pytest.raises(SystemExit) as e:
         main([*QUICK, "--runtimes", "torch,onnx,tpu"])
     err = capsys.readouterr().err.strip().splitlines()
@@ -79,7 +81,7 @@ def test_unknown_and_uninstalled_runtimes_are_refused_before_any_work(monkeypatc
     def missing(name):
         raise MissingRuntimeError(f"{name} needs openvino, which is not installed: pip install 'ghostnet-pytorch[x]'")
 
-    monkeypatch.setattr(bench_runtimes, "require", missing)
+    monkeypatch.setattr(forms, "require", missing)
     with pytest.raises(SystemExit) as e:
         main([*QUICK, "--runtimes", "torch,openvino", "--checkpoint", "nowhere.pth"])
     err = capsys.readouterr().err.strip().splitlines()
@@ -88,29 +90,21 @@ def test_unknown_and_uninstalled_runtimes_are_refused_before_any_work(monkeypatc
     def not_written(name):  # the packages are there, our module for the runtime is not
         raise ModuleNotFoundError(f"No module named 'ghostnet.deploy.runtimes.{name}'")
 
-    monkeypatch.setattr(bench_runtimes, "require", not_written)
+    monkeypatch.setattr(forms, "require", not_written)
     with pytest.raises(ValueError, match="runtime tflite cannot be used: No module named"):
-        bench.run_bench("ghostnet_small_050", 32, runtimes=["tflite"])
+        BenchSetup(model_name="ghostnet_small_050", input_size=32, runtimes=("tflite",))
     with pytest.raises(ValueError, match="name at least one"):
-        bench.run_bench("ghostnet_small_050", 32, runtimes=" , ")
-    assert bench_runtimes.resolve_runtimes(None) == ("torch", "ort")
-    assert bench_runtimes.resolve_runtimes("torch, ort,torch", onnx=False) == ("torch",)  # --no-onnx: without ort
+        BenchSetup(model_name="ghostnet_small_050", input_size=32, runtimes=" , ")
+    assert BenchSetup().runtimes == ("torch", "ort")
+    assert resolve_runtimes("torch, ort,torch", onnx=False) == ("torch",)  # --no-onnx: without ort
 
 
 def test_each_model_gets_fp32_and_int8_in_an_edge_runtime_converted_once_per_batch_size(fake_openvino, tmp_path):
     # not timed: a conversion happens in a warm-up call, even with no warm-up asked for
     fake_openvino.slow = "ghostnet_small_050-ov-fp32-b1.xml"
-    result = bench.run_bench(
-        "ghostnet_small_050",
-        32,
-        (1, 2),
-        threads=1,
-        runs=2,
-        warmup=0,
-        compile=False,
-        runtimes="torch,openvino",
-        baseline="ghostnet_small_050 / ov-fp32",
-    )
+    setup = BenchSetup(model_name="ghostnet_small_050", input_size=32, batch_sizes=(1, 2), threads=1, runs=2,
+                       warmup=0, runtimes="torch,openvino", baseline="ghostnet_small_050 / ov-fp32")  # fmt: skip
+    result = run_latency(setup).to_dict()
     rows = {(r["model"], r["form"]): r for r in result["rows"]}
     models = list(dict.fromkeys(m for m, _ in rows))
     assert models[0] == "ghostnet_small_050" and "tv mobilenet_v2" in models and result["failed"] == []
@@ -164,12 +158,12 @@ def _digits_checkpoint(tmp_path) -> Path:
 
 def test_top1_of_each_form_of_ours_from_a_checkpoint(fake_openvino, tmp_path, capsys):
     pytest.importorskip("onnxruntime")
-    from ghostnet.deploy.quantize import checkpoint_data
     from ghostnet.tasks.classify.evaluate import load_model
+    from ghostnet.tasks.classify.quantize import checkpoint_data
 
     ckpt = _digits_checkpoint(tmp_path)
     out = tmp_path / "b.json"
-    argv = [*QUICK[:2], "--runs", "1", "--threads", "1", "--checkpoint", str(ckpt), "--eval-images", "40"]
+    argv = [*QUICK[:3], "--runs", "1", "--threads", "1", "--checkpoint", str(ckpt), "--eval-images", "40"]
     assert main([*argv, "--no-peers", "--runtimes", "torch,ort,openvino", "--output", str(out)]) == 0
     result = json.loads(out.read_text())
     assert result["accuracy"] == {
@@ -199,14 +193,14 @@ def test_top1_of_each_form_of_ours_from_a_checkpoint(fake_openvino, tmp_path, ca
     assert torch.equal(calibrated["ghostnet_small_050-ov-int8-b1.xml"][0], first)
     assert calibrated["ghostnet_small_050-ov-int8-b1.xml"][0].shape == (1, 1, 16, 16)
     # a peer has no weights for the dataset: no top-1
-    from ghostnet.deploy.bench_accuracy import forms_top1, trained_ours
-    from ghostnet.deploy.bench_forms import TimedForm
+    from ghostnet.bench.forms import Timed
 
-    trained = trained_ours(ckpt, eval_images=4, calibration_images=2)
-    peer = TimedForm("tv resnet18", "eager", lambda x: torch.zeros(len(x), 10), 1, False)
-    labels = iter(trained.test_labels.tolist())  # a form that is always right
-    mine = TimedForm("ghostnet_small_050", "eager", lambda x: torch.eye(10)[[next(labels)]], 1, False, 1)
-    assert forms_top1([peer, mine], trained, "cpu", print, print) == {id(mine): 100.0}
+    setup = BenchSetup(checkpoint=str(ckpt), eval_images=4, trained_data=checkpoint_data)
+    trained = latency.trained_ours(setup, calibration_images=2)
+    peer = Timed("tv resnet18", "eager", lambda x: torch.zeros(len(x), 10), 1, False)
+    labels = iter(trained["labels"].tolist())  # a form that is always right
+    mine = Timed("ghostnet_small_050", "eager", lambda x: torch.eye(10)[[next(labels)]], 1, False, 1)
+    assert latency._forms_top1([peer, mine], trained, setup, print, print) == {id(mine): 100.0}
     table = capsys.readouterr().out
     assert "top-1 %" in table and f"top-1: {ckpt} on the first 40 of 364 digits test images, batch 1" in table
     with pytest.raises(SystemExit) as e:  # its top-1 is measured at the size it was trained at
@@ -215,15 +209,17 @@ def test_top1_of_each_form_of_ours_from_a_checkpoint(fake_openvino, tmp_path, ca
 
 
 def test_result_json_and_machine_features(tmp_path):
-    from ghostnet.deploy.bench_report import cpu_info, format_bench
+    from ghostnet.bench import format_latency
+    from ghostnet.bench.setup import cpu_info
 
-    info = tmp_path / "cpuinfo"
-    info.write_text("processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: fpu avx2 avx512f avx512_vnni\n\n")
-    assert cpu_info(info) == ("Some CPU", {"avx2": True, "avx512f": True, "avx512_vnni": True, "amx_int8": False})
-    assert cpu_info(tmp_path / "missing")[1] is None
-    result = bench.run_bench(
-        "ghostnet_small_050", 32, (1,), threads=1, runs=1, warmup=1, compile=False, onnx=False, peers=False
-    )
+    info = "processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: fpu avx2 avx512f avx512_vnni\n\n"
+    features = {"avx2": True, "avx512f": True, "avx512_vnni": True, "amx_int8": False}
+    assert cpu_info(info) == {"cpu": "Some CPU", "cpu_features": features}
+    assert cpu_info("")["cpu_features"] is None
+    setup = BenchSetup(model_name="ghostnet_small_050", input_size=32, batch_sizes=(1,), threads=1, runs=1, warmup=1,
+                       onnx=False, peers=False)  # fmt: skip
+    run = run_latency(setup)
+    result = run.to_dict()
     assert set(result) == {"machine", "baseline", "accuracy", "rows", "failed"} and result["accuracy"] is None
     assert set(result["machine"]["cpu_features"] or {}) <= {"avx2", "avx512f", "avx512_vnni", "amx_int8"}
     row = result["rows"][0]
@@ -239,8 +235,8 @@ def test_result_json_and_machine_features(tmp_path):
         "ratio",
         "top1",
     }
-    result["machine"]["cpu_features"] = {"avx2": True, "avx512f": False, "avx512_vnni": False, "amx_int8": False}
-    assert format_bench(result).splitlines()[0].startswith("cpu (") and "; AVX2, 1 threads)" in format_bench(result)
+    run.machine["cpu_features"] = {"avx2": True, "avx512f": False, "avx512_vnni": False, "amx_int8": False}
+    assert format_latency(run).splitlines()[0].startswith("cpu (") and "; AVX2, 1 threads)" in format_latency(run)
     json.dumps(result)  # plain JSON
 
 
@@ -252,9 +248,9 @@ def test_a_real_runtime_times_ours(runtime):
     except (ImportError, ValueError) as e:
         pytest.skip(f"{runtime}: {e}")
     label = RUNTIMES[runtime].label
-    result = bench.run_bench(
-        "ghostnet_small_050", 32, (1,), threads=1, runs=1, warmup=1, compile=False, runtimes=[runtime], peers=False
-    )
+    setup = BenchSetup(model_name="ghostnet_small_050", input_size=32, batch_sizes=(1,), threads=1, runs=1, warmup=1,
+                       runtimes=(runtime,), peers=False)  # fmt: skip
+    result = run_latency(setup).to_dict()
     forms = {r["form"]: r for r in result["rows"]}
     kinds = ("fp32", "int8") if RUNTIMES[runtime].int8 else ("fp32",)  # ncnn: no int8 from Python
     assert result["failed"] == [] and set(forms) == {f"{label}-{kind}" for kind in kinds}

@@ -23,29 +23,6 @@ def test_int8_backends_benchmark_runs():
     assert "gpuGetDeviceCount" not in out.stderr  # nothing probes for a GPU on a CPU machine
 
 
-@pytest.mark.parametrize(
-    "what", ["torch-ops", "ort-ops", "int8-variants", pytest.param("eager-variants", marks=pytest.mark.slow)]
-)
-def test_deploy_profile_runs(what):
-    pytest.importorskip("onnxruntime")
-    pytest.importorskip("timm")
-    extra = ["--always-slice"] if what == "ort-ops" else []
-    out = subprocess.run(
-        [sys.executable, str(BENCH / "deploy_profile.py"), what, "--input-size", "32", *extra],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert out.returncode == 0, out.stderr[-2000:]
-    expect = {
-        "torch-ops": "aten op calls a forward",
-        "ort-ops": "Slice",
-        "int8-variants": "int8, depthwise convs fp32",
-        "eager-variants": "ours compiled, freezing",
-    }[what]
-    assert expect in out.stdout
-
-
 def test_family_benchmark_runs(tmp_path):
     pytest.importorskip("onnxruntime")
     out = subprocess.run(

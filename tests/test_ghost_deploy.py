@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from ghostnet.deploy.bench import as_trained
+from ghostnet.bench.models import as_trained
 from ghostnet.deploy.export import export_model, onnx_session
 from ghostnet.models import create_model, list_models, model_entry
 from ghostnet.nn import GhostBottleneck, GhostModule, GhostModuleV2, SqueezeExcite, fuse_bn

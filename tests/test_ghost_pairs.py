@@ -4,8 +4,8 @@ import pytest
 import torch
 import torchvision.models as tvm
 
-from ghostnet.deploy.bench import run_bench
-from ghostnet.deploy.bench_forms import build_ours, ghostified_torchvision, peer_builders
+from ghostnet.bench import BenchSetup, run_latency
+from ghostnet.bench.models import build_ours, ghostified_torchvision, peer_builders
 from ghostnet.models.cifar import VGG, CifarResNet
 from ghostnet.nn import GhostModule
 
@@ -41,7 +41,10 @@ def test_ghostify_of_an_unknown_model_is_one_clear_error():
 
 
 def test_bench_times_ghost_resnet56_against_resnet56():
-    result = run_bench("ghost_resnet56", input_size=32, batch_sizes=(1,), runs=3, warmup=1, threads=1, onnx=False)
+    setup = BenchSetup(
+        model_name="ghost_resnet56", input_size=32, batch_sizes=(1,), runs=3, warmup=1, threads=1, onnx=False
+    )
+    result = run_latency(setup).to_dict()
     rows = {(r["model"], r["form"]): r for r in result["rows"]}
     assert {m for m, _ in rows} == {"ghost_resnet56", "resnet56"}
     assert ("resnet56", "eager") in rows and ("ghost_resnet56", "fused+cl") in rows

@@ -12,8 +12,8 @@ from torch import nn
 pytest.importorskip("executorch")
 pytest.importorskip("torchao")
 
+from ghostnet.bench.models import as_trained  # noqa: E402
 from ghostnet.data.synth import random_background, sample_backgrounds  # noqa: E402
-from ghostnet.deploy.bench import as_trained  # noqa: E402
 from ghostnet.deploy.runtime_export import float32_noise  # noqa: E402
 from ghostnet.deploy.runtimes import executorch as et  # noqa: E402
 from ghostnet.models import create_model, list_models, model_entry  # noqa: E402
@@ -175,7 +175,7 @@ def test_ghostified_torchvision_model_fp32(tmp_path, photos):
 @pytest.mark.parametrize("name", ["lraspp_ghostnet_100", "deeplabv3_ghostnet_100"])
 def test_segmenter_logits_fp32(tmp_path, photos, name):
     from ghostnet.models import create_model
-    from ghostnet.tasks.segment.predict import SegmentationLogits
+    from ghostnet.nn.surgery import SegmentationLogits
 
     torch.manual_seed(0)
     model = fuse_bn(SegmentationLogits(as_trained(create_model(name, num_classes=5), 64)).eval())

@@ -11,9 +11,10 @@ import pytest
 import torch
 from torch import nn
 
+from ghostnet.bench import BenchSetup
+from ghostnet.bench.forms import FORMS
 from ghostnet.cli import main
 from ghostnet.deploy import runtime_export, runtimes
-from ghostnet.deploy.bench_runtimes import edge_form_names
 from ghostnet.deploy.runtime_export import export_to_runtime, sample_photos, single_images
 from ghostnet.deploy.runtimes import RUNTIMES, MissingRuntimeError, Runtime, installed, require
 
@@ -153,7 +154,8 @@ def test_int8_for_a_runtime_without_it_is_refused_before_any_work(tmp_path, caps
     out = str(tmp_path / "m.ncnn.param")
     err = _cli_error(["classify", "export", "ghostnet_050", "--format", "ncnn", "--int8", "--output", out], capsys)
     assert err.strip().endswith("--int8: " + RUNTIMES["ncnn"].no_int8) and "\n" not in err.strip()
-    assert edge_form_names(["ncnn", "tflite"], int8=True) == {"ncnn-fp32", "tflite-fp32", "tflite-int8"}
+    edge = {f.name for f in FORMS if f.runtime in ("ncnn", "tflite") and f.applies(BenchSetup(), False)}
+    assert edge == {"ncnn-fp32", "tflite-fp32", "tflite-int8"}  # the bench's forms: no int8 where it is refused
     assert not list(tmp_path.iterdir())
 
 

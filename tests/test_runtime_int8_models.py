@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from ghostnet.deploy.bench import as_trained
+from ghostnet.bench.models import as_trained
 from ghostnet.deploy.runtime_export import export_to_runtime, sample_photos
 from ghostnet.deploy.runtimes import RUNTIMES, installed
 from ghostnet.models import create_model, model_entry

@@ -13,9 +13,9 @@ from torch import nn
 pytest.importorskip("litert_torch")
 pytest.importorskip("ai_edge_litert")
 
+from ghostnet.bench.models import as_trained  # noqa: E402
 from ghostnet.data.datasets import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 from ghostnet.data.synth import random_background, sample_backgrounds  # noqa: E402
-from ghostnet.deploy.bench import as_trained  # noqa: E402
 from ghostnet.deploy.runtimes import litert  # noqa: E402
 from ghostnet.models import create_model  # noqa: E402
 from ghostnet.nn.blocks import ConvBnAct, GhostBottleneck  # noqa: E402
@@ -227,7 +227,7 @@ def test_ghostified_torchvision_model_matches_pytorch(tmp_path):
 @pytest.mark.parametrize("name", ["lraspp_ghostnet_100", "deeplabv3_ghostnet_100"])
 def test_segmentation_logits_match_pytorch(name, tmp_path):
     from ghostnet.models import create_model
-    from ghostnet.tasks.segment.predict import SegmentationLogits
+    from ghostnet.nn.surgery import SegmentationLogits
 
     torch.manual_seed(0)
     model = fuse_bn(SegmentationLogits(as_trained(create_model(name, num_classes=5), SIZE)).eval())

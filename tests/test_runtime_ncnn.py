@@ -15,7 +15,7 @@ from torch import nn
 pytest.importorskip("ncnn")
 pytest.importorskip("pnnx")
 
-from ghostnet.deploy.bench import as_trained  # noqa: E402
+from ghostnet.bench.models import as_trained  # noqa: E402
 from ghostnet.deploy.runtime_export import export_to_runtime, float32_noise, sample_photos  # noqa: E402
 from ghostnet.deploy.runtimes import RUNTIMES, convert_quietly  # noqa: E402
 from ghostnet.deploy.runtimes import ncnn as ncnn_runtime  # noqa: E402
@@ -186,7 +186,7 @@ def test_a_ghostified_torchvision_model_matches_pytorch(tmp_path):
 @pytest.mark.parametrize("name", ["lraspp_ghostnet_100", "deeplabv3_ghostnet_100"])
 def test_segmentation_logits_match_pytorch(name, tmp_path):
     from ghostnet.models import create_model
-    from ghostnet.tasks.segment.predict import SegmentationLogits
+    from ghostnet.nn.surgery import SegmentationLogits
 
     torch.manual_seed(0)
     model = fuse_bn(SegmentationLogits(as_trained(create_model(name, num_classes=5), 96)).eval())

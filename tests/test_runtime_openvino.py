@@ -11,8 +11,8 @@ from torch import nn
 pytest.importorskip("openvino")
 pytest.importorskip("nncf")
 
+from ghostnet.bench.models import as_trained  # noqa: E402
 from ghostnet.data import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
-from ghostnet.deploy.bench import as_trained  # noqa: E402
 from ghostnet.deploy.runtime_export import float32_noise  # noqa: E402
 from ghostnet.deploy.runtimes import openvino as ov_runtime  # noqa: E402
 from ghostnet.models import create_model  # noqa: E402
@@ -233,7 +233,7 @@ def test_a_ghostified_torchvision_model_converts(tmp_path):
 @pytest.mark.parametrize("name", ["lraspp_ghostnet_100", "deeplabv3_ghostnet_100"])
 def test_segmenter_logits_convert(name, tmp_path):
     from ghostnet.models import create_model
-    from ghostnet.tasks.segment.predict import SegmentationLogits
+    from ghostnet.nn.surgery import SegmentationLogits
 
     model = as_trained(create_model(name, num_classes=5), 96).eval()
     check_parity(SegmentationLogits(model).eval(), 96, tmp_path, n=1)

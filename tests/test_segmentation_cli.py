@@ -175,15 +175,17 @@ def test_onnx_export_parity_at_two_sizes(trained, capsys, tmp_path):
 
 
 def test_bench_segmentation_rows_and_input_size(capsys):
-    from ghostnet.deploy.bench import run_bench
+    from ghostnet.bench import BenchSetup, run_latency
 
-    r = run_bench("lraspp_ghostnet_100", (32, 48), (1,), threads=1, runs=2, warmup=1, compile=False, onnx=False)
+    setup = BenchSetup(model_name="lraspp_ghostnet_100", input_size=(32, 48), batch_sizes=(1,), threads=1, runs=2,
+                       warmup=1, onnx=False)  # fmt: skip
+    r = run_latency(setup).to_dict()
     models = {row["model"] for row in r["rows"]}
     assert {"lraspp_ghostnet_100", "deeplabv3_ghostnet_100", "tv lraspp_mobilenet_v3_large"} <= models
     assert r["machine"]["input_size"] == [32, 48] and r["baseline"] == "tv lraspp_mobilenet_v3_large / eager"
     ours = next(x for x in r["rows"] if x["model"] == "lraspp_ghostnet_100" and x["form"] == "eager")
     assert ours["ratio"] > 0 and ours["macs"] > 0
-    code, _, err = _run(capsys, "bench", "--input-size", "1", "2", "3", "--quick")
+    code, _, err = _run(capsys, "bench", "latency", "--input-size", "1", "2", "3", "--quick")
     assert code == 2 and "H W" in err
 
 

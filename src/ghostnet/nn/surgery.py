@@ -9,12 +9,13 @@ from __future__ import annotations
 import types
 from typing import cast
 
+import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from .rep import reparameterize
 
-__all__ = ["conv_bn_pairs", "set_submodule", "fuse_bn", "Fusable"]
+__all__ = ["Fusable", "SegmentationLogits", "conv_bn_pairs", "fuse_bn", "set_submodule"]
 
 
 def set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
@@ -90,3 +91,14 @@ class Fusable:
         if not isinstance(self, nn.Module):
             raise TypeError("Fusable is a mixin for nn.Module subclasses")
         return fuse_bn(self)
+
+
+class SegmentationLogits(nn.Module):
+    """A torchvision-style segmenter (``{"out", "aux"}``) as a module returning only the logits (B, C, H, W)."""
+
+    def __init__(self, segmenter: nn.Module) -> None:
+        super().__init__()
+        self.segmenter = segmenter
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.segmenter(x)["out"]

@@ -118,8 +118,8 @@ def _predict_arguments(p: argparse.ArgumentParser) -> None:
 def cmd_export(args: argparse.Namespace) -> int:
     from ...data.images import Preprocess
     from ...nn.rep import reparameterize
+    from ...nn.surgery import SegmentationLogits
     from ..export import ExportSource, run_export
-    from .predict import SegmentationLogits
     from .task import load_segmenter
 
     model, info, _ = load_segmenter(args.checkpoint)

@@ -17,20 +17,10 @@ from torch import nn
 
 from ...data.images import output_targets, read_image, save_png
 from ...deploy.export import ExportReport, check_output_path, max_abs_diff, onnx_opset, onnx_session, written_whole
+from ...nn.surgery import SegmentationLogits
 from .data import CITYSCAPES_CLASSES, CITYSCAPES_COLORS, normalize, voc_palette
 
-__all__ = ["SegmentationLogits", "colorize", "export_segmenter", "segment_images"]
-
-
-class SegmentationLogits(nn.Module):
-    """A torchvision-style segmenter (``{"out", "aux"}``) as a module returning only the logits (B, C, H, W)."""
-
-    def __init__(self, segmenter: nn.Module) -> None:
-        super().__init__()
-        self.segmenter = segmenter
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.segmenter(x)["out"]
+__all__ = ["colorize", "export_segmenter", "segment_images"]
 
 
 def colorize(labels: np.ndarray, classes: list[str] | None = None) -> np.ndarray:
