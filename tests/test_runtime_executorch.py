@@ -12,8 +12,8 @@ from torch import nn
 pytest.importorskip("executorch")
 pytest.importorskip("torchao")
 
-from ghostnet.data.synth import random_background, sample_backgrounds  # noqa: E402
 from ghostnet.bench.models import as_trained  # noqa: E402
+from ghostnet.data.synth import random_background, sample_backgrounds  # noqa: E402
 from ghostnet.deploy.runtime_export import float32_noise  # noqa: E402
 from ghostnet.deploy.runtimes import executorch as et  # noqa: E402
 from ghostnet.models import create_model, list_models, model_entry  # noqa: E402

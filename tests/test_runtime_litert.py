@@ -13,9 +13,9 @@ from torch import nn
 pytest.importorskip("litert_torch")
 pytest.importorskip("ai_edge_litert")
 
+from ghostnet.bench.models import as_trained  # noqa: E402
 from ghostnet.data.datasets import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 from ghostnet.data.synth import random_background, sample_backgrounds  # noqa: E402
-from ghostnet.bench.models import as_trained  # noqa: E402
 from ghostnet.deploy.runtimes import litert  # noqa: E402
 from ghostnet.models import create_model  # noqa: E402
 from ghostnet.nn.blocks import ConvBnAct, GhostBottleneck  # noqa: E402

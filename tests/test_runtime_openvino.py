@@ -11,8 +11,8 @@ from torch import nn
 pytest.importorskip("openvino")
 pytest.importorskip("nncf")
 
-from ghostnet.data import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 from ghostnet.bench.models import as_trained  # noqa: E402
+from ghostnet.data import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 from ghostnet.deploy.runtime_export import float32_noise  # noqa: E402
 from ghostnet.deploy.runtimes import openvino as ov_runtime  # noqa: E402
 from ghostnet.models import create_model  # noqa: E402

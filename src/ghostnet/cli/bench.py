@@ -88,7 +88,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--bf16", action="store_true", help="train under bf16 autocast")
     train.add_argument("--channels-last", action="store_true", help="train in channels_last")
     profile.add_argument("--runtimes", default="torch,ort", help="comma-separated: torch, ort")
-    profile.add_argument("--int8", action="store_true", help="also profile ONNX Runtime int8 (calibrated on random inputs)")
+    profile.add_argument(
+        "--int8", action="store_true", help="also profile ONNX Runtime int8 (calibrated on random inputs)"
+    )
     profile.add_argument("--concat-free", action="store_true", help="also ours' concat-free deploy form")
     profile.add_argument("--train-step", action="store_true", help="profile the training step (default batch 32)")
     profile.add_argument("--channels-last", action="store_true", help="with --train-step: train in channels_last")
