@@ -102,7 +102,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 def _add_common(p: argparse.ArgumentParser, runs_help: str) -> None:
     """The options every mode has: the model, its input, batch sizes, threads, runs, peers, the outputs."""
-    p.add_argument("--model", dest="model_name", help=MODEL_HELP)
+    p.add_argument("--model", dest="model_name", metavar="MODEL", help=MODEL_HELP)
     p.add_argument(
         "--input-size", type=positive_int, nargs="+", metavar="SIZE",
         help="H W, or one size for a square (default the model's registered size: 32 for CIFAR models, else 224; "
