@@ -185,8 +185,7 @@ def _spec(kwargs: dict[str, Any], model: nn.Module) -> dict[str, Any]:
     """Enough to rebuild a detector around its checkpoint: the weights come from the checkpoint (no backbone weights
     path), and BN stays as it was built (frozen or not, as the builder decided)."""
     saved = {k: v for k, v in kwargs.items() if k != "backbone_weights"}
-    body = model.backbone.body  # type: ignore[union-attr]
-    saved["frozen_bn"] = any(isinstance(m, FrozenBatchNorm2d) for m in body.modules())
+    saved["frozen_bn"] = any(isinstance(m, FrozenBatchNorm2d) for m in model.get_submodule("backbone.body").modules())
     return saved
 
 
