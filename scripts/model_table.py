@@ -12,6 +12,7 @@ import sys
 try:
     from ghostnet.analysis.model_table import TABLE_PATH, load_table, measure, write_table
     from ghostnet.models import list_models
+    from ghostnet.models.registry import IMAGE_TASKS
 except ModuleNotFoundError as e:  # run outside the project's environment: say how to run it
     sys.exit(f"{sys.argv[0]}: {e}; run it with `uv run python {sys.argv[0]}` (or pip install -e . first)")
 
@@ -25,10 +26,10 @@ def main() -> int:
         print(f"wrote {TABLE_PATH}: {len(table)} models")
         return 0
     stored, stale = load_table(), []
-    for name in list_models():
+    for name in list_models(task=IMAGE_TASKS):
         if stored.get(name) != measure(name):
             stale.append(name)
-    stale += sorted(set(stored) - set(list_models()))
+    stale += sorted(set(stored) - set(list_models(task=IMAGE_TASKS)))
     if stale:
         print(f"out of date: {', '.join(stale)}; run python scripts/model_table.py", file=sys.stderr)
         return 1

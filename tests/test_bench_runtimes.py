@@ -147,7 +147,7 @@ def test_a_failing_conversion_is_recorded_and_the_run_goes_on(fake_openvino, tmp
 
 
 def _digits_checkpoint(tmp_path) -> Path:
-    from ghostnet.engine import train
+    from ghostnet.tasks.classify import train
     from ghostnet.tasks.classify.config import load_recipe
 
     values = dict(output_dir=str(tmp_path / "runs"), name="r", epochs=1, max_steps=3, batch_size=32)

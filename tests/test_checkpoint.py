@@ -40,7 +40,7 @@ def test_load_pth_in_each_wrapping(tmp_path, source, wrap):
 @pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
 def test_our_format_round_trip_rebuilds_model(tmp_path, source, suffix):
     model = create_model("ghostnet_050", num_classes=10)
-    path = save_weights(model, tmp_path / f"w{suffix}")
+    path = save_weights(model, tmp_path / f"w{suffix}", "ghostnet_050", {"num_classes": 10})
     target = create_model("ghostnet_050", num_classes=10, checkpoint_path=str(path))
     assert _same(model, target)
     if suffix == ".pth":

@@ -74,11 +74,11 @@ def test_usage_errors_exit_2_with_one_line(capsys, argv, message):
 )
 def test_every_command_describes_itself_and_shows_defaults(capsys, command):
     with pytest.raises(SystemExit):
-        main([command, "--help"])
+        main([*command.split(), "--help"])
     out = capsys.readouterr().out
     usage, _, rest = out.partition("\n\n")
     assert rest.strip() and not rest.startswith(("positional arguments", "options")), "no description"
-    if command in ("eval", "predict", "detect"):
+    if command in ("classify eval", "classify predict", "detect predict"):
         assert "(default: auto)" in " ".join(out.split())  # --device, with its default
 
 
@@ -89,7 +89,12 @@ def test_predict_on_a_missing_cuda_device_is_one_line(tmp_path, capsys):
 
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    save_weights(create_model("ghostnet_small_050", num_classes=10), tmp_path / "w.pth")
+    save_weights(
+        create_model("ghostnet_small_050", num_classes=10),
+        tmp_path / "w.pth",
+        "ghostnet_small_050",
+        dict(num_classes=10),
+    )
     with pytest.raises(SystemExit) as e:
         main(["classify", "predict", str(tmp_path), "--checkpoint", str(tmp_path / "w.pth"), "--device", "cuda"])
     err = capsys.readouterr().err.strip().splitlines()

@@ -38,7 +38,8 @@ def test_cifar_folder_and_archive(tmp_path, cifar_dir):
 def test_cifar_missing_names_where_it_looked(tmp_path, monkeypatch):
     monkeypatch.setenv("GHOSTNET_SYSTEM_DATA", str(tmp_path / "system"))
     with pytest.raises(
-        DatasetError, match=r"cifar10 not found .*" + str(tmp_path) + r".*ghostnet train --dataset cifar10 --download"
+        DatasetError,
+        match=r"cifar10 not found .*" + str(tmp_path) + r".*ghostnet classify train --dataset cifar10 --download",
     ):
         load_dataset("cifar10", tmp_path)
 

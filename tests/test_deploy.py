@@ -8,8 +8,9 @@ from conftest import write_cifar, write_image_folder
 from ghostnet import create_model, list_models
 from ghostnet.cli import main
 from ghostnet.deploy import export_model, fuse_bn, prepare_inference
+from ghostnet.models.registry import IMAGE_TASKS
 
-MODELS = list_models()
+MODELS = list_models(task=IMAGE_TASKS)
 
 
 def _randomise_bn(model, in_chans=3):
@@ -298,7 +299,7 @@ def test_an_export_to_a_full_disk_removes_the_partial_file_and_says_why(tmp_path
     capsys.readouterr()
     assert main(argv) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith(f"ghostnet export: error: could not write {out}: "), err
+    assert len(err) == 1 and err[0].startswith(f"ghostnet classify export: error: could not write {out}: "), err
     assert list(tmp_path.iterdir()) == []
 
 

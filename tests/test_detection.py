@@ -248,16 +248,16 @@ def test_a_few_steps_reduce_the_loss(coco, name):
 
 @pytest.mark.parametrize("width", [0.5, 1.0, 1.3])
 def test_detectors_build_at_several_widths_with_custom_levels(width):
-    from ghostnet.models import create_model
+    from ghostnet.models import create_model, model_spec
 
     for name in ("retinanet_ghostnet", "fasterrcnn_ghostnet"):
-        m = create_model(
-            name, num_classes=4, width=width, min_size=64, max_size=64, out_indices=(3, 4), fpn_channels=16
-        ).eval()
+        kwargs = dict(num_classes=4, width=width, min_size=64, max_size=64, out_indices=(3, 4), fpn_channels=16)
+        m = create_model(name, **kwargs).eval()
         with torch.no_grad():
             out = m([torch.rand(3, 64, 80)])
         assert set(out[0]) == {"boxes", "scores", "labels"}
-        assert m.model_kwargs["frozen_bn"] is False and m.model_kwargs["num_classes"] == 4
+        saved = model_spec(name, {**kwargs, "backbone_weights": None}, m).kwargs  # what a checkpoint keeps
+        assert saved["frozen_bn"] is False and saved["num_classes"] == 4 and "backbone_weights" not in saved
 
 
 def _run(capsys, *argv):
@@ -480,8 +480,11 @@ def test_cli_exports_a_trained_detector(coco, tmp_path, capsys):
         str(tmp_path / "d.pt"),
     )
     assert code == 2 and "onnx only" in err
-    code, _, err = _run(capsys, "detect", "export", "ghostnet_050", "--detector-part", "detector")
-    assert code == 2 and "detect-train" in err
+    from ghostnet import create_model, save_weights
+
+    classifier = save_weights(create_model("ghostnet_050"), tmp_path / "cls.pth", "ghostnet_050", {})
+    code, _, err = _run(capsys, "detect", "export", "--checkpoint", str(classifier))
+    assert code == 2 and "not a detector trained with `ghostnet detect train`" in err
 
 
 def test_coco_layout_is_found_and_ambiguity_is_refused(tmp_path):

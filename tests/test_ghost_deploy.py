@@ -7,6 +7,7 @@ from torch import nn
 from ghostnet.bench.models import as_trained
 from ghostnet.deploy.export import export_model, onnx_session
 from ghostnet.models import create_model, list_models, model_entry
+from ghostnet.models.registry import IMAGE_TASKS
 from ghostnet.nn import GhostBottleneck, GhostModule, GhostModuleV2, SqueezeExcite, fuse_bn
 from ghostnet.nn.ghost_deploy import GhostDeploy, ghost_deploy_form
 
@@ -15,7 +16,7 @@ EXPORTED = ["ghost_resnet56", "ghostnet_100", "ghostnetv2_100", "ghostnetv3_050"
 # One model per kind in the default run (CIFAR pair, V1 bottlenecks, folded V3); every registered model (V2's DFC
 # gates, face models' PReLUs at 112x112, all widths) under `pytest -m slow`: minutes on a 2-core machine.
 FAST = ["ghost_resnet56", "ghost_vgg16", "ghostnet_small_050", "ghostnetv3_050", "resnet56"]
-MODELS = [pytest.param(n, marks=[] if n in FAST else pytest.mark.slow) for n in list_models()]
+MODELS = [pytest.param(n, marks=[] if n in FAST else pytest.mark.slow) for n in list_models(task=IMAGE_TASKS)]
 EXPORTS = [pytest.param(n, marks=[] if n == "ghost_resnet56" else pytest.mark.slow) for n in EXPORTED]
 
 

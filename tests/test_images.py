@@ -173,7 +173,7 @@ def test_predict_images_sees_what_an_8bit_copy_shows(tmp_path):
 
 def test_cli_predict_on_a_sixteen_bit_png(tmp_path, capsys):
     ckpt = tmp_path / "w.pth"
-    save_weights(create_model("ghostnet_050", num_classes=4), ckpt)
+    save_weights(create_model("ghostnet_050", num_classes=4), ckpt, "ghostnet_050", dict(num_classes=4))
     path = _sixteen_bit_files(tmp_path)["I;16"]
     Image.fromarray(GRADIENT_8BIT).save(tmp_path / "reference.png")
     outputs = []

@@ -10,13 +10,14 @@ from ghostnet.analysis.model_table import load_table, measure
 from ghostnet.cli import main
 from ghostnet.cli.models import describe
 from ghostnet.models import list_models, model_entry
+from ghostnet.models.registry import IMAGE_TASKS
 
 FIGURE = re.compile(r"(\d+(?:\.\d+)?)M params, (\d+(?:\.\d+)?)M MACs")
 
 
 def test_table_has_a_row_for_every_registered_model() -> None:
     table = load_table()
-    missing, extra = set(list_models()) - set(table), set(table) - set(list_models())
+    missing, extra = set(list_models(task=IMAGE_TASKS)) - set(table), set(table) - set(list_models(task=IMAGE_TASKS))
     assert not missing and not extra, f"run `uv run python scripts/model_table.py` (missing {missing}, extra {extra})"
 
 
@@ -27,7 +28,7 @@ def test_rows_match_the_profiler(name: str) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", list_models(task=IMAGE_TASKS))
 def test_every_row_matches_the_profiler(name: str) -> None:
     assert load_table()[name] == measure(name)
 
@@ -35,12 +36,13 @@ def test_every_row_matches_the_profiler(name: str) -> None:
 def test_list_shows_the_measured_figures(capsys: pytest.CaptureFixture) -> None:
     assert main(["list", "ghost*"]) == 0
     rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()}
-    assert rows["ghostnet_small_050"][1:4] == ["2.59M", "13.42M", "32"]
-    assert rows["ghostnet_small_100"][1:4] == ["5.18M", "43.95M", "32"]
-    assert rows["ghost_resnet56"][1:4] == ["0.44M", "65.47M", "32"]
-    assert rows["ghostnet_100"][1:4] == ["5.18M", "141.15M", "224"]
+    assert rows["ghostnet_small_050"][1] == "classify"  # the task column
+    assert rows["ghostnet_small_050"][2:5] == ["2.59M", "13.42M", "32"]
+    assert rows["ghostnet_small_100"][2:5] == ["5.18M", "43.95M", "32"]
+    assert rows["ghost_resnet56"][2:5] == ["0.44M", "65.47M", "32"]
+    assert rows["ghostnet_100"][2:5] == ["5.18M", "141.15M", "224"]
     for name, row in rows.items():
-        assert not FIGURE.search(" ".join(row[4:])), f"{name}: a typed figure is shown"
+        assert not FIGURE.search(" ".join(row[5:])), f"{name}: a typed figure is shown"
 
 
 def test_typed_figures_are_dropped_from_descriptions() -> None:
@@ -53,7 +55,7 @@ def test_typed_figures_are_dropped_from_descriptions() -> None:
     assert describe("GhostNet at any width multiplier.") == "GhostNet at any width multiplier."
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", list_models(task=IMAGE_TASKS))
 def test_figures_left_in_docstrings_agree_with_the_table(name: str) -> None:
     """Until the builders' docstrings lose their figures, they must at least round to the measured ones."""
     row = load_table()[name]

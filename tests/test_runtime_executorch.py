@@ -17,6 +17,7 @@ from ghostnet.data.synth import random_background, sample_backgrounds  # noqa: E
 from ghostnet.deploy.runtime_export import float32_noise  # noqa: E402
 from ghostnet.deploy.runtimes import executorch as et  # noqa: E402
 from ghostnet.models import create_model, list_models, model_entry  # noqa: E402
+from ghostnet.models.registry import IMAGE_TASKS
 from ghostnet.nn.rep import reparameterize  # noqa: E402
 from ghostnet.nn.surgery import fuse_bn  # noqa: E402
 
@@ -146,7 +147,7 @@ def test_unconvertible_model_is_one_line(tmp_path):
 
 
 def _slow_cases() -> list[tuple[str, int]]:
-    return [(n, model_entry(n).default_cfg.get("input_size", 64)) for n in list_models()]
+    return [(n, model_entry(n).default_cfg.get("input_size", 64)) for n in list_models(task=IMAGE_TASKS)]
 
 
 @pytest.mark.slow

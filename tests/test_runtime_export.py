@@ -1,5 +1,5 @@
 """The common edge-runtime export: output checks, staging and atomic placement, parity on real images, and the
-`ghostnet export --format <runtime>` options, against a stand-in runtime (the real ones have their own tests)."""
+`ghostnet classify export --format <runtime>` options, against a stand-in runtime (the real ones have their own tests)."""
 
 from __future__ import annotations
 
@@ -180,8 +180,7 @@ def test_cli_export_through_a_runtime_prints_what_it_checked(tmp_path, capsys, f
         Image.fromarray(np.random.default_rng(i).integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(
             photos / f"{i}.png"
         )
-    monkeypatch.setattr("ghostnet.tasks.runtime_export._classifier", lambda args: _source())
-    from ghostnet.tasks.runtime_export import cmd_export_runtime
+    from ghostnet.tasks.export import run_export
 
     args = types.SimpleNamespace(
         format="fake",
@@ -196,16 +195,16 @@ def test_cli_export_through_a_runtime_prints_what_it_checked(tmp_path, capsys, f
         input_size=None,
         data_dir=None,
     )
-    assert cmd_export_runtime(args, None, {}) == 0
+    assert run_export(args, _source()) == 0
     out = capsys.readouterr().out
     assert "wrote" in out and "(fake, int8," in out and "calibrated on 2 images" in out and "a note" in out
 
 
 def _source():
     from ghostnet.data.images import Preprocess
-    from ghostnet.tasks.runtime_export import _Source
+    from ghostnet.tasks.export import ExportSource
 
-    return _Source(_tiny(), (32, 32), 3, Preprocess(image_size=32), "tiny")
+    return ExportSource(_tiny(), (32, 32), 3, Preprocess(image_size=32), "tiny")
 
 
 def test_calibration_images_are_stacked_to_the_files_batch():

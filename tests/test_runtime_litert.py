@@ -200,9 +200,10 @@ def test_a_model_the_converter_refuses_is_one_line_naming_the_construct(model, n
 
 def classification_cases() -> list[tuple[str, int]]:
     from ghostnet.models import list_models, model_entry
+    from ghostnet.models.registry import IMAGE_TASKS
 
     # ImageNet models at 224x224, where the last stage is 7x7 and a DFC gate upsamples by a non-integer factor
-    return [(name, int(model_entry(name).default_cfg.get("input_size", 224))) for name in list_models()]
+    return [(name, int(model_entry(name).default_cfg.get("input_size", 224))) for name in list_models(task=IMAGE_TASKS)]
 
 
 @pytest.mark.slow

@@ -160,9 +160,10 @@ def test_export_to_runtime_places_the_pair_and_reports(tmp_path):
 
 def classification_cases() -> list[tuple[str, int]]:
     from ghostnet.models import list_models
+    from ghostnet.models.registry import IMAGE_TASKS
 
     # ImageNet models at 224x224, where the last stage is 7x7 and a DFC gate upsamples by a non-integer factor
-    return [(name, int(model_entry(name).default_cfg.get("input_size", 224))) for name in list_models()]
+    return [(name, int(model_entry(name).default_cfg.get("input_size", 224))) for name in list_models(task=IMAGE_TASKS)]
 
 
 @pytest.mark.slow

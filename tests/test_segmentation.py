@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 from ghostnet.cli import main
-from ghostnet.models import create_model
+from ghostnet.models import create_model, list_models, model_entry, model_spec
 from ghostnet.models.checkpoint import save_weights
 from ghostnet.models.ghostnet import GhostNet
 from ghostnet.tasks.segment.data import (
@@ -79,11 +79,9 @@ def test_heads_output_shapes_aux_and_names():
     dl = deeplabv3_ghostnet(4, width=0.5, version="v2", output_stride=8, aux_loss=True).eval()
     out = dl(torch.randn(1, 3, 64, 64))
     assert out["out"].shape == (1, 4, 64, 64) and out["aux"].shape == (1, 4, 64, 64)
-    assert lr.model_name == "lraspp_ghostnet" and lr.model_kwargs == {
-        "num_classes": 5,
-        "width": 0.5,
-        "output_stride": 16,
-    }
+    spec = model_spec("lraspp_ghostnet", {"num_classes": 5, "width": 0.5, "backbone_weights": None}, lr)
+    assert spec.kwargs == {"num_classes": 5, "width": 0.5}  # a weights path is not what rebuilds it
+    assert model_entry("lraspp_ghostnet").task == "segment" and "lraspp_ghostnet" in list_models(task="segment")
     assert lr.backbone.high_channels == 480 and lr.backbone.low_channels == 20  # 960w and 40w at width 0.5
     with pytest.raises(ValueError, match="fix their width"):
         create_model("lraspp_ghostnet_100", num_classes=3, width=0.5)
@@ -187,7 +185,7 @@ def _train_args(fmt, root, tmp_path):
 def _one_line_error(capsys, argv, *needles):
     code, _, err = _run(capsys, *argv)
     assert code == 2, err
-    assert len(err.strip().splitlines()) == 1 and err.startswith("ghostnet seg-train: error:"), err
+    assert len(err.strip().splitlines()) == 1 and err.startswith("ghostnet segment train: error:"), err
     for n in needles:
         assert n in err, err
     return err

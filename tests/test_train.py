@@ -152,6 +152,7 @@ def test_sigkill_at_any_point_then_resume_is_bit_identical(tmp_path):
     write_cifar(tmp_path / "data", n_train=160, n_test=20)
     common = [
         "classify",
+        "classify",
         "train",
         "--dataset",
         "cifar10",
@@ -198,7 +199,9 @@ def test_sigkill_at_any_point_then_resume_is_bit_identical(tmp_path):
         proc.wait()
     assert kills >= 1, "the run finished before it could be killed"
     assert read_checkpoint(last)["step"] < 30
-    r = _cli("train", "--output-dir", str(tmp_path / "runs"), "--name", "broken", "--resume")  # the run's own config
+    r = _cli(
+        "classify", "train", "--output-dir", str(tmp_path / "runs"), "--name", "broken", "--resume"
+    )  # the run's own config
     assert r.returncode == 0, r.stderr
     assert "resuming" in r.stdout
 
@@ -225,6 +228,7 @@ def test_two_process_ddp_agrees_with_single_process_eval(tmp_path):
         "--master_port=29533",
         "-m",
         "ghostnet",
+        "classify",
         "classify",
         "train",
         "--dataset",
@@ -253,7 +257,7 @@ def test_two_process_ddp_agrees_with_single_process_eval(tmp_path):
     assert summary["steps"] == 10  # global batch 16 over 80 images: 5 steps per epoch, as in one process
     assert r.stdout.count("epoch 2/2") == 1  # only rank 0 reports
     # the metrics reduced across ranks equal a single process's evaluation of the saved weights
-    ev = _cli("eval", str(run / "last.pth"), "--json", "--no-progress", "--batch-size", "5")
+    ev = _cli("classify", "eval", str(run / "last.pth"), "--json", "--no-progress", "--batch-size", "5")
     assert ev.returncode == 0, ev.stderr
     single = json.loads(ev.stdout)
     last_row = json.loads((run / "log.jsonl").read_text().splitlines()[-1])
@@ -266,6 +270,7 @@ def test_cli_train_eval_predict_on_idx(tmp_path, capsys):
     write_idx(tmp_path / "data" / "fashion-mnist", n_train=60, n_test=20)
     code = main(
         [
+            "classify",
             "classify",
             "train",
             "--dataset",
@@ -325,6 +330,7 @@ def test_cli_train_on_image_folder(tmp_path, capsys):
     code = main(
         [
             "classify",
+            "classify",
             "train",
             "--dataset",
             "imagefolder",
@@ -353,6 +359,7 @@ def test_cli_train_on_image_folder(tmp_path, capsys):
         main(
             [
                 "classify",
+                "classify",
                 "predict",
                 str(root / "val" / "dog" / "0.png"),
                 "--checkpoint",
@@ -373,6 +380,7 @@ def test_predict_with_released_style_state_dict(tmp_path, capsys):
     assert (
         main(
             [
+                "classify",
                 "classify",
                 "predict",
                 str(tmp_path / "x.jpg"),
@@ -416,7 +424,7 @@ def test_predict_rejects_bad_images(tmp_path, capsys):
     ckpt = tmp_path / "w.pth"
     from ghostnet import save_weights
 
-    save_weights(create_model("ghostnet_050"), ckpt)
+    save_weights(create_model("ghostnet_050"), ckpt, "ghostnet_050", dict())
     (tmp_path / "broken.jpg").write_text("not an image")
     with pytest.raises(SystemExit) as e:
         main(["classify", "predict", str(tmp_path / "broken.jpg"), "--checkpoint", str(ckpt)])
@@ -491,22 +499,11 @@ def test_every_option_has_help_from_its_field_and_shows_its_default(capsys):
     assert "--augment" not in out and "--dataset" not in out  # classification-only options are not offered
 
 
-def test_a_detection_config_saved_with_the_old_classification_fields_still_loads(tmp_path):
-    from ghostnet.engine.config import load_config
-    from ghostnet.tasks.detect.config import DetectConfig
-
-    saved = tmp_path / "config.yaml"
-    saved.write_text("dataset: coco\naugment: null\ndrop_rate: 0.2\nmodel: fasterrcnn_ghostnet\nfpn_channels: 64\n")
-    cfg = load_config(DetectConfig, saved)
-    assert (cfg.model, cfg.fpn_channels, cfg.data_name()) == ("fasterrcnn_ghostnet", 64, "coco")
-    assert cfg.detector_options()["out_indices"] == (2, 3, 4)
-
-
 def test_eval_errors_are_one_line(tmp_path, capsys):
     from ghostnet import save_weights
 
     ckpt = tmp_path / "w.pth"
-    save_weights(create_model("ghostnet_small_050", num_classes=10), ckpt)
+    save_weights(create_model("ghostnet_small_050", num_classes=10), ckpt, "ghostnet_small_050", dict(num_classes=10))
     for argv, message in [
         (["classify", "eval", str(ckpt), "--device", "cuda:0"], "CUDA is not available"),
         (["classify", "eval", str(ckpt), "--dataset", "nope"], "nope"),
@@ -540,6 +537,7 @@ def _folder_with_unreadable_images(root, up_front=True):
 def _train_folder(root, out, name, *extra):
     return main(
         [
+            "classify",
             "classify",
             "train",
             "--dataset",
@@ -588,13 +586,13 @@ def test_bad_images_error_refuses_in_one_line_naming_the_file(tmp_path, capsys):
 
     root = _folder_with_unreadable_images(tmp_path / "imgs")
     ckpt = tmp_path / "w.pth"
-    save_weights(create_model("ghostnet_050", num_classes=3), ckpt)
+    save_weights(create_model("ghostnet_050", num_classes=3), ckpt, "ghostnet_050", dict(num_classes=3))
     evaluate = ["classify", "eval", str(ckpt), "--dataset", "imagefolder", "--data-dir", str(root), "--no-progress"]
     for run, name in [
         (lambda: _train_folder(root, tmp_path / "runs", "up-front", "--bad-images", "error"), "empty.jpg"),
         (lambda: main([*evaluate, "--bad-images", "error"]), "empty.jpg"),
         (lambda: _train_folder(tmp_path / "decode", tmp_path / "runs", "decode", "--bad-images", "error"), "truncated"),
-        (lambda: main([*evaluate[:5], str(tmp_path / "decode"), *evaluate[6:], "--bad-images", "error"]), "truncated"),
+        (lambda: main([*evaluate[:6], str(tmp_path / "decode"), *evaluate[7:], "--bad-images", "error"]), "truncated"),
     ]:
         if name == "truncated" and not (tmp_path / "decode").exists():
             _folder_with_unreadable_images(tmp_path / "decode", up_front=False)
@@ -665,6 +663,7 @@ def test_a_nan_loss_before_any_checkpoint_says_none_was_written(tmp_path):
 def _train_argv(tmp_path):
     return [
         "classify",
+        "classify",
         "train",
         *("--dataset", "digits", "--image-size", "16", "--batch-size", "16", "--eval-batch-size", "512"),
         *("--epochs", "1", "--max-steps", "3", "--save-every-steps", "1", "--no-progress"),
@@ -683,7 +682,7 @@ def test_a_full_disk_during_training_ends_in_one_line(tmp_path, monkeypatch, cap
     run = tmp_path / "runs" / "r"
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1, err
-    assert err[0].startswith(f"ghostnet train: error: could not write checkpoint {run / 'last.pth'}: ")
+    assert err[0].startswith(f"ghostnet classify train: error: could not write checkpoint {run / 'last.pth'}: ")
     assert "No space left on device; it needs about " in err[0] and " free; the previous last.pth is intact" in err[0]
     assert read_checkpoint(run / "last.pth")["step"] == 1
     assert not [p.name for p in run.iterdir() if p.name.endswith(".tmp")]

@@ -13,6 +13,7 @@ import torch
 
 from ..models import create_model, list_models, model_entry
 from ..models.files import write_atomically
+from ..models.registry import IMAGE_TASKS
 from .profile import profile_model
 
 __all__ = ["TABLE_PATH", "default_input_size", "load_table", "measure", "write_table"]
@@ -35,7 +36,7 @@ def measure(name: str) -> dict[str, int]:
 
 def write_table(path: Path = TABLE_PATH, names: list[str] | None = None) -> dict[str, dict[str, int]]:
     """Measure every registered model (or `names`) and write the table as JSON; returns it."""
-    table = {name: measure(name) for name in (names if names is not None else list_models())}
+    table = {name: measure(name) for name in (names if names is not None else list_models(task=IMAGE_TASKS))}
     text = json.dumps(table, indent=1, sort_keys=True) + "\n"
     write_atomically(Path(path), lambda f: f.write(text.encode()), lambda: len(text))
     return table

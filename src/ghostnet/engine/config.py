@@ -142,7 +142,9 @@ def first_failure(*checks: tuple[bool, str]) -> None:
 
 
 def _field_types(cls: type[RunConfig]) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
+    """The config's fields and their types (class-level settings such as `recipes_dir` are not fields)."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
 
 def _coerce(name: str, value: Any, tp: Any) -> Any:

@@ -18,6 +18,7 @@ from torch import nn
 from .hub import PUBLISHED_WEIGHTS, Weights, find_weights
 
 __all__ = [
+    "IMAGE_TASKS",
     "TASKS",
     "ModelEntry",
     "ModelSpec",
@@ -31,6 +32,9 @@ __all__ = [
 
 TaskName = Literal["classify", "detect", "segment", "face"]
 TASKS: tuple[TaskName, ...] = ("classify", "detect", "segment", "face")
+# The tasks whose models take an image and return one tensor (logits, an embedding): what the generic tools
+# (profile table, export and runtime sweeps) cover; detectors and segmenters go through their tasks.
+IMAGE_TASKS: tuple[TaskName, ...] = ("classify", "face")
 SpecHook = Callable[[dict[str, Any], nn.Module], dict[str, Any]]
 
 
@@ -97,12 +101,13 @@ def register_model(
     return wrap
 
 
-def list_models(pattern: str = "*", task: TaskName | None = None) -> list[str]:
+def list_models(pattern: str = "*", task: TaskName | tuple[TaskName, ...] | None = None) -> list[str]:
     """Names of the registered models matching a shell-style `pattern` (e.g. ``"ghostnet_*"``), sorted; only
-    those of `task` (``"classify"``, ``"detect"``, ``"segment"``, ``"face"``) when given."""
-    if task is not None and task not in TASKS:
-        raise ValueError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
-    return sorted(n for n, e in _REGISTRY.items() if fnmatch.fnmatch(n, pattern) and task in (None, e.task))
+    those of `task` (``"classify"``, ``"detect"``, ``"segment"``, ``"face"``, or a tuple of them) when given."""
+    tasks = (task,) if isinstance(task, str) else task
+    if tasks is not None and (bad := [t for t in tasks if t not in TASKS]):
+        raise ValueError(f"task must be one of {', '.join(TASKS)}, got {bad[0]!r}")
+    return sorted(n for n, e in _REGISTRY.items() if fnmatch.fnmatch(n, pattern) and (tasks is None or e.task in tasks))
 
 
 def model_entry(name: str) -> ModelEntry:
