@@ -108,7 +108,6 @@ def test_config_refuses_a_teacher_it_cannot_use(values, message):
 def _digits_argv(tmp_path, name, *extra):
     return [
         "classify",
-        "classify",
         "train",
         *("--config", "digits", "--image-size", "16", "--batch-size", "16", "--eval-batch-size", "512"),
         *("--epochs", "1", "--max-steps", "2", "--no-progress", "--deterministic", "--seed", "1"),
@@ -168,7 +167,6 @@ def test_sigkill_then_resume_of_a_distilled_run_is_bit_identical(tmp_path, capsy
     schedule = ["--model", "ghostnet_small_050", "--epochs", "2", "--batch-size", "16", "--save-every-steps", "2"]
     kd = ["--teacher", "ghostnet_small_050", "--teacher-checkpoint", str(teacher), "--kd-temperature", "2"]
     common = [
-        "classify",
         "classify",
         "train",
         *data,

@@ -152,7 +152,6 @@ def test_sigkill_at_any_point_then_resume_is_bit_identical(tmp_path):
     write_cifar(tmp_path / "data", n_train=160, n_test=20)
     common = [
         "classify",
-        "classify",
         "train",
         "--dataset",
         "cifar10",
@@ -229,7 +228,6 @@ def test_two_process_ddp_agrees_with_single_process_eval(tmp_path):
         "-m",
         "ghostnet",
         "classify",
-        "classify",
         "train",
         "--dataset",
         "cifar10",
@@ -270,7 +268,6 @@ def test_cli_train_eval_predict_on_idx(tmp_path, capsys):
     write_idx(tmp_path / "data" / "fashion-mnist", n_train=60, n_test=20)
     code = main(
         [
-            "classify",
             "classify",
             "train",
             "--dataset",
@@ -330,7 +327,6 @@ def test_cli_train_on_image_folder(tmp_path, capsys):
     code = main(
         [
             "classify",
-            "classify",
             "train",
             "--dataset",
             "imagefolder",
@@ -359,7 +355,6 @@ def test_cli_train_on_image_folder(tmp_path, capsys):
         main(
             [
                 "classify",
-                "classify",
                 "predict",
                 str(root / "val" / "dog" / "0.png"),
                 "--checkpoint",
@@ -380,7 +375,6 @@ def test_predict_with_released_style_state_dict(tmp_path, capsys):
     assert (
         main(
             [
-                "classify",
                 "classify",
                 "predict",
                 str(tmp_path / "x.jpg"),
@@ -415,7 +409,7 @@ def test_predict_with_released_style_state_dict(tmp_path, capsys):
 )
 def test_cli_usage_errors(tmp_path, capsys, argv, message):
     with pytest.raises(SystemExit) as e:
-        main([*argv, "--output-dir", str(tmp_path)] if argv[0] == "train" else argv)
+        main([*argv, "--output-dir", str(tmp_path)] if argv[1] == "train" else argv)
     assert e.value.code == 2
     assert message in capsys.readouterr().err.strip().splitlines()[-1]
 
@@ -437,7 +431,7 @@ def test_resume_uses_the_runs_own_config_and_refuses_another_model(tmp_path, cap
     assert (
         main(
             [
-                *base[:5],
+                *base[:6],
                 "--dataset",
                 "cifar10",
                 "--data-dir",
@@ -537,7 +531,6 @@ def _folder_with_unreadable_images(root, up_front=True):
 def _train_folder(root, out, name, *extra):
     return main(
         [
-            "classify",
             "classify",
             "train",
             "--dataset",
@@ -662,7 +655,6 @@ def test_a_nan_loss_before_any_checkpoint_says_none_was_written(tmp_path):
 
 def _train_argv(tmp_path):
     return [
-        "classify",
         "classify",
         "train",
         *("--dataset", "digits", "--image-size", "16", "--batch-size", "16", "--eval-batch-size", "512"),

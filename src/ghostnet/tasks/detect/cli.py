@@ -164,7 +164,7 @@ def _fuse_backbone(model: Any) -> Any:
 def _export_arguments(p: argparse.ArgumentParser) -> None:
     from ..export import add_export_arguments
 
-    p.add_argument("--checkpoint", required=True, help="a checkpoint written by `ghostnet detect predict train`")
+    p.add_argument("--checkpoint", required=True, help="a checkpoint written by `ghostnet detect train`")
     add_export_arguments(p)
     p.add_argument(
         "--detector-part",
@@ -203,7 +203,7 @@ MODES = (
     Mode(
         "export",
         "write a trained detector's backbone + FPN, or the whole detector, checked against PyTorch",
-        "Export a `ghostnet detect predict train` checkpoint: its GhostNet + FPN backbone (onnx, torchscript, "
+        "Export a `ghostnet detect train` checkpoint: its GhostNet + FPN backbone (onnx, torchscript, "
         "exported-program) or, with --detector-part detector, the whole detector to ONNX (one image of any size in, "
         "boxes/scores/labels out). The file is validated and must match PyTorch.",
         _export_arguments,

@@ -1,4 +1,4 @@
-"""The detection run's configuration (`ghostnet detect predict train`): `RunConfig` plus the COCO-format data and the
+"""The detection run's configuration (`ghostnet detect train`): `RunConfig` plus the COCO-format data and the
 detector's options (`DetectorOptions`)."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ __all__ = ["DetectConfig"]
 
 @dataclass
 class DetectConfig(RunConfig, DetectorOptions):
-    """A detection run (`ghostnet detect predict train`) on COCO-format data: the run's fields and the detector's options.
+    """A detection run (`ghostnet detect train`) on COCO-format data: the run's fields and the detector's options.
 
     `model` names the detector; the detector's own options (backbone width, levels, FPN, frozen BN, image
     sizes, ...) are declared once, in `ghostnet.tasks.detect.models.DetectorOptions`.

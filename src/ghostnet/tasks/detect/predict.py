@@ -1,5 +1,5 @@
 """Detection on image files: the boxes, labels and scores of a trained detector, drawn onto the images
-(`ghostnet detect predict predict`)."""
+(`ghostnet detect predict`)."""
 
 from __future__ import annotations
 

@@ -229,7 +229,7 @@ def load_detector(
     """A detector from a `ghostnet detect train` checkpoint (a path, or the checkpoint already read), in eval mode:
     (model, data info, training config)."""
     detectors = list_models(task="detect")
-    ckpt, name, kwargs = task_checkpoint(path, detectors, "a detector trained with `ghostnet detect predict train`")
+    ckpt, name, kwargs = task_checkpoint(path, detectors, "a detector trained with `ghostnet detect train`")
     if "out_indices" in kwargs:
         kwargs["out_indices"] = tuple(kwargs["out_indices"])
     model = create_model(name, **kwargs)

@@ -157,7 +157,7 @@ def _fuse_backbone(logits: Any) -> Any:
 def _export_arguments(p: argparse.ArgumentParser) -> None:
     from ..export import add_export_arguments
 
-    p.add_argument("--checkpoint", required=True, help="a checkpoint written by `ghostnet segment predict train`")
+    p.add_argument("--checkpoint", required=True, help="a checkpoint written by `ghostnet segment train`")
     add_export_arguments(p)
 
 
@@ -191,7 +191,7 @@ MODES = (
     Mode(
         "export",
         "write a trained segmenter for ONNX Runtime (any height and width) or an edge runtime, checked",
-        "Export a `ghostnet segment predict train` checkpoint: to ONNX taking any batch, height and width (logits out, parity "
+        "Export a `ghostnet segment train` checkpoint: to ONNX taking any batch, height and width (logits out, parity "
         "checked at two sizes), or to OpenVINO, ExecuTorch, LiteRT or ncnn at --input-size (default 512x512), checked "
         "in the runtime's own interpreter on real images.",
         _export_arguments,

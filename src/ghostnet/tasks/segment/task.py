@@ -199,7 +199,7 @@ def load_segmenter(
     """A segmenter from a `ghostnet segment train` checkpoint (a path, or the checkpoint already read), in eval mode:
     (model, data info, training config)."""
     segmenters = list_models(task="segment")
-    ckpt, name, kwargs = task_checkpoint(path, segmenters, "a segmenter trained with `ghostnet segment predict train`")
+    ckpt, name, kwargs = task_checkpoint(path, segmenters, "a segmenter trained with `ghostnet segment train`")
     model = create_model(name, **kwargs)
     load_weights(model, ckpt["model"])
     return model.to(device).eval(), ckpt.get("data", {}), ckpt.get("config", {})
