@@ -99,3 +99,39 @@ def test_predict_on_a_missing_cuda_device_is_one_line(tmp_path, capsys):
         main(["classify", "predict", str(tmp_path), "--checkpoint", str(tmp_path / "w.pth"), "--device", "cuda"])
     err = capsys.readouterr().err.strip().splitlines()
     assert e.value.code == 2 and len(err) == 1 and "CUDA is not available" in err[0]
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["bench", "latency", "--model", "nope"], "unknown model 'nope'"),
+        (["bench", "train", "--model", "retinanet_ghostnet"], "retinanet_ghostnet is a detector"),
+        (
+            ["classify", "export", "lraspp_ghostnet_100"],
+            "is a segment model: export a trained one with `ghostnet segment",
+        ),
+        (["classify", "export"], "give a registered MODEL, --checkpoint, or both"),
+        (["list", "--task", "bogus"], "invalid choice: 'bogus'"),
+        (["segment"], "required: MODE"),
+    ],
+)
+def test_new_entry_points_refuse_bad_input_in_one_line(capsys, argv, message):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and message in err[-1], err
+    assert err[-1].startswith(("ghostnet ", "usage")) and sum(not line.startswith(" ") for line in err[1:]) <= 1
+
+
+def test_every_task_registers_its_models_and_modes():
+    from ghostnet import list_models
+    from ghostnet.tasks import TASKS
+
+    assert list(TASKS) == ["classify", "detect", "segment", "face"]
+    assert set(list_models(task="detect")) == {"retinanet_ghostnet", "fasterrcnn_ghostnet"}
+    assert {"lraspp_ghostnet_100", "deeplabv3_ghostnet_100"} <= set(TASKS["segment"].models())
+    assert all(
+        "export" in [m.name for m in spec.modes] and "train" in [m.name for m in spec.modes] for spec in TASKS.values()
+    )
+    with pytest.raises(ValueError, match="task must be one of"):
+        list_models(task="bogus")

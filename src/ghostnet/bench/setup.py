@@ -78,6 +78,7 @@ class BenchSetup:
             put("in_chans", chans)
             size = size or trained
         put("model_name", self.model_name or "ghostnet_100")
+        _check_model(self.model_name)  # an unknown name is refused before anything is built or timed
         put("input_size", _height_width(size or _registered_size(self.model_name)))
         batches, runs, warm = (_QUICK if self.quick else _DEFAULTS)[self.mode]
         if self.mode == "latency" and self.cuda and not self.quick:
@@ -157,6 +158,15 @@ def _checkpoint_model(checkpoint: str, model_name: str, size: int | tuple[int, .
             f"{checkpoint} was trained at {trained}x{trained}; its top-1 is measured there: leave out the size"
         )
     return name, int(meta.get("in_chans", 3)), trained
+
+
+def _check_model(model_name: str) -> None:
+    """A registered model or ``ghostify:NAME`` of a torchvision classifier; else `ValueError` naming the choices."""
+    from ..models import model_entry
+    from .models import ghostified_torchvision
+
+    if ghostified_torchvision(model_name) is None and model_entry(model_name).task == "detect":
+        raise ValueError(f"{model_name} is a detector: the bench times models that take a batch of images of one size")
 
 
 def _registered_size(model_name: str) -> int:

@@ -7,7 +7,7 @@ import json
 import re
 from pathlib import Path
 
-from ..models.registry import TASKS
+from ..models.registry import TASK_NAMES
 from ..tasks.options import UsageError, positive_float, positive_int
 
 
@@ -279,7 +279,7 @@ def _add_list(sub: argparse._SubParsersAction) -> None:
         "ImageNet weights (and from where).",
     )
     p.add_argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. 'ghostnet_*'")
-    p.add_argument("--task", choices=TASKS, help="only the models of this task")
+    p.add_argument("--task", choices=TASK_NAMES, help="only the models of this task")
     p.set_defaults(func=cmd_list)
 
 

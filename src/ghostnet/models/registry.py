@@ -19,7 +19,7 @@ from .hub import PUBLISHED_WEIGHTS, Weights, find_weights
 
 __all__ = [
     "IMAGE_TASKS",
-    "TASKS",
+    "TASK_NAMES",
     "ModelEntry",
     "ModelSpec",
     "TaskName",
@@ -31,7 +31,7 @@ __all__ = [
 ]
 
 TaskName = Literal["classify", "detect", "segment", "face"]
-TASKS: tuple[TaskName, ...] = ("classify", "detect", "segment", "face")
+TASK_NAMES: tuple[TaskName, ...] = ("classify", "detect", "segment", "face")
 # The tasks whose models take an image and return one tensor (logits, an embedding): what the generic tools
 # (profile table, export and runtime sweeps) cover; detectors and segmenters go through their tasks.
 IMAGE_TASKS: tuple[TaskName, ...] = ("classify", "face")
@@ -87,8 +87,8 @@ def register_model(
         **default_cfg: metadata shown by `ghostnet list` (e.g. ``default_width``, ``input_size``). Published
             weights are not given here but in `ghostnet.models.hub.PUBLISHED_WEIGHTS`, under the model's name.
     """
-    if task not in TASKS:
-        raise ValueError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
+    if task not in TASK_NAMES:
+        raise ValueError(f"task must be one of {', '.join(TASK_NAMES)}, got {task!r}")
     if "url" in default_cfg:
         raise ValueError("register_model takes no url=: add published weights to ghostnet.models.hub.PUBLISHED_WEIGHTS")
 
@@ -105,8 +105,8 @@ def list_models(pattern: str = "*", task: TaskName | tuple[TaskName, ...] | None
     """Names of the registered models matching a shell-style `pattern` (e.g. ``"ghostnet_*"``), sorted; only
     those of `task` (``"classify"``, ``"detect"``, ``"segment"``, ``"face"``, or a tuple of them) when given."""
     tasks = (task,) if isinstance(task, str) else task
-    if tasks is not None and (bad := [t for t in tasks if t not in TASKS]):
-        raise ValueError(f"task must be one of {', '.join(TASKS)}, got {bad[0]!r}")
+    if tasks is not None and (bad := [t for t in tasks if t not in TASK_NAMES]):
+        raise ValueError(f"task must be one of {', '.join(TASK_NAMES)}, got {bad[0]!r}")
     return sorted(n for n, e in _REGISTRY.items() if fnmatch.fnmatch(n, pattern) and (tasks is None or e.task in tasks))
 
 
@@ -193,14 +193,6 @@ class ModelSpec:
 
     name: str
     kwargs: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def entry(self) -> ModelEntry:
-        return model_entry(self.name)
-
-    def build(self, **overrides: Any) -> nn.Module:
-        """The model, built again (weights as initialised); `overrides` replace saved arguments."""
-        return create_model(self.name, **(self.kwargs | overrides))
 
 
 def model_spec(name: str, kwargs: dict[str, Any], model: nn.Module | None = None) -> ModelSpec:

@@ -40,9 +40,3 @@ class TaskSpec:
     def models(self) -> list[str]:
         """The registered models built for this task."""
         return list_models(task=self.name)
-
-    def mode(self, name: str) -> Mode:
-        found = [m for m in self.modes if m.name == name]
-        if not found:
-            raise ValueError(f"task {self.name} has no mode {name!r}; modes: {', '.join(m.name for m in self.modes)}")
-        return found[0]

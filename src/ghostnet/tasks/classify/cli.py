@@ -152,6 +152,7 @@ def _export_source(args: argparse.Namespace) -> ExportSource:
     its multi-scale backbone; its own dataset calibrates ``--int8`` when it is one of our checkpoints."""
     from ...data.images import Preprocess
     from ...models import create_model, list_models, model_entry
+    from ...models.registry import IMAGE_TASKS
     from ...nn.rep import reparameterize
     from ..export import ExportSource
     from .evaluate import load_model
@@ -165,8 +166,9 @@ def _export_source(args: argparse.Namespace) -> ExportSource:
         model, prep, trained = load_model(args.checkpoint, args.model, **kwargs)
         stem = Path(args.checkpoint).stem
     else:
-        if args.model not in list_models():
-            raise UsageError(f"unknown model {args.model!r}; known models: {', '.join(list_models(task='classify'))}")
+        if args.model not in list_models(task=IMAGE_TASKS):
+            task = model_entry(args.model).task  # an unknown name: ValueError listing the known ones
+            raise UsageError(f"{args.model} is a {task} model: export a trained one with `ghostnet {task} export`")
         model, stem, trained = create_model(args.model, **kwargs), args.model, {}
         prep = Preprocess(image_size=model_entry(args.model).default_cfg.get("input_size", 224))
     if args.features_only:  # not the full model's name: exporting both must not collide

@@ -18,9 +18,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from torchvision.ops import FeaturePyramidNetwork
-from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP6P7
-from torchvision.ops.misc import FrozenBatchNorm2d
 
 from ...models.checkpoint import load_weights
 from ...models.ghostnet import GhostNet
@@ -59,6 +56,9 @@ class GhostNetFPN(nn.Module):
         if not body.features_only:
             raise ValueError("the body must be a features_only GhostNet")
         self.body = body
+        from torchvision.ops import FeaturePyramidNetwork
+        from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP6P7
+
         extra_block = LastLevelP6P7(out_channels, out_channels) if extra == "p6p7" else LastLevelMaxPool()
         self.fpn = FeaturePyramidNetwork(
             [f["num_chs"] for f in body.feature_info], out_channels, extra_blocks=extra_block
@@ -72,6 +72,8 @@ class GhostNetFPN(nn.Module):
 
 def freeze_bn(model: nn.Module) -> nn.Module:
     """Replace every BatchNorm2d by a FrozenBatchNorm2d with its statistics and affine weights (in place)."""
+    from torchvision.ops.misc import FrozenBatchNorm2d
+
     for name, m in list(model.named_modules()):
         if type(m) is nn.BatchNorm2d:
             frozen = FrozenBatchNorm2d(m.num_features, eps=m.eps)
@@ -184,6 +186,8 @@ def _anchor_sizes(backbone: GhostNetFPN, extra_levels: int) -> tuple[tuple[int, 
 def _spec(kwargs: dict[str, Any], model: nn.Module) -> dict[str, Any]:
     """Enough to rebuild a detector around its checkpoint: the weights come from the checkpoint (no backbone weights
     path), and BN stays as it was built (frozen or not, as the builder decided)."""
+    from torchvision.ops.misc import FrozenBatchNorm2d
+
     saved = {k: v for k, v in kwargs.items() if k != "backbone_weights"}
     saved["frozen_bn"] = any(isinstance(m, FrozenBatchNorm2d) for m in model.get_submodule("backbone.body").modules())
     return saved
